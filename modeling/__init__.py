@@ -1,0 +1,20 @@
+"""LycheeMemory model classes: the Hub remote code, also installed as `lychee_hf.modeling` (one copy)."""
+
+from .compressor_lychee import LycheeCompressor, LycheePreTrainedModel
+from .configuration_lychee import LycheeMemoryConfig
+from .gate_lychee import LycheeGate
+from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
+from .modeling_lychee import LycheeMemoryForCausalLM
+from .reasoner_lychee import LycheeBlockTrace, LycheeGenerateOutput
+
+__all__ = [
+    "LycheeBlockTrace",
+    "LycheeCompressor",
+    "LycheeGate",
+    "LycheeGenerateOutput",
+    "LycheeMemoryBank",
+    "LycheeMemoryBlock",
+    "LycheeMemoryConfig",
+    "LycheeMemoryForCausalLM",
+    "LycheePreTrainedModel",
+]

@@ -1,0 +1,184 @@
+"""LycheeCompressor: turns chunks of a document into compact K/V blocks with the shared backbone.
+
+Memory-token mode (the authors' scheme): each compression window of raw tokens gets memory ("beacon") tokens,
+one after every `compression_ratio` raw tokens (interleave) or all after the window (append). Memory tokens
+have their own embedding and q/k/v projections; every other weight is the backbone's. Attention is plain causal
+over [earlier windows' memory tokens, this window's slots] ("full-coverage"), positions count memory tokens and
+skip padding, every chunk starts from a fresh state, and only the memory tokens' keys (before rotary
+embedding) and values are kept.
+
+Lossless mode: the block is the chunk's own K/V (no memory tokens).
+"""
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.cache_utils import DynamicCache
+
+from .attention_lychee import MemoryProjections, MemoryRouting, apply_rotary
+from .configuration_lychee import LycheeMemoryConfig
+
+
+def memory_token_layout(window: int, ratio: int, placement: str) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """Slot indices of a window's raw tokens and memory tokens.
+
+    Interleave with ratio 4: slots 0-3 raw, 4 memory, 5-8 raw, 9 memory, ... (slot i is a memory token iff
+    i mod 5 == 4). Append: raw tokens at 0..window-1, memory tokens after them.
+
+    Returns:
+        `(raw_slots, memory_slots)`: LongTensors of length `window` and `window // ratio`.
+    """
+    raw = torch.arange(window)
+    memory = torch.arange(window // ratio)
+    if placement == "interleave":
+        return raw + raw // ratio, (memory + 1) * (ratio + 1) - 1
+    return raw, memory + window
+
+
+def attention_bias(text_config) -> bool:
+    """Whether the backbone's q/k/v projections carry a bias (Qwen2 always; Llama/Mistral per config)."""
+    return text_config.model_type == "qwen2" or bool(getattr(text_config, "attention_bias", False))
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.LongTensor:
+    """Positions that skip padding: cumsum(mask) - 1, clamped at 0 (the authors' flash-attention rule)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class LycheePreTrainedModel(PreTrainedModel):
+    config_class = LycheeMemoryConfig
+    config: LycheeMemoryConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _skip_keys_device_placement = ["past_key_values"]
+
+
+class LycheeCompressor(LycheePreTrainedModel):
+    """Memory-token embedding and per-layer memory q/k/v projections; compresses chunks with a given backbone.
+
+    The backbone is an argument, not a submodule: `LycheeMemoryForCausalLM` owns the one backbone that every
+    role shares.
+    """
+
+    def __init__(self, config: LycheeMemoryConfig):
+        super().__init__(config)
+        text = config.text_config
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        bias = attention_bias(text)
+        self.memory_embedding = nn.Embedding(1, text.hidden_size)
+        self.layers = nn.ModuleList(
+            MemoryProjections(
+                q_proj=nn.Linear(text.hidden_size, text.num_attention_heads * head_dim, bias=bias),
+                k_proj=nn.Linear(text.hidden_size, text.num_key_value_heads * head_dim, bias=bias),
+                v_proj=nn.Linear(text.hidden_size, text.num_key_value_heads * head_dim, bias=bias),
+            )
+            for _ in range(text.num_hidden_layers)
+        )
+        self.post_init()
+
+    def initialize_from_backbone(self, backbone: nn.Module, eos_token_id: int) -> None:
+        """The authors' loader defaults: memory embedding = the eos embedding, memory q/k/v = copies of the backbone's."""
+        with torch.no_grad():
+            self.memory_embedding.weight.copy_(backbone.embed_tokens.weight[eos_token_id][None])
+            for own, layer in zip(self.layers, backbone.layers):
+                for name in ("q_proj", "k_proj", "v_proj"):
+                    getattr(own, name).load_state_dict(getattr(layer.self_attn, name).state_dict())
+
+    def forward(
+        self, backbone: nn.Module, chunk_ids: torch.LongTensor, chunk_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.BoolTensor]:
+        """Compresses a batch of chunks, each from a fresh state. Keeps gradients (call under no_grad to drop them).
+
+        Args:
+            backbone (`nn.Module`): the base decoder (with `LycheeAttention` installed).
+            chunk_ids (`torch.LongTensor`): (N, chunk_size), right-padded.
+            chunk_mask (`torch.Tensor`): (N, chunk_size), 1 for real tokens.
+
+        Returns:
+            `(keys, values, slot_mask)`: keys and values (N, num_layers, H_kv, slots, D) before rotary embedding,
+            slot_mask (N, slots) bool.
+        """
+        if self.config.compression_mode == "lossless":
+            return self._read_losslessly(backbone, chunk_ids, chunk_mask)
+        return self._compress_with_memory_tokens(backbone, chunk_ids, chunk_mask)
+
+    def _read_losslessly(self, backbone, chunk_ids, chunk_mask):
+        routing = MemoryRouting(export_index=torch.arange(chunk_ids.shape[1], device=chunk_ids.device))
+        backbone(
+            input_ids=chunk_ids,
+            attention_mask=chunk_mask,
+            position_ids=positions_from_mask(chunk_mask),
+            use_cache=False,
+            memory_routing=routing,
+        )
+        keys, values = _stack_layers(routing.exported)
+        return keys, values, chunk_mask.bool()
+
+    def _compress_with_memory_tokens(self, backbone, chunk_ids, chunk_mask):
+        config = self.config
+        window, ratio = config.compression_window, config.compression_ratio
+        raw_slots, memory_slots = (
+            t.to(chunk_ids.device) for t in memory_token_layout(window, ratio, config.memory_token_placement)
+        )
+        batch = chunk_ids.shape[0]
+        prefix: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        slot_masks = []
+        for start in range(0, config.chunk_size, window):
+            ids, mask = chunk_ids[:, start : start + window], chunk_mask[:, start : start + window]
+            routing = self._run_window(backbone, ids, mask, raw_slots, memory_slots, prefix)
+            for layer_idx, kv in routing.exported.items():
+                prefix.setdefault(layer_idx, []).append(kv)
+            # A memory slot is valid when any of the `ratio` raw tokens it summarises is real.
+            slot_masks.append(mask.view(batch, -1, ratio).bool().any(-1))
+        merged = {idx: (torch.cat([k for k, _ in kvs], 2), torch.cat([v for _, v in kvs], 2)) for idx, kvs in prefix.items()}
+        keys, values = _stack_layers(merged)
+        return keys, values, torch.cat(slot_masks, dim=1)
+
+    def _run_window(self, backbone, ids, mask, raw_slots, memory_slots, prefix) -> MemoryRouting:
+        batch, window = ids.shape
+        num_slots = window + memory_slots.numel()
+        raw_embeds = backbone.embed_tokens(ids)  # (B, W, hidden)
+        memory_embeds = self.memory_embedding.weight[0].to(raw_embeds.dtype).expand(batch, memory_slots.numel(), -1)
+        embeds = raw_embeds.new_zeros(batch, num_slots, raw_embeds.shape[-1])
+        embeds = embeds.index_copy(1, raw_slots, raw_embeds).index_copy(1, memory_slots, memory_embeds)
+
+        # Memory tokens always count as real: they take positions even inside padding, raw padding does not.
+        slot_mask = mask.new_ones(batch, num_slots).index_copy(1, raw_slots, mask)
+        prefix_len = sum(k.shape[2] for k, _ in prefix.get(0, []))
+        full_mask = torch.cat([slot_mask.new_ones(batch, prefix_len), slot_mask], dim=1)
+        positions = positions_from_mask(full_mask)  # (B, P + S): earlier memory tokens at 0..P-1
+        cache = self._prefix_cache(backbone, prefix, positions[:, :prefix_len]) if prefix_len else None
+
+        routing = MemoryRouting(export_index=memory_slots, projections=self.layers)
+        backbone(
+            inputs_embeds=embeds,
+            attention_mask=full_mask,
+            position_ids=positions[:, prefix_len:],
+            past_key_values=cache,
+            use_cache=False,
+            memory_routing=routing,
+        )
+        return routing
+
+    @staticmethod
+    def _prefix_cache(backbone, prefix, prefix_positions) -> DynamicCache:
+        """Earlier windows' memory K/V, keys rotated at their new compact positions, as a prefilled cache."""
+        layers = []
+        for layer_idx in range(len(prefix)):
+            keys = torch.cat([k for k, _ in prefix[layer_idx]], dim=2)  # (B, H_kv, P, D)
+            values = torch.cat([v for _, v in prefix[layer_idx]], dim=2)
+            cos, sin = backbone.rotary_emb(values, prefix_positions)
+            layers.append((apply_rotary(keys, cos, sin), values))
+        return DynamicCache(ddp_cache_data=layers)
+
+
+def _stack_layers(exported: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """{layer: (B, H, S, D)} -> two (B, num_layers, H, S, D) tensors."""
+    order = sorted(exported)
+    keys = torch.stack([exported[i][0] for i in order], dim=1)
+    values = torch.stack([exported[i][1] for i in order], dim=1)
+    return keys, values

@@ -1,0 +1,195 @@
+"""Configuration of a LycheeMemory model: a nested backbone config plus the method's knobs."""
+
+from typing import Literal
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+SUPPORTED_BACKBONES = ("llama", "qwen2", "mistral")
+COMPRESSION_MODES = ("memory_tokens", "lossless")
+MEMORY_TOKEN_PLACEMENTS = ("interleave", "append")
+POSITION_SCHEMES = ("reference", "sequential")
+GATE_TYPES = ("always_related",)
+
+
+class LycheeMemoryConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`LycheeMemoryForCausalLM`]: the backbone's own config (`text_config`) plus the knobs of the
+    compress → gate → reason loop.
+
+    Args:
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the backbone decoder (Llama, Qwen2 or Mistral). Named `text_config` so that transformers'
+            `get_text_config()` (caches, generation) finds it.
+        chunk_size (`int`, *optional*, defaults to 4096):
+            Source tokens per memory block. Must be a multiple of `compression_window`.
+        compression_window (`int`, *optional*, defaults to 2048):
+            Raw tokens the compressor reads per forward pass (the authors' `lychee_memory_window`).
+        compression_ratio (`int`, *optional*, defaults to 4):
+            Raw tokens per memory token: a 4096-token chunk becomes 1024 memory slots at ratio 4.
+        compression_mode (`str`, *optional*, defaults to `"memory_tokens"`):
+            `"memory_tokens"` keeps only the memory tokens' K/V; `"lossless"` keeps the chunk's own K/V (no
+            compression; runs on an untrained backbone and is the accuracy upper bound).
+        memory_token_placement (`str`, *optional*, defaults to `"interleave"`):
+            `"interleave"` puts one memory token after every `compression_ratio` raw tokens (the authors'
+            checkpoint); `"append"` puts a window's memory tokens after its raw tokens.
+        memory_budget (`int`, *optional*, defaults to 1024):
+            Maximum length in tokens of the working memory; also the max new tokens of each memory update.
+        max_answer_tokens (`int`, *optional*, defaults to 1024):
+            Max new tokens of the final answer when the caller sets none.
+        gate_type (`str`, *optional*, defaults to `"always_related"`):
+            Which gate scores blocks. `"always_related"` keeps every block, as the authors' release does.
+        gate_threshold (`float`, *optional*, defaults to 0.5):
+            A block is read when its gate probability is at least this value.
+        position_scheme (`str`, *optional*, defaults to `"reference"`):
+            `"reference"`: block keys enter the reasoner un-rotated and the prompt starts at position
+            `slots_per_block` (what the authors' checkpoint was trained with). `"sequential"`: the block's valid
+            slots are rotated at positions 0..n-1 and the prompt follows at n (natural for lossless blocks).
+        update_template_ids (`list[list[int]]`, *optional*):
+            Token ids of the memory-update prompt, as three pieces: before the question, between question and
+            memory, after the memory (chat turn markers included). Built by `from_backbone`.
+        final_template_ids (`list[list[int]]`, *optional*):
+            The final-answer prompt, in the same three pieces.
+        initial_memory_ids (`list[int]`, *optional*):
+            Token ids of the working memory before the first block ("No previous memory").
+        compress_batch_size (`int`, *optional*, defaults to 1):
+            Chunks compressed per forward pass.
+    """
+
+    model_type = "lychee_memory"
+    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2")}
+
+    text_config: dict | PreTrainedConfig | None = None
+    chunk_size: int = 4096
+    compression_window: int = 2048
+    compression_ratio: int = 4
+    compression_mode: Literal["memory_tokens", "lossless"] = "memory_tokens"
+    memory_token_placement: Literal["interleave", "append"] = "interleave"
+    memory_budget: int = 1024
+    max_answer_tokens: int = 1024
+    gate_type: str = "always_related"
+    gate_threshold: float = 0.5
+    position_scheme: Literal["reference", "sequential"] = "reference"
+    update_template_ids: list[list[int]] | None = None
+    final_template_ids: list[list[int]] | None = None
+    initial_memory_ids: list[int] | None = None
+    compress_batch_size: int = 1
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # The tie flag lives in the backbone's config; the top-level model reads it from here.
+        if self.text_config.tie_word_embeddings:
+            self.tie_word_embeddings = True
+        self.validate()
+
+    @property
+    def slots_per_block(self) -> int:
+        """Number of K/V slots one block holds: `chunk_size / compression_ratio`, or `chunk_size` when lossless."""
+        if self.compression_mode == "lossless":
+            return self.chunk_size
+        return self.chunk_size // self.compression_ratio
+
+    @property
+    def memory_tokens_per_window(self) -> int:
+        return self.compression_window // self.compression_ratio
+
+    def template_length(self, which: str) -> int:
+        """Number of literal template tokens (question and memory excluded) of `"update"` or `"final"`."""
+        pieces = self.update_template_ids if which == "update" else self.final_template_ids
+        return sum(len(piece) for piece in pieces or [])
+
+    def validate(self) -> None:
+        """Checks every knob and their combinations; raises `ValueError` naming the fix."""
+        self._validate_choices()
+        self._validate_sizes()
+        self._validate_templates()
+        self._validate_positions()
+
+    def _validate_choices(self) -> None:
+        model_type = getattr(self.text_config, "model_type", None)
+        if model_type not in SUPPORTED_BACKBONES:
+            raise ValueError(
+                f"Backbone model_type {model_type!r} is not supported: LycheeMemory needs a rotary decoder with "
+                f"q/k/v/o projections, one of {SUPPORTED_BACKBONES}."
+            )
+        choices = {
+            "compression_mode": COMPRESSION_MODES,
+            "memory_token_placement": MEMORY_TOKEN_PLACEMENTS,
+            "position_scheme": POSITION_SCHEMES,
+            "gate_type": GATE_TYPES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}.")
+        if not 0.0 <= self.gate_threshold <= 1.0:
+            raise ValueError(f"gate_threshold={self.gate_threshold} must lie in [0, 1] (it is a probability).")
+
+    def _validate_sizes(self) -> None:
+        for name in ("chunk_size", "compression_window", "compression_ratio", "memory_budget", "max_answer_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.compress_batch_size < 1:
+            raise ValueError(f"compress_batch_size must be >= 1, got {self.compress_batch_size}.")
+        if self.compression_mode == "lossless":
+            return
+        window, ratio, chunk = self.compression_window, self.compression_ratio, self.chunk_size
+        if window % ratio != 0:
+            lower = max(ratio, window - window % ratio)
+            raise ValueError(
+                f"compression_window {window} is not a multiple of compression_ratio {ratio}: use {lower} or "
+                f"{lower + ratio}."
+            )
+        if chunk % window != 0:
+            lower = max(window, chunk - chunk % window)
+            raise ValueError(
+                f"chunk_size {chunk} is not a multiple of compression_window {window}: use {lower} or "
+                f"{lower + window}."
+            )
+
+    def _validate_templates(self) -> None:
+        vocab_size = self.text_config.vocab_size
+        for name in ("update_template_ids", "final_template_ids"):
+            pieces = getattr(self, name)
+            if pieces is None:
+                continue
+            if len(pieces) != 3:
+                raise ValueError(
+                    f"{name} must hold 3 pieces of token ids (before the question, between question and memory, "
+                    f"after the memory), got {len(pieces)}. Build it with LycheeMemoryForCausalLM.from_backbone."
+                )
+            _check_ids_in_vocab(name, [i for piece in pieces for i in piece], vocab_size)
+        if self.initial_memory_ids is not None:
+            _check_ids_in_vocab("initial_memory_ids", self.initial_memory_ids, vocab_size)
+
+    def _validate_positions(self) -> None:
+        max_positions = self.text_config.max_position_embeddings
+        if self.compression_mode == "memory_tokens":
+            # The last window sees every earlier window's memory tokens as prefix, then its own slots.
+            windows = self.chunk_size // self.compression_window
+            last_position = (windows - 1) * self.memory_tokens_per_window + self.compression_window
+            last_position += self.memory_tokens_per_window
+            if last_position > max_positions:
+                raise ValueError(
+                    f"Compressing one chunk reaches position {last_position}, beyond the backbone's "
+                    f"max_position_embeddings {max_positions}: lower chunk_size or compression_window."
+                )
+        # A memory update reads a block, its prompt (template + memory) and writes up to memory_budget tokens;
+        # the question comes on top and is checked in `generate`.
+        update_span = self.slots_per_block + self.template_length("update") + 2 * self.memory_budget
+        if update_span > max_positions:
+            raise ValueError(
+                f"A memory update needs {update_span} positions (block {self.slots_per_block} + template "
+                f"{self.template_length('update')} + 2 x memory_budget {self.memory_budget}), beyond the "
+                f"backbone's max_position_embeddings {max_positions}: lower memory_budget or chunk_size."
+            )
+
+
+def _check_ids_in_vocab(name: str, ids: list[int], vocab_size: int) -> None:
+    bad = [i for i in ids if not 0 <= int(i) < vocab_size]
+    if bad:
+        raise ValueError(f"{name} holds ids outside the vocabulary [0, {vocab_size}): {bad[:5]}.")
+
+
+__all__ = ["LycheeMemoryConfig"]

@@ -1,0 +1,426 @@
+"""LycheeMemoryForCausalLM: one backbone shared by the compressor, the gate and the reasoner.
+
+`generate(input_ids=question_ids, context_ids=document_ids)` chunks the document, compresses each chunk into a
+K/V block, lets the gate skip blocks, lets the reasoner rewrite a working memory block by block, and answers
+from question + memory. Without `context_ids` (or `memory`) it is the plain backbone.
+"""
+
+import copy
+import hashlib
+import os
+import time
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GenerationMixin
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils import logging
+
+from .attention_lychee import install_lychee_attention
+from .compressor_lychee import LycheeCompressor, LycheePreTrainedModel
+from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig
+from .gate_lychee import LycheeGate
+from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
+from .reasoner_lychee import (
+    LycheeGenerateOutput,
+    ReasonerLoop,
+    build_prompt,
+    left_pad,
+    memory_update_config,
+    stop_and_pad_ids,
+)
+from .templates_lychee import FINAL_ANSWER_TEMPLATE, INITIAL_MEMORY, MEMORY_UPDATE_TEMPLATE, tokenize_template
+
+logger = logging.get_logger(__name__)
+
+
+class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
+    """The LycheeMemory model: backbone (reasoner) + `compressor` + `gate`, one backbone in memory."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _no_split_modules = ["LlamaDecoderLayer", "Qwen2DecoderLayer", "MistralDecoderLayer"]
+
+    def __init__(self, config: LycheeMemoryConfig):
+        super().__init__(config)
+        self.model = AutoModel.from_config(config.text_config)
+        install_lychee_attention(self.model)
+        self.vocab_size = config.text_config.vocab_size
+        self.lm_head = nn.Linear(config.text_config.hidden_size, self.vocab_size, bias=False)
+        self.compressor = LycheeCompressor(config)
+        self.gate = LycheeGate(config)
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------- backbone
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """The plain backbone causal LM (the reasoner): what `generate` decodes with."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+
+    # ----------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_backbone(
+        cls,
+        model_or_path: nn.Module | str | os.PathLike,
+        tokenizer=None,
+        memory_update_template: str = MEMORY_UPDATE_TEMPLATE,
+        final_answer_template: str = FINAL_ANSWER_TEMPLATE,
+        initial_memory: str = INITIAL_MEMORY,
+        **knobs,
+    ) -> "LycheeMemoryForCausalLM":
+        """Builds a LycheeMemory model around a stock Llama/Qwen2/Mistral causal LM.
+
+        The memory-token embedding starts as the eos embedding and the memory q/k/v projections as copies of the
+        backbone's (what the authors' loader does when they are absent); the templates are tokenized piecewise
+        from the tokenizer's chat template. The given backbone is copied, never modified.
+
+        Args:
+            model_or_path (`PreTrainedModel` or `str`): a causal LM, or a local path / Hub id to load one from.
+            tokenizer (`PreTrainedTokenizerBase` or `str`, *optional*): the backbone's tokenizer (loaded from
+                `model_or_path` when it is a path).
+            memory_update_template / final_answer_template (`str`): prompts with `{prompt}` then `{memory}`.
+            initial_memory (`str`): the working memory before the first block.
+            **knobs: any `LycheeMemoryConfig` field (`chunk_size`, `compression_ratio`, `memory_budget`, ...).
+
+        Returns:
+            `LycheeMemoryForCausalLM`, in the backbone's dtype and on the backbone's device.
+        """
+        if isinstance(model_or_path, (str, os.PathLike)):
+            tokenizer = tokenizer if tokenizer is not None else model_or_path
+            model_or_path = AutoModelForCausalLM.from_pretrained(model_or_path)
+        if isinstance(tokenizer, (str, os.PathLike)):
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        backbone = model_or_path
+        if tokenizer is None:
+            raise ValueError("from_backbone needs the backbone's tokenizer to build the prompt templates: pass tokenizer=...")
+        if getattr(backbone.config, "model_type", None) not in SUPPORTED_BACKBONES or backbone.get_output_embeddings() is None:
+            raise ValueError(
+                f"from_backbone needs a causal LM (…ForCausalLM) of type {SUPPORTED_BACKBONES}, got "
+                f"{type(backbone).__name__}."
+            )
+        generation_config = _generation_config_for(backbone, tokenizer)
+        eos_ids, _ = stop_and_pad_ids(generation_config)
+        if not eos_ids:
+            raise ValueError("The tokenizer and backbone define no eos token: memory updates could never stop.")
+        text_config = copy.deepcopy(backbone.config)
+        text_config.eos_token_id = eos_ids[0] if len(eos_ids) == 1 else eos_ids
+        config = LycheeMemoryConfig(
+            text_config=text_config,
+            update_template_ids=tokenize_template(tokenizer, memory_update_template),
+            final_template_ids=tokenize_template(tokenizer, final_answer_template),
+            initial_memory_ids=tokenizer.encode(initial_memory, add_special_tokens=False),
+            **knobs,
+        )
+        config._attn_implementation = backbone.config._attn_implementation
+        model = cls(config).to(device=backbone.device, dtype=backbone.dtype)
+        base = getattr(backbone, backbone.base_model_prefix)
+        model.model.load_state_dict(base.state_dict())
+        model.lm_head.load_state_dict(backbone.get_output_embeddings().state_dict())
+        model.compressor.initialize_from_backbone(model.model, eos_ids[0])
+        model.generation_config = generation_config
+        model.eval()
+        return model
+
+    # ----------------------------------------------------------------------------------------- compression
+    def memory_fingerprint(self) -> dict:
+        """The settings a memory bank must share with this model to be read by it."""
+        config, text = self.config, self.config.text_config
+        return {
+            "architecture": text.model_type,
+            "num_hidden_layers": text.num_hidden_layers,
+            "num_key_value_heads": text.num_key_value_heads,
+            "head_dim": getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads,
+            "compression_mode": config.compression_mode,
+            "chunk_size": config.chunk_size,
+            "compression_window": config.compression_window,
+            "compression_ratio": config.compression_ratio,
+            "memory_token_placement": config.memory_token_placement,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "weights_digest": self._weights_digest(),
+        }
+
+    def _weights_digest(self) -> str:
+        """A short hash of the weights that shape a block's K/V (first/last layer projections, memory embedding)."""
+        tensors = [
+            self.compressor.memory_embedding.weight,
+            self.compressor.layers[0].k_proj.weight,
+            self.compressor.layers[-1].v_proj.weight,
+            self.model.layers[0].self_attn.k_proj.weight,
+            self.model.layers[-1].self_attn.v_proj.weight,
+        ]
+        digest = hashlib.sha256()
+        for tensor in tensors:
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    @torch.inference_mode()
+    def compress(
+        self,
+        context_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        show_progress: bool | None = None,
+        offload_to_cpu: bool = False,
+    ) -> LycheeMemoryBank:
+        """Compresses one document into a reusable memory bank (`generate(..., memory=bank)` reads it).
+
+        Args:
+            context_ids (`torch.LongTensor`): (N,) or (1, N) token ids of the document.
+            attention_mask (`torch.Tensor`, *optional*): same shape; 0 marks padding to drop.
+            show_progress (`bool`, *optional*): progress bar over chunks (default: on for 8+ chunks).
+            offload_to_cpu (`bool`): keep the blocks in host memory (they move to the device one at a time).
+
+        Returns:
+            `LycheeMemoryBank` with one block per `chunk_size` tokens.
+        """
+        context_ids, attention_mask = self._check_context(context_ids, attention_mask, single=True)
+        banks, _ = self._compress_documents(
+            _unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu
+        )
+        return banks[0]
+
+    @torch.inference_mode()
+    def compress_batch(
+        self,
+        context_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        show_progress: bool | None = None,
+        offload_to_cpu: bool = False,
+    ) -> list[LycheeMemoryBank]:
+        """`compress` for a (B, N) batch of (padded) documents: one bank per row."""
+        context_ids, attention_mask = self._check_context(context_ids, attention_mask, single=False)
+        banks, _ = self._compress_documents(
+            _unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu
+        )
+        return banks
+
+    def _compress_documents(
+        self, documents: list[torch.LongTensor], show_progress: bool | None, offload_to_cpu: bool
+    ) -> tuple[list[LycheeMemoryBank], list[list[float]]]:
+        """Chunks every document, compresses the chunks in batches, and returns banks + seconds per block."""
+        config = self.config
+        chunks = []  # (document index, start, end)
+        for doc, ids in enumerate(documents):
+            chunks += [(doc, start, min(start + config.chunk_size, ids.numel()))
+                       for start in range(0, ids.numel(), config.chunk_size)]
+        fingerprint = self.memory_fingerprint()
+        banks = [LycheeMemoryBank(fingerprint=dict(fingerprint)) for _ in documents]
+        seconds: list[list[float]] = [[] for _ in documents]
+        progress = logging.tqdm(total=len(chunks), desc="compressing", unit="chunk",
+                                disable=not (show_progress if show_progress is not None else len(chunks) >= 8))
+        for first in range(0, len(chunks), config.compress_batch_size):
+            batch = chunks[first : first + config.compress_batch_size]
+            ids = torch.full((len(batch), config.chunk_size), self._pad_id(), dtype=torch.long, device=self.device)
+            mask = torch.zeros_like(ids)
+            for row, (doc, start, end) in enumerate(batch):
+                ids[row, : end - start] = documents[doc][start:end]
+                mask[row, : end - start] = 1
+            started = time.perf_counter()
+            keys, values, slot_mask = self.compressor(self.model, ids, mask)
+            elapsed = (time.perf_counter() - started) / len(batch)
+            for row, (doc, start, end) in enumerate(batch):
+                block = LycheeMemoryBlock(keys[row], values[row], slot_mask[row], (start, end))
+                banks[doc].blocks.append(block.to("cpu") if offload_to_cpu else block)
+                seconds[doc].append(elapsed)
+            progress.update(len(batch))
+        progress.close()
+        return banks, seconds
+
+    # ----------------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        context_ids: torch.LongTensor | None = None,
+        context_attention_mask: torch.Tensor | None = None,
+        memory: LycheeMemoryBank | list[LycheeMemoryBank] | None = None,
+        generation_config: GenerationConfig | None = None,
+        show_progress: bool | None = None,
+        **kwargs,
+    ):
+        """Answers questions over long documents; without `context_ids`/`memory`, plain `GenerationMixin.generate`.
+
+        Args:
+            input_ids (`torch.LongTensor`): (B, L) the questions (plain text ids, no chat template), may be
+                left- or right-padded with `attention_mask`.
+            attention_mask (`torch.Tensor`, *optional*): (B, L) mask of `input_ids`.
+            context_ids (`torch.LongTensor`, *optional*): (B, N) the documents, compressed during the call.
+            context_attention_mask (`torch.Tensor`, *optional*): (B, N) mask of `context_ids`.
+            memory (`LycheeMemoryBank` or `list`, *optional*): prebuilt bank(s) instead of `context_ids`: one bank
+                for every row, or one per row.
+            generation_config (`GenerationConfig`, *optional*): decoding of the final answer; memory updates use
+                the same settings with `memory_budget` new tokens. `streamer`, `stopping_criteria` and
+                `logits_processor` apply to the final answer only.
+            show_progress (`bool`, *optional*): progress bars over chunks and blocks (default: on for 8+).
+            **kwargs: generation settings and model kwargs, as for `GenerationMixin.generate`.
+
+        Returns:
+            `torch.LongTensor` (B, L + answer) = questions followed by the answers, or with
+            `return_dict_in_generate=True` a `LycheeGenerateOutput` whose `trace` holds one list of
+            `LycheeBlockTrace` per row.
+        """
+        if context_ids is None and memory is None:
+            return super().generate(
+                input_ids, generation_config=generation_config, attention_mask=attention_mask, **kwargs
+            )
+        if context_ids is not None and memory is not None:
+            raise ValueError("Pass either context_ids (compress now) or memory (a prebuilt bank), not both.")
+        questions = self._check_questions(input_ids, attention_mask)
+        if context_ids is not None:
+            context_ids, context_attention_mask = self._check_context(context_ids, context_attention_mask, single=False)
+            if context_ids.shape[0] != len(questions):
+                raise ValueError(
+                    f"input_ids has {len(questions)} rows but context_ids has {context_ids.shape[0]}: one document "
+                    "per question (repeat the document, or compress it once and pass memory=bank)."
+                )
+            banks, compress_seconds = self._compress_documents(
+                _unpadded_rows(context_ids, context_attention_mask), show_progress, offload_to_cpu=False
+            )
+        else:
+            banks, compress_seconds = self._check_banks(memory, len(questions)), None
+
+        final_config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
+        kwargs = final_config.update(**kwargs)
+        if final_config.max_new_tokens is None and final_config.max_length == GenerationConfig().max_length:
+            final_config.max_new_tokens = self.config.max_answer_tokens
+        self._check_prompt_lengths(questions)
+        loop = ReasonerLoop(self, memory_update_config(final_config, self.config.memory_budget), show_progress)
+        memories = loop.run(questions, banks, compress_seconds)
+
+        _, pad_id = stop_and_pad_ids(final_config)
+        final_prompts = [build_prompt(self.config.final_template_ids, q, m) for q, m in zip(questions, memories)]
+        final_ids, final_mask = left_pad(final_prompts, pad_id)
+        output = super().generate(final_ids, attention_mask=final_mask, generation_config=final_config, **kwargs)
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        sequences = torch.cat([input_ids.to(sequences.device), sequences[:, final_ids.shape[1]:]], dim=1)
+        if isinstance(output, torch.Tensor):
+            return sequences
+        fields = {key: value for key, value in output.items() if key != "sequences"}
+        return LycheeGenerateOutput(sequences=sequences, trace=loop.traces, **fields)
+
+    # ----------------------------------------------------------------------------------------- validation
+    def _pad_id(self) -> int:
+        return stop_and_pad_ids(self.generation_config)[1]
+
+    def _check_ids(self, name: str, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        real = ids[mask.bool()]
+        if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.vocab_size):
+            raise ValueError(
+                f"{name} holds ids outside the vocabulary [0, {self.vocab_size}) (min {int(real.min())}, max "
+                f"{int(real.max())}): tokenize with this model's tokenizer."
+            )
+
+    def _check_context(self, context_ids, attention_mask, single: bool):
+        if not isinstance(context_ids, torch.Tensor):
+            raise TypeError(f"context_ids must be a torch.LongTensor, got {type(context_ids).__name__}.")
+        if context_ids.dim() == 1:
+            context_ids = context_ids[None]
+            attention_mask = attention_mask[None] if attention_mask is not None else None
+        if context_ids.dim() != 2:
+            raise ValueError(f"context_ids must be (N,) or (B, N), got shape {tuple(context_ids.shape)}.")
+        if single and context_ids.shape[0] != 1:
+            raise ValueError(
+                f"compress takes one document, got {context_ids.shape[0]} rows: use compress_batch for several."
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(context_ids)
+        if attention_mask.shape != context_ids.shape:
+            raise ValueError(
+                f"context_attention_mask has shape {tuple(attention_mask.shape)} but context_ids has "
+                f"{tuple(context_ids.shape)}: they must match."
+            )
+        context_ids, attention_mask = context_ids.to(self.device), attention_mask.to(self.device)
+        empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+        if context_ids.shape[1] == 0 or empty:
+            raise ValueError(f"The context is empty (rows {empty or 'all'} have no tokens): pass a non-empty document.")
+        self._check_ids("context_ids", context_ids, attention_mask)
+        return context_ids, attention_mask
+
+    def _check_questions(self, input_ids, attention_mask) -> list[torch.LongTensor]:
+        if input_ids is None or not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            raise ValueError("input_ids must be the (B, L) question ids when answering over a context.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}."
+            )
+        self._check_ids("input_ids", input_ids, attention_mask)
+        if self.config.update_template_ids is None or self.config.final_template_ids is None:
+            raise ValueError("This config has no prompt templates: build the model with from_backbone(model, tokenizer).")
+        return _unpadded_rows(input_ids.to(self.device), attention_mask.to(self.device))
+
+    def _check_banks(self, memory, rows: int) -> list[LycheeMemoryBank]:
+        banks = [memory] * rows if isinstance(memory, LycheeMemoryBank) else list(memory)
+        if len(banks) != rows:
+            raise ValueError(f"Got {len(banks)} memory banks for {rows} questions: pass one bank, or one per row.")
+        expected = self.memory_fingerprint()
+        for bank in {id(b): b for b in banks}.values():
+            if not len(bank):
+                raise ValueError("A memory bank is empty: compress a non-empty document.")
+            bank.check_compatible(expected)
+        return banks
+
+    def _check_prompt_lengths(self, questions: list[torch.LongTensor]) -> None:
+        config = self.config
+        longest = max(q.numel() for q in questions)
+        needed = config.slots_per_block + config.template_length("update") + longest + 2 * config.memory_budget
+        limit = config.text_config.max_position_embeddings
+        if needed > limit:
+            raise ValueError(
+                f"A question of {longest} tokens makes a memory update span {needed} positions, beyond the "
+                f"backbone's {limit}: shorten the question or lower memory_budget / chunk_size."
+            )
+
+
+def _unpadded_rows(ids: torch.LongTensor, mask: torch.Tensor) -> list[torch.LongTensor]:
+    return [row[row_mask.bool()] for row, row_mask in zip(ids, mask)]
+
+
+def _generation_config_for(backbone: nn.Module, tokenizer) -> GenerationConfig:
+    """The backbone's generation config with eos = every stop id the tokenizer or backbone knows, and a pad id."""
+    config = copy.deepcopy(backbone.generation_config) if backbone.generation_config else GenerationConfig()
+    eos = config.eos_token_id
+    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
+        eos.insert(0, tokenizer.eos_token_id)
+    config.eos_token_id = eos[0] if len(eos) == 1 else eos
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else None)
+    return config
+
+
+LycheeMemoryConfig.register_for_auto_class()
+LycheeMemoryForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["LycheeMemoryForCausalLM", "LycheeCompressor", "LycheeGate", "LycheeMemoryBank", "LycheeMemoryBlock"]

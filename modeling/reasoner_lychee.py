@@ -1,0 +1,225 @@
+"""The reasoner loop: block by block, gate then rewrite the working memory; then answer from the memory alone.
+
+Every decoding step goes through the public `GenerationMixin.generate` with a prefilled `DynamicCache` holding
+the block's K/V, an explicit 2D attention mask over [block slots, prompt] and explicit position ids of the same
+length (transformers 5 derives wrong positions for a prefix whose positions differ from its length otherwise).
+"""
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import GenerationConfig, GenerationMixin
+from transformers.cache_utils import DynamicCache
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+from transformers.utils import logging
+
+from .attention_lychee import apply_rotary
+from .compressor_lychee import positions_from_mask
+from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class LycheeBlockTrace:
+    """What happened at one block of one row.
+
+    Attributes:
+        block_index (`int`): position of the block in the document.
+        span (`tuple[int, int]`): the block's source tokens [start, end).
+        gate_score (`float`): P(related) from the gate.
+        kept (`bool`): whether the reasoner read the block (gate_score >= gate_threshold).
+        memory_ids (`list[int]`): the working memory after this step (unchanged when skipped).
+        tokens_decoded (`int`): tokens the memory update generated (0 when skipped).
+        compress_seconds / gate_seconds / reason_seconds (`float`): wall time; compression and reasoning are
+            batched across rows, so rows of one batch share those figures.
+    """
+
+    block_index: int
+    span: tuple[int, int]
+    gate_score: float
+    kept: bool
+    memory_ids: list[int]
+    tokens_decoded: int = 0
+    compress_seconds: float = 0.0
+    gate_seconds: float = 0.0
+    reason_seconds: float = 0.0
+
+
+@dataclass
+class LycheeGenerateOutput(GenerateDecoderOnlyOutput):
+    """`GenerateDecoderOnlyOutput` of the final answer plus `trace`: one list of `LycheeBlockTrace` per row."""
+
+    trace: list[list[LycheeBlockTrace]] | None = None
+
+
+def build_prompt(pieces: list[list[int]], question: torch.LongTensor, memory: torch.LongTensor) -> torch.LongTensor:
+    """piece 0 + question + piece 1 + memory + piece 2, as one 1-D tensor."""
+    device = question.device
+    parts = [torch.tensor(pieces[0], dtype=torch.long, device=device), question,
+             torch.tensor(pieces[1], dtype=torch.long, device=device), memory.to(device),
+             torch.tensor(pieces[2], dtype=torch.long, device=device)]
+    return torch.cat(parts)
+
+
+def left_pad(rows: list[torch.LongTensor], pad_id: int) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """Stacks 1-D rows into (B, T) ids and mask, padded on the left."""
+    length = max(row.numel() for row in rows)
+    ids = rows[0].new_full((len(rows), length), pad_id)
+    mask = rows[0].new_zeros((len(rows), length))
+    for i, row in enumerate(rows):
+        if row.numel():
+            ids[i, length - row.numel():] = row
+            mask[i, length - row.numel():] = 1
+    return ids, mask
+
+
+def clean_memory(generated: torch.LongTensor, drop_ids: list[int], budget: int) -> torch.LongTensor:
+    """The new memory: generated ids without pad/eos ids (other special tokens stay), last `budget` kept."""
+    if drop_ids:
+        generated = generated[~torch.isin(generated, torch.tensor(drop_ids, device=generated.device))]
+    return generated[-budget:]
+
+
+def stop_and_pad_ids(generation_config: GenerationConfig) -> tuple[list[int], int]:
+    eos = generation_config.eos_token_id
+    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    pad = generation_config.pad_token_id
+    if pad is None:
+        pad = eos[0] if eos else 0
+    return eos, pad
+
+
+def memory_update_config(final_config: GenerationConfig, budget: int) -> GenerationConfig:
+    """The final answer's decoding settings, with the memory budget as length and plain tensor output."""
+    update = copy.deepcopy(final_config)
+    update.max_new_tokens = budget
+    update.max_length = None
+    update.min_new_tokens = None
+    update.min_length = 0
+    update.num_return_sequences = 1
+    update.return_dict_in_generate = False
+    update.output_scores = update.output_logits = False
+    return update
+
+
+@dataclass
+class ReasonerLoop:
+    """One call's loop state (never stored on the model, so calls and threads never share memory)."""
+
+    model: "torch.nn.Module"
+    update_config: GenerationConfig
+    show_progress: bool | None = None
+    traces: list[list[LycheeBlockTrace]] = field(default_factory=list)
+
+    def run(
+        self,
+        questions: list[torch.LongTensor],
+        banks: list[LycheeMemoryBank],
+        compress_seconds: list[list[float]] | None = None,
+    ) -> list[torch.LongTensor]:
+        """Scans every row's blocks in order and returns each row's final working memory (1-D ids)."""
+        config = self.model.config
+        device = self.model.device
+        memories = [torch.tensor(config.initial_memory_ids or [], dtype=torch.long, device=device) for _ in banks]
+        self.traces = [[] for _ in banks]
+        scores: list[torch.Tensor | None] = [None] * len(banks)
+        scored_from = [0] * len(banks)
+        steps = max(len(bank) for bank in banks)
+        progress = logging.tqdm(range(steps), desc="reasoning over blocks", unit="block",
+                                disable=not _wants_progress(self.show_progress, steps))
+        for step in progress:
+            records, active = {}, []
+            for row, bank in enumerate(banks):
+                if step >= len(bank):
+                    continue
+                started = time.perf_counter()
+                if scores[row] is None:  # memory changed (or first step): rescore every remaining block
+                    scores[row] = self.model.gate.score_blocks(
+                        self.model.model, bank.blocks[step:], questions[row], memories[row]
+                    ).float().cpu()
+                    scored_from[row] = step
+                score = float(scores[row][step - scored_from[row]])
+                kept = score >= config.gate_threshold
+                records[row] = LycheeBlockTrace(
+                    block_index=step, span=bank.blocks[step].span, gate_score=score, kept=kept, memory_ids=[],
+                    compress_seconds=compress_seconds[row][step] if compress_seconds else 0.0,
+                    gate_seconds=time.perf_counter() - started,
+                )
+                if kept:
+                    active.append(row)
+            if active:
+                started = time.perf_counter()
+                new_memories, decoded = self.update_memories(
+                    [banks[r].blocks[step] for r in active], [questions[r] for r in active],
+                    [memories[r] for r in active],
+                )
+                elapsed = time.perf_counter() - started
+                for row, memory, count in zip(active, new_memories, decoded):
+                    memories[row], scores[row] = memory, None
+                    records[row].tokens_decoded, records[row].reason_seconds = count, elapsed
+            for row, record in records.items():
+                record.memory_ids = memories[row].tolist()
+                self.traces[row].append(record)
+        return memories
+
+    def update_memories(
+        self, blocks: list[LycheeMemoryBlock], questions: list[torch.LongTensor], memories: list[torch.LongTensor]
+    ) -> tuple[list[torch.LongTensor], list[int]]:
+        """One batched memory update: each row reads its block as prefix and writes a new memory."""
+        config = self.model.config
+        eos_ids, pad_id = stop_and_pad_ids(self.update_config)
+        prompts = [build_prompt(config.update_template_ids, q, m) for q, m in zip(questions, memories)]
+        prompt_ids, prompt_mask = left_pad(prompts, pad_id)
+        cache, slot_mask, prefix_positions, prompt_start = self.prefix_for(blocks)
+        prompt_positions = prompt_start + positions_from_mask(prompt_mask)
+        sequences = GenerationMixin.generate(
+            self.model,
+            input_ids=prompt_ids,
+            attention_mask=torch.cat([slot_mask.long(), prompt_mask], dim=1),
+            position_ids=torch.cat([prefix_positions, prompt_positions], dim=1),
+            past_key_values=cache,
+            generation_config=self.update_config,
+        )
+        generated = sequences[:, prompt_ids.shape[1]:]
+        drop = sorted(set(eos_ids) | {pad_id})
+        new_memories = [clean_memory(row, drop, config.memory_budget) for row in generated]
+        decoded = [_count_decoded(row, eos_ids, pad_id) for row in generated]
+        return new_memories, decoded
+
+    def prefix_for(self, blocks: list[LycheeMemoryBlock]):
+        """A fresh prefilled cache of the blocks' K/V, placed by the configured position scheme.
+
+        Returns:
+            `(cache, slot_mask (B, S), prefix_positions (B, S), prompt_start (B, 1))`.
+        """
+        backbone = self.model.model
+        device, dtype = self.model.device, self.model.dtype
+        keys = torch.stack([b.keys for b in blocks]).to(device=device, dtype=dtype)  # (B, L, H, S, D)
+        values = torch.stack([b.values for b in blocks]).to(device=device, dtype=dtype)
+        slot_mask = torch.stack([b.mask for b in blocks]).to(device)
+        batch, slots = slot_mask.shape
+        if self.model.config.position_scheme == "reference":
+            # The authors' reasoner never rotates block keys (all slots act as position 0) and starts the
+            # prompt after every slot, masked ones included.
+            layers = [(keys[:, i], values[:, i]) for i in range(keys.shape[1])]
+            positions = torch.arange(slots, device=device).expand(batch, slots)
+            prompt_start = torch.full((batch, 1), slots, device=device)
+        else:
+            positions = positions_from_mask(slot_mask)
+            cos, sin = backbone.rotary_emb(values[:, 0], positions)
+            layers = [(apply_rotary(keys[:, i], cos, sin), values[:, i]) for i in range(keys.shape[1])]
+            prompt_start = slot_mask.long().sum(dim=1, keepdim=True)
+        return DynamicCache(ddp_cache_data=layers), slot_mask, positions, prompt_start
+
+
+def _count_decoded(generated: torch.LongTensor, eos_ids: list[int], pad_id: int) -> int:
+    """Tokens generated up to and including the first stop id (the rest is padding of finished rows)."""
+    stops = torch.isin(generated, torch.tensor(eos_ids or [pad_id], device=generated.device)).nonzero()
+    return int(stops[0, 0]) + 1 if len(stops) else generated.numel()
+
+
+def _wants_progress(show_progress: bool | None, total: int) -> bool:
+    return show_progress if show_progress is not None else total >= 8
