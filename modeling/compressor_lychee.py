@@ -81,7 +81,7 @@ class LycheeCompressor(LycheePreTrainedModel):
         self.post_init()
 
     def initialize_from_backbone(self, backbone: nn.Module, eos_token_id: int) -> None:
-        """The authors' loader defaults: memory embedding = the eos embedding, memory q/k/v = copies of the backbone's."""
+        """The authors' loader defaults: memory embedding = eos embedding, memory q/k/v = copies of the backbone's."""
         with torch.no_grad():
             self.memory_embedding.weight.copy_(backbone.embed_tokens.weight[eos_token_id][None])
             for own, layer in zip(self.layers, backbone.layers):
@@ -134,7 +134,9 @@ class LycheeCompressor(LycheePreTrainedModel):
                 prefix.setdefault(layer_idx, []).append(kv)
             # A memory slot is valid when any of the `ratio` raw tokens it summarises is real.
             slot_masks.append(mask.view(batch, -1, ratio).bool().any(-1))
-        merged = {idx: (torch.cat([k for k, _ in kvs], 2), torch.cat([v for _, v in kvs], 2)) for idx, kvs in prefix.items()}
+        merged = {
+            idx: (torch.cat([k for k, _ in kvs], 2), torch.cat([v for _, v in kvs], 2)) for idx, kvs in prefix.items()
+        }
         keys, values = _stack_layers(merged)
         return keys, values, torch.cat(slot_masks, dim=1)
 

@@ -144,8 +144,7 @@ class LycheeMemoryConfig(PreTrainedConfig):
         if chunk % window != 0:
             lower = max(window, chunk - chunk % window)
             raise ValueError(
-                f"chunk_size {chunk} is not a multiple of compression_window {window}: use {lower} or "
-                f"{lower + window}."
+                f"chunk_size {chunk} is not a multiple of compression_window {window}: use {lower} or {lower + window}."
             )
 
     def _validate_templates(self) -> None:

@@ -58,8 +58,11 @@ class LycheeMemoryBank:
     def append(self, other: "LycheeMemoryBank") -> None:
         """Adds the blocks of `other` (the document's continuation, compressed by the same model) at the end."""
         if other.fingerprint != self.fingerprint:
-            differing = sorted(k for k in set(self.fingerprint) | set(other.fingerprint)
-                               if self.fingerprint.get(k) != other.fingerprint.get(k))
+            differing = sorted(
+                k
+                for k in set(self.fingerprint) | set(other.fingerprint)
+                if self.fingerprint.get(k) != other.fingerprint.get(k)
+            )
             raise ValueError(f"Cannot append a bank made with other settings (differs in: {', '.join(differing)}).")
         offset = self.num_tokens
         for block in other.blocks:

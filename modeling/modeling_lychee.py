@@ -122,8 +122,13 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         backbone = model_or_path
         if tokenizer is None:
-            raise ValueError("from_backbone needs the backbone's tokenizer to build the prompt templates: pass tokenizer=...")
-        if getattr(backbone.config, "model_type", None) not in SUPPORTED_BACKBONES or backbone.get_output_embeddings() is None:
+            raise ValueError(
+                "from_backbone needs the backbone's tokenizer to build the prompt templates: pass tokenizer=..."
+            )
+        if (
+            getattr(backbone.config, "model_type", None) not in SUPPORTED_BACKBONES
+            or backbone.get_output_embeddings() is None
+        ):
             raise ValueError(
                 f"from_backbone needs a causal LM (…ForCausalLM) of type {SUPPORTED_BACKBONES}, got "
                 f"{type(backbone).__name__}."
@@ -203,9 +208,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             `LycheeMemoryBank` with one block per `chunk_size` tokens.
         """
         context_ids, attention_mask = self._check_context(context_ids, attention_mask, single=True)
-        banks, _ = self._compress_documents(
-            _unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu
-        )
+        banks, _ = self._compress_documents(_unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu)
         return banks[0]
 
     @torch.inference_mode()
@@ -218,9 +221,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
     ) -> list[LycheeMemoryBank]:
         """`compress` for a (B, N) batch of (padded) documents: one bank per row."""
         context_ids, attention_mask = self._check_context(context_ids, attention_mask, single=False)
-        banks, _ = self._compress_documents(
-            _unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu
-        )
+        banks, _ = self._compress_documents(_unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu)
         return banks
 
     def _compress_documents(
@@ -230,13 +231,19 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         config = self.config
         chunks = []  # (document index, start, end)
         for doc, ids in enumerate(documents):
-            chunks += [(doc, start, min(start + config.chunk_size, ids.numel()))
-                       for start in range(0, ids.numel(), config.chunk_size)]
+            chunks += [
+                (doc, start, min(start + config.chunk_size, ids.numel()))
+                for start in range(0, ids.numel(), config.chunk_size)
+            ]
         fingerprint = self.memory_fingerprint()
         banks = [LycheeMemoryBank(fingerprint=dict(fingerprint)) for _ in documents]
         seconds: list[list[float]] = [[] for _ in documents]
-        progress = logging.tqdm(total=len(chunks), desc="compressing", unit="chunk",
-                                disable=not (show_progress if show_progress is not None else len(chunks) >= 8))
+        progress = logging.tqdm(
+            total=len(chunks),
+            desc="compressing",
+            unit="chunk",
+            disable=not (show_progress if show_progress is not None else len(chunks) >= 8),
+        )
         for first in range(0, len(chunks), config.compress_batch_size):
             batch = chunks[first : first + config.compress_batch_size]
             ids = torch.full((len(batch), config.chunk_size), self._pad_id(), dtype=torch.long, device=self.device)
@@ -322,7 +329,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         final_ids, final_mask = left_pad(final_prompts, pad_id)
         output = super().generate(final_ids, attention_mask=final_mask, generation_config=final_config, **kwargs)
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
-        sequences = torch.cat([input_ids.to(sequences.device), sequences[:, final_ids.shape[1]:]], dim=1)
+        sequences = torch.cat([input_ids.to(sequences.device), sequences[:, final_ids.shape[1] :]], dim=1)
         if isinstance(output, torch.Tensor):
             return sequences
         fields = {key: value for key, value in output.items() if key != "sequences"}
@@ -377,7 +384,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             )
         self._check_ids("input_ids", input_ids, attention_mask)
         if self.config.update_template_ids is None or self.config.final_template_ids is None:
-            raise ValueError("This config has no prompt templates: build the model with from_backbone(model, tokenizer).")
+            raise ValueError(
+                "This config has no prompt templates: build the model with from_backbone(model, tokenizer)."
+            )
         return _unpadded_rows(input_ids.to(self.device), attention_mask.to(self.device))
 
     def _check_banks(self, memory, rows: int) -> list[LycheeMemoryBank]:
@@ -416,7 +425,9 @@ def _generation_config_for(backbone: nn.Module, tokenizer) -> GenerationConfig:
         eos.insert(0, tokenizer.eos_token_id)
     config.eos_token_id = eos[0] if len(eos) == 1 else eos
     if config.pad_token_id is None:
-        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else None)
+        config.pad_token_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else None)
+        )
     return config
 
 

@@ -58,9 +58,13 @@ class LycheeGenerateOutput(GenerateDecoderOnlyOutput):
 def build_prompt(pieces: list[list[int]], question: torch.LongTensor, memory: torch.LongTensor) -> torch.LongTensor:
     """piece 0 + question + piece 1 + memory + piece 2, as one 1-D tensor."""
     device = question.device
-    parts = [torch.tensor(pieces[0], dtype=torch.long, device=device), question,
-             torch.tensor(pieces[1], dtype=torch.long, device=device), memory.to(device),
-             torch.tensor(pieces[2], dtype=torch.long, device=device)]
+    parts = [
+        torch.tensor(pieces[0], dtype=torch.long, device=device),
+        question,
+        torch.tensor(pieces[1], dtype=torch.long, device=device),
+        memory.to(device),
+        torch.tensor(pieces[2], dtype=torch.long, device=device),
+    ]
     return torch.cat(parts)
 
 
@@ -71,8 +75,8 @@ def left_pad(rows: list[torch.LongTensor], pad_id: int) -> tuple[torch.LongTenso
     mask = rows[0].new_zeros((len(rows), length))
     for i, row in enumerate(rows):
         if row.numel():
-            ids[i, length - row.numel():] = row
-            mask[i, length - row.numel():] = 1
+            ids[i, length - row.numel() :] = row
+            mask[i, length - row.numel() :] = 1
     return ids, mask
 
 
@@ -128,8 +132,12 @@ class ReasonerLoop:
         scores: list[torch.Tensor | None] = [None] * len(banks)
         scored_from = [0] * len(banks)
         steps = max(len(bank) for bank in banks)
-        progress = logging.tqdm(range(steps), desc="reasoning over blocks", unit="block",
-                                disable=not _wants_progress(self.show_progress, steps))
+        progress = logging.tqdm(
+            range(steps),
+            desc="reasoning over blocks",
+            unit="block",
+            disable=not _wants_progress(self.show_progress, steps),
+        )
         for step in progress:
             records, active = {}, []
             for row, bank in enumerate(banks):
@@ -137,14 +145,22 @@ class ReasonerLoop:
                     continue
                 started = time.perf_counter()
                 if scores[row] is None:  # memory changed (or first step): rescore every remaining block
-                    scores[row] = self.model.gate.score_blocks(
-                        self.model.model, bank.blocks[step:], questions[row], memories[row]
-                    ).float().cpu()
+                    scores[row] = (
+                        self.model.gate.score_blocks(
+                            self.model.model, bank.blocks[step:], questions[row], memories[row]
+                        )
+                        .float()
+                        .cpu()
+                    )
                     scored_from[row] = step
                 score = float(scores[row][step - scored_from[row]])
                 kept = score >= config.gate_threshold
                 records[row] = LycheeBlockTrace(
-                    block_index=step, span=bank.blocks[step].span, gate_score=score, kept=kept, memory_ids=[],
+                    block_index=step,
+                    span=bank.blocks[step].span,
+                    gate_score=score,
+                    kept=kept,
+                    memory_ids=[],
                     compress_seconds=compress_seconds[row][step] if compress_seconds else 0.0,
                     gate_seconds=time.perf_counter() - started,
                 )
@@ -153,7 +169,8 @@ class ReasonerLoop:
             if active:
                 started = time.perf_counter()
                 new_memories, decoded = self.update_memories(
-                    [banks[r].blocks[step] for r in active], [questions[r] for r in active],
+                    [banks[r].blocks[step] for r in active],
+                    [questions[r] for r in active],
                     [memories[r] for r in active],
                 )
                 elapsed = time.perf_counter() - started
@@ -183,7 +200,7 @@ class ReasonerLoop:
             past_key_values=cache,
             generation_config=self.update_config,
         )
-        generated = sequences[:, prompt_ids.shape[1]:]
+        generated = sequences[:, prompt_ids.shape[1] :]
         drop = sorted(set(eos_ids) | {pad_id})
         new_memories = [clean_memory(row, drop, config.memory_budget) for row in generated]
         decoded = [_count_decoded(row, eos_ids, pad_id) for row in generated]

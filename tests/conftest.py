@@ -1,0 +1,14 @@
+import pytest
+import torch
+
+from tiny import tiny_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return tiny_tokenizer()

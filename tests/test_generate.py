@@ -1,0 +1,202 @@
+import threading
+
+import pytest
+import torch
+
+from lychee_hf import LycheeGate, LycheeGenerateOutput
+from lychee_hf.modeling.reasoner_lychee import ReasonerLoop, build_prompt, clean_memory, memory_update_config
+from tiny import document_ids, question_ids, tiny_lychee
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_generate_with_context_returns_question_then_answer_and_a_trace(kind, tokenizer):
+    model = tiny_lychee(kind)
+    question = question_ids(tokenizer)
+    out = model.generate(input_ids=question, context_ids=document_ids(tokenizer, 150), return_dict_in_generate=True)
+    assert isinstance(out, LycheeGenerateOutput)
+    assert torch.equal(out.sequences[:, : question.shape[1]], question)
+    assert 0 < out.sequences.shape[1] - question.shape[1] <= model.config.max_answer_tokens
+    trace = out.trace[0]
+    assert [r.block_index for r in trace] == [0, 1, 2]
+    assert all(r.kept and r.gate_score == 1.0 for r in trace)
+    assert all(0 < len(r.memory_ids) <= model.config.memory_budget for r in trace)
+    assert all(r.tokens_decoded > 0 and r.reason_seconds > 0 and r.compress_seconds > 0 for r in trace)
+
+
+def test_generate_without_context_is_the_plain_backbone(tokenizer):
+    model = tiny_lychee()
+    prompt = question_ids(tokenizer)
+    out = model.generate(prompt, max_new_tokens=6, do_sample=False)
+    with torch.no_grad():
+        logits = model(prompt).logits[:, -1]
+    assert out.shape == (1, prompt.shape[1] + 6)
+    assert out[0, prompt.shape[1]] == logits.argmax(-1)
+
+
+def test_generate_from_a_bank_equals_generate_from_context(tokenizer):
+    model = tiny_lychee()
+    doc, question = document_ids(tokenizer, 150), question_ids(tokenizer)
+    bank = model.compress(doc)
+    assert torch.equal(
+        model.generate(input_ids=question, memory=bank), model.generate(input_ids=question, context_ids=doc)
+    )
+
+
+def _plain_reading_of_first_update(model, tokenizer, chunk, question):
+    """Greedy memory update computed by reading [chunk text + update prompt] as ordinary tokens."""
+    config = model.config
+    prompt = build_prompt(config.update_template_ids, question[0], torch.tensor(config.initial_memory_ids))
+    ids = torch.cat([chunk[0], prompt])[None]
+    out = model.generate(ids, max_new_tokens=config.memory_budget, do_sample=False)
+    return clean_memory(out[0, ids.shape[1] :], [tokenizer.eos_token_id, tokenizer.pad_token_id], config.memory_budget)
+
+
+def test_lossless_block_equals_reading_the_chunk_as_plain_text(tokenizer):
+    model = tiny_lychee(compression_mode="lossless", position_scheme="sequential")
+    chunk, question = document_ids(tokenizer, 64), question_ids(tokenizer)
+    block = model.compress(chunk).blocks[0]
+    loop = ReasonerLoop(model, memory_update_config(model.generation_config, model.config.memory_budget))
+    cache, slot_mask, _, start = loop.prefix_for([block])
+    prompt = question[0]
+    with torch.no_grad():
+        with_block = model(
+            prompt[None],
+            past_key_values=cache,
+            attention_mask=torch.ones(1, 64 + prompt.numel()),
+            position_ids=start + torch.arange(prompt.numel())[None],
+        ).logits[:, -1]
+        plain = model(torch.cat([chunk, prompt[None]], dim=1)).logits[:, -1]
+    torch.testing.assert_close(with_block, plain, rtol=1e-4, atol=1e-4)
+    # The whole update through generate with a prefilled cache writes the same memory as plain reading.
+    out = model.generate(input_ids=question, context_ids=chunk, return_dict_in_generate=True)
+    assert out.trace[0][0].memory_ids == _plain_reading_of_first_update(model, tokenizer, chunk, question).tolist()
+
+
+def test_reference_scheme_starts_the_prompt_after_every_slot(tokenizer):
+    model = tiny_lychee()
+    bank = model.compress(document_ids(tokenizer, 100))
+    loop = ReasonerLoop(model, memory_update_config(model.generation_config, model.config.memory_budget))
+    cache, slot_mask, positions, start = loop.prefix_for([bank.blocks[1]])
+    assert start.item() == 16 and slot_mask.sum() == 9  # masked slots still count
+    assert torch.equal(cache.layers[0].keys[0], bank.blocks[1].keys[0])  # keys enter un-rotated
+
+
+class RejectSecondBlock(LycheeGate):
+    calls = 0
+
+    def score_blocks(self, backbone, blocks, question_ids, memory_ids):
+        RejectSecondBlock.calls += 1
+        return torch.tensor([0.0 if block.span[0] == 64 else 0.9 for block in blocks])
+
+
+def test_a_gate_that_rejects_a_block_skips_its_reasoner_step(tokenizer):
+    model = tiny_lychee()
+    model.gate = RejectSecondBlock(model.config)
+    RejectSecondBlock.calls = 0
+    out = model.generate(
+        input_ids=question_ids(tokenizer), context_ids=document_ids(tokenizer, 150), return_dict_in_generate=True
+    )
+    first, second, third = out.trace[0]
+    assert (first.kept, second.kept, third.kept) == (True, False, True)
+    assert second.gate_score == 0.0 and second.tokens_decoded == 0 and second.reason_seconds == 0.0
+    assert second.memory_ids == first.memory_ids
+    # Rescored only after the memory changed: at block 0, and at block 1 after block 0 was read.
+    assert RejectSecondBlock.calls == 2
+
+
+def test_gate_threshold_decides_what_is_kept(tokenizer):
+    model = tiny_lychee(gate_threshold=0.95)
+    model.gate = RejectSecondBlock(model.config)
+    out = model.generate(
+        input_ids=question_ids(tokenizer), context_ids=document_ids(tokenizer, 150), return_dict_in_generate=True
+    )
+    assert [r.kept for r in out.trace[0]] == [False, False, False]
+    assert out.trace[0][-1].memory_ids == model.config.initial_memory_ids
+
+
+def _answer(sequences, question_len, eos):
+    answer = sequences[question_len:].tolist()
+    return answer[: answer.index(eos) + 1] if eos in answer else answer
+
+
+@pytest.mark.parametrize("scheme", ["reference", "sequential"])
+def test_padded_batch_equals_rows_run_alone(scheme, tokenizer):
+    model = tiny_lychee(position_scheme=scheme)
+    questions = [question_ids(tokenizer)[0], question_ids(tokenizer, "Where was Alice born?")[0]]
+    docs = [document_ids(tokenizer, 150, seed=1)[0], document_ids(tokenizer, 90, seed=2)[0]]
+    q_len, d_len = max(q.numel() for q in questions), max(d.numel() for d in docs)
+    q_ids = torch.full((2, q_len), tokenizer.pad_token_id)
+    q_mask = torch.zeros(2, q_len, dtype=torch.long)
+    c_ids = torch.full((2, d_len), tokenizer.pad_token_id)
+    c_mask = torch.zeros(2, d_len, dtype=torch.long)
+    for i, (q, d) in enumerate(zip(questions, docs)):
+        q_ids[i, q_len - q.numel() :], q_mask[i, q_len - q.numel() :] = q, 1  # questions left-padded
+        c_ids[i, : d.numel()], c_mask[i, : d.numel()] = d, 1  # documents right-padded
+    batch = model.generate(
+        input_ids=q_ids,
+        attention_mask=q_mask,
+        context_ids=c_ids,
+        context_attention_mask=c_mask,
+        return_dict_in_generate=True,
+    )
+    for i, (q, d) in enumerate(zip(questions, docs)):
+        alone = model.generate(input_ids=q[None], context_ids=d[None], return_dict_in_generate=True)
+        assert [r.memory_ids for r in batch.trace[i]] == [r.memory_ids for r in alone.trace[0]]
+        eos = tokenizer.eos_token_id
+        assert _answer(batch.sequences[i], q_len, eos) == _answer(alone.sequences[0], q.numel(), eos)
+
+
+def test_one_bank_answers_a_batch_of_questions(tokenizer):
+    model = tiny_lychee()
+    bank = model.compress(document_ids(tokenizer, 100))
+    question = question_ids(tokenizer)
+    out = model.generate(input_ids=question.repeat(2, 1), memory=bank)
+    assert torch.equal(out[0], out[1])
+
+
+def test_calls_share_no_state_across_calls_and_threads(tokenizer):
+    model = tiny_lychee()
+    doc_a, doc_b = document_ids(tokenizer, 150, seed=1), document_ids(tokenizer, 150, seed=2)
+    question = question_ids(tokenizer)
+    expected_a = model.generate(input_ids=question, context_ids=doc_a)
+    expected_b = model.generate(input_ids=question, context_ids=doc_b)
+    assert torch.equal(model.generate(input_ids=question, context_ids=doc_a), expected_a)
+    results = {}
+
+    def run(name, doc):
+        results[name] = model.generate(input_ids=question, context_ids=doc)
+
+    threads = [threading.Thread(target=run, args=(n, d)) for n, d in (("a", doc_a), ("b", doc_b))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert torch.equal(results["a"], expected_a) and torch.equal(results["b"], expected_b)
+
+
+def test_generate_does_not_modify_the_bank(tokenizer):
+    model = tiny_lychee()
+    bank = model.compress(document_ids(tokenizer, 100))
+    keys = [b.keys.clone() for b in bank.blocks]
+    model.generate(input_ids=question_ids(tokenizer), memory=bank)
+    assert all(torch.equal(a, b.keys) for a, b in zip(keys, bank.blocks))
+
+
+def test_sampling_settings_reach_the_decoding(tokenizer):
+    model = tiny_lychee()
+    doc, question = document_ids(tokenizer, 100), question_ids(tokenizer)
+    torch.manual_seed(1)
+    first = model.generate(input_ids=question, context_ids=doc, do_sample=True, temperature=5.0, max_new_tokens=8)
+    torch.manual_seed(2)
+    second = model.generate(input_ids=question, context_ids=doc, do_sample=True, temperature=5.0, max_new_tokens=8)
+    assert not torch.equal(first, second)
+
+
+def test_streamer_receives_the_final_answer(tokenizer):
+    from transformers import TextIteratorStreamer
+
+    model = tiny_lychee()
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
+    out = model.generate(input_ids=question_ids(tokenizer), context_ids=document_ids(tokenizer, 100), streamer=streamer)
+    streamed = "".join(streamer)
+    assert streamed and streamed == tokenizer.decode(out[0, question_ids(tokenizer).shape[1] :])
