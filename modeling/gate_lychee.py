@@ -11,7 +11,7 @@ from torch import nn
 
 from .compressor_lychee import LycheePreTrainedModel
 from .configuration_lychee import LycheeMemoryConfig
-from .memory_bank_lychee import LycheeMemoryBlock
+from .memory_bank_lychee import LycheeMemoryBank
 
 
 class LycheeGate(LycheePreTrainedModel):
@@ -24,7 +24,8 @@ class LycheeGate(LycheePreTrainedModel):
     def score_blocks(
         self,
         backbone: nn.Module,
-        blocks: list[LycheeMemoryBlock],
+        bank: LycheeMemoryBank,
+        start: int,
         question_ids: torch.LongTensor,
         memory_ids: torch.LongTensor,
     ) -> torch.Tensor:
@@ -32,14 +33,15 @@ class LycheeGate(LycheePreTrainedModel):
 
         Args:
             backbone (`nn.Module`): the shared base decoder, for gates that read the block's K/V.
-            blocks (`list[LycheeMemoryBlock]`): the blocks still ahead, in document order.
+            bank (`LycheeMemoryBank`): the document; read blocks with `bank.block(i)` (a disk bank streams them).
+            start (`int`): the first block to score; blocks `start .. len(bank) - 1` are still ahead.
             question_ids (`torch.LongTensor`): (L_q,) the question, without padding.
             memory_ids (`torch.LongTensor`): (L_m,) the current working memory.
 
         Returns:
-            `torch.Tensor`: (len(blocks),) probabilities in [0, 1] that each block is related.
+            `torch.Tensor`: (len(bank) - start,) probabilities in [0, 1] that each block ahead is related.
         """
-        return torch.ones(len(blocks))
+        return torch.ones(len(bank) - start)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         return self.score_blocks(*args, **kwargs)

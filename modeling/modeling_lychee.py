@@ -235,8 +235,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 (doc, start, min(start + config.chunk_size, ids.numel()))
                 for start in range(0, ids.numel(), config.chunk_size)
             ]
-        fingerprint = self.memory_fingerprint()
-        banks = [LycheeMemoryBank(fingerprint=dict(fingerprint)) for _ in documents]
+        blocks: list[list[LycheeMemoryBlock]] = [[] for _ in documents]
         seconds: list[list[float]] = [[] for _ in documents]
         progress = logging.tqdm(
             total=len(chunks),
@@ -256,10 +255,12 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             elapsed = (time.perf_counter() - started) / len(batch)
             for row, (doc, start, end) in enumerate(batch):
                 block = LycheeMemoryBlock(keys[row], values[row], slot_mask[row], (start, end))
-                banks[doc].blocks.append(block.to("cpu") if offload_to_cpu else block)
+                blocks[doc].append(block.to("cpu") if offload_to_cpu else block)
                 seconds[doc].append(elapsed)
             progress.update(len(batch))
         progress.close()
+        fingerprint = self.memory_fingerprint()
+        banks = [LycheeMemoryBank(doc_blocks, fingerprint) for doc_blocks in blocks]
         return banks, seconds
 
     # ----------------------------------------------------------------------------------------- generation

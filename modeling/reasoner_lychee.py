@@ -35,6 +35,7 @@ class LycheeBlockTrace:
         tokens_decoded (`int`): tokens the memory update generated (0 when skipped).
         compress_seconds / gate_seconds / reason_seconds (`float`): wall time; compression and reasoning are
             batched across rows, so rows of one batch share those figures.
+        row (`int`): the batch row this record belongs to.
     """
 
     block_index: int
@@ -46,6 +47,7 @@ class LycheeBlockTrace:
     compress_seconds: float = 0.0
     gate_seconds: float = 0.0
     reason_seconds: float = 0.0
+    row: int = 0
 
 
 @dataclass
@@ -125,12 +127,12 @@ class ReasonerLoop:
         compress_seconds: list[list[float]] | None = None,
     ) -> list[torch.LongTensor]:
         """Scans every row's blocks in order and returns each row's final working memory (1-D ids)."""
-        config = self.model.config
         device = self.model.device
-        memories = [torch.tensor(config.initial_memory_ids or [], dtype=torch.long, device=device) for _ in banks]
+        initial = self.model.config.initial_memory_ids or []
+        memories = [torch.tensor(initial, dtype=torch.long, device=device) for _ in banks]
         self.traces = [[] for _ in banks]
-        scores: list[torch.Tensor | None] = [None] * len(banks)
-        scored_from = [0] * len(banks)
+        self._scores = [None] * len(banks)  # per row: gate scores of blocks scored_from.., None once stale
+        self._scored_from = [0] * len(banks)
         steps = max(len(bank) for bank in banks)
         progress = logging.tqdm(
             range(steps),
@@ -139,48 +141,48 @@ class ReasonerLoop:
             disable=not _wants_progress(self.show_progress, steps),
         )
         for step in progress:
-            records, active = {}, []
-            for row, bank in enumerate(banks):
-                if step >= len(bank):
-                    continue
-                started = time.perf_counter()
-                if scores[row] is None:  # memory changed (or first step): rescore every remaining block
-                    scores[row] = (
-                        self.model.gate.score_blocks(
-                            self.model.model, bank.blocks[step:], questions[row], memories[row]
-                        )
-                        .float()
-                        .cpu()
-                    )
-                    scored_from[row] = step
-                score = float(scores[row][step - scored_from[row]])
-                kept = score >= config.gate_threshold
-                records[row] = LycheeBlockTrace(
-                    block_index=step,
-                    span=bank.blocks[step].span,
-                    gate_score=score,
-                    kept=kept,
-                    memory_ids=[],
-                    compress_seconds=compress_seconds[row][step] if compress_seconds else 0.0,
-                    gate_seconds=time.perf_counter() - started,
-                )
-                if kept:
-                    active.append(row)
+            records = {
+                row: self._gate(row, bank, step, questions[row], memories[row])
+                for row, bank in enumerate(banks)
+                if step < len(bank)
+            }
+            for record in records.values():
+                record.compress_seconds = compress_seconds[record.row][step] if compress_seconds else 0.0
+            active = [row for row, record in records.items() if record.kept]
             if active:
                 started = time.perf_counter()
                 new_memories, decoded = self.update_memories(
-                    [banks[r].blocks[step] for r in active],
+                    [banks[r].block(step) for r in active],
                     [questions[r] for r in active],
                     [memories[r] for r in active],
                 )
                 elapsed = time.perf_counter() - started
                 for row, memory, count in zip(active, new_memories, decoded):
-                    memories[row], scores[row] = memory, None
+                    memories[row], self._scores[row] = memory, None
                     records[row].tokens_decoded, records[row].reason_seconds = count, elapsed
             for row, record in records.items():
                 record.memory_ids = memories[row].tolist()
                 self.traces[row].append(record)
         return memories
+
+    def _gate(
+        self, row: int, bank: LycheeMemoryBank, step: int, question: torch.LongTensor, memory: torch.LongTensor
+    ) -> LycheeBlockTrace:
+        """Decides whether `row` reads block `step`, rescoring the blocks ahead only if its memory changed."""
+        started = time.perf_counter()
+        if self._scores[row] is None:
+            scores = self.model.gate.score_blocks(self.model.model, bank, step, question, memory)
+            self._scores[row], self._scored_from[row] = scores.float().cpu(), step
+        score = float(self._scores[row][step - self._scored_from[row]])
+        return LycheeBlockTrace(
+            block_index=step,
+            span=bank.spans[step],
+            gate_score=score,
+            kept=score >= self.model.config.gate_threshold,
+            memory_ids=[],
+            gate_seconds=time.perf_counter() - started,
+            row=row,
+        )
 
     def update_memories(
         self, blocks: list[LycheeMemoryBlock], questions: list[torch.LongTensor], memories: list[torch.LongTensor]

@@ -84,9 +84,9 @@ def test_reference_scheme_starts_the_prompt_after_every_slot(tokenizer):
 class RejectSecondBlock(LycheeGate):
     calls = 0
 
-    def score_blocks(self, backbone, blocks, question_ids, memory_ids):
+    def score_blocks(self, backbone, bank, start, question_ids, memory_ids):
         RejectSecondBlock.calls += 1
-        return torch.tensor([0.0 if block.span[0] == 64 else 0.9 for block in blocks])
+        return torch.tensor([0.0 if span[0] == 64 else 0.9 for span in bank.spans[start:]])
 
 
 def test_a_gate_that_rejects_a_block_skips_its_reasoner_step(tokenizer):

@@ -1,0 +1,290 @@
+"""`lychee-hf`: answer questions over long documents, compress them once, inspect checkpoints and banks.
+
+    lychee-hf ask --context FILE --question "..." [--question "..."] [--model PATH_OR_HUB_ID] [--trace] [--json [OUT]]
+    lychee-hf ask --memory BANK_DIR --question "..."
+    lychee-hf compress --context FILE --out BANK_DIR
+    lychee-hf info PATH
+
+Errors print one line on stderr and exit with status 2 (set LYCHEE_HF_DEBUG=1 for the traceback).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lychee-hf", description="LycheeMemory: long-context QA over compressed memory."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ask = commands.add_parser("ask", help="answer questions over a document or a saved memory bank")
+    source = ask.add_mutually_exclusive_group(required=True)
+    source.add_argument("--context", help="document: plain text, or .jsonl with one document per line")
+    source.add_argument("--memory", help="a bank folder written by `lychee-hf compress`")
+    ask.add_argument("--question", action="append", required=True, help="repeat for several questions")
+    ask.add_argument("--trace", action="store_true", help="print a per-block table (gate, memory, timings)")
+    ask.add_argument(
+        "--json", nargs="?", const="-", metavar="OUT", help="write answers + traces as JSON (default stdout)"
+    )
+    _add_model_arguments(ask)
+
+    compress = commands.add_parser("compress", help="compress a document once into a reusable memory bank")
+    compress.add_argument("--context", required=True, help="document: plain text, or .jsonl (one bank per line)")
+    compress.add_argument("--out", required=True, help="new folder for the bank (numbered subfolders for .jsonl)")
+    _add_model_arguments(compress)
+
+    info = commands.add_parser("info", help="print the settings of a checkpoint or a memory bank")
+    info.add_argument("path")
+    return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="checkpoint folder or Hub id (default: the embedded SmolLM2-135M model)")
+    parser.add_argument("--field", default="context", help="JSONL field holding the document (default: context)")
+    parser.add_argument("--ratio", type=int, help="compress with memory tokens at this ratio (0: lossless blocks)")
+    parser.add_argument("--chunk-size", type=int, help="source tokens per block")
+    parser.add_argument("--memory-budget", type=int, help="max working-memory tokens")
+    parser.add_argument("--max-new-tokens", type=int, help="max answer tokens")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: checkpoint's)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"ask": run_ask, "compress": run_compress, "info": run_info}[args.command](args)
+    except KeyboardInterrupt:
+        print("lychee-hf: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one clear line for the user; the traceback on request
+        if os.environ.get("LYCHEE_HF_DEBUG"):
+            raise
+        print(f"lychee-hf: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+# --------------------------------------------------------------------------------------------- commands
+def run_ask(args: argparse.Namespace) -> int:
+    import torch
+
+    from .documents import read_documents
+    from .modeling import LycheeMemoryBank
+
+    # Inputs first: a missing file or bank fails before the model loads.
+    if args.memory:
+        bank = LycheeMemoryBank.from_pretrained(args.memory)
+        sources = [(args.memory, dict(memory=bank))]
+    else:
+        documents = read_documents(args.context, args.field)
+        sources = [
+            (f"{args.context}#{i}" if len(documents) > 1 else args.context, dict(context=text))
+            for i, text in enumerate(documents)
+        ]
+    model, tokenizer = load_model(args)
+    if args.memory:
+        bank.check_compatible(model.memory_fingerprint())
+    results = []
+    for name, source in sources:
+        if "context" in source:  # compress once per document, then every question reuses the bank
+            ids = _encode(tokenizer, source["context"], args.context)
+            started = time.perf_counter()
+            bank = model.compress(ids, show_progress=None if not args.quiet else False)
+            compress_seconds = time.perf_counter() - started
+        else:
+            bank, compress_seconds = source["memory"], 0.0
+        for question in args.question:
+            question_ids = torch.tensor([tokenizer.encode(question, add_special_tokens=False)])
+            started = time.perf_counter()
+            output = model.generate(
+                input_ids=question_ids,
+                memory=bank,
+                return_dict_in_generate=True,
+                show_progress=None if not args.quiet else False,
+                **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}),
+            )
+            answer = tokenizer.decode(output.sequences[0, question_ids.shape[1] :], skip_special_tokens=True).strip()
+            results.append(
+                _result(
+                    name, question, answer, output.trace[0], tokenizer, compress_seconds, time.perf_counter() - started
+                )
+            )
+    _report(results, args)
+    return 0
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    from .bank_tools import compress_to_disk
+    from .documents import read_documents
+
+    documents = read_documents(args.context, args.field)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty: choose a new folder for the bank (nothing is overwritten)")
+    model, tokenizer = load_model(args)
+    for index, text in enumerate(documents):
+        target = out if len(documents) == 1 else out / f"{index:05d}"
+        ids = _encode(tokenizer, text, args.context)
+        bank = compress_to_disk(model, ids, target, show_progress=None if not args.quiet else False)
+        print(f"{target}: {len(bank)} blocks, {bank.num_tokens} tokens, {_folder_size(target) / 2**20:.1f} MiB")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if (path / "bank.json").is_file():
+        from .bank_tools import describe_bank
+        from .modeling import LycheeMemoryBank
+
+        summary = {
+            "kind": "memory bank",
+            **describe_bank(LycheeMemoryBank.from_pretrained(path)),
+            "size_mib": round(_folder_size(path) / 2**20, 2),
+        }
+    elif (path / "config.json").is_file():
+        summary = {"kind": "checkpoint", **_checkpoint_summary(path)}
+    else:
+        raise FileNotFoundError(f"{path} is neither a checkpoint (config.json) nor a memory bank (bank.json)")
+    width = max(len(key) for key in summary)
+    for key, value in summary.items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def load_model(args: argparse.Namespace):
+    """The model and tokenizer named by `--model` (default: the embedded model), with the CLI's overrides."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from .modeling import LycheeMemoryForCausalLM
+
+    if args.quiet:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+    if args.model:
+        path = args.model
+    else:
+        from .default_model import ensure_default_model
+
+        path = ensure_default_model(verbose=not args.quiet)
+    overrides = {}
+    if args.ratio is not None:
+        overrides["compression_mode"] = "lossless" if args.ratio == 0 else "memory_tokens"
+        if args.ratio:
+            overrides["compression_ratio"] = args.ratio
+    if args.chunk_size:
+        overrides["chunk_size"] = args.chunk_size
+        overrides["compression_window"] = args.chunk_size
+    if args.memory_budget:
+        overrides["memory_budget"] = args.memory_budget
+    dtype = getattr(torch, args.dtype) if args.dtype else "auto"
+    model = LycheeMemoryForCausalLM.from_pretrained(path, dtype=dtype, **overrides)
+    model.config.validate()
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def _encode(tokenizer, text: str, source: str):
+    import torch
+
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if not ids:
+        raise ValueError(f"context {source} is empty after tokenization")
+    return torch.tensor([ids])
+
+
+def _result(name, question, answer, trace, tokenizer, compress_seconds, seconds) -> dict:
+    return {
+        "source": name,
+        "question": question,
+        "answer": answer,
+        "compress_seconds": round(compress_seconds, 3),
+        "answer_seconds": round(seconds, 3),
+        "trace": [
+            {
+                "block": r.block_index,
+                "span": list(r.span),
+                "gate_score": round(r.gate_score, 4),
+                "kept": r.kept,
+                "memory_tokens": len(r.memory_ids),
+                "memory": tokenizer.decode(r.memory_ids, skip_special_tokens=True),
+                "tokens_decoded": r.tokens_decoded,
+                "seconds": round(r.gate_seconds + r.reason_seconds, 3),
+            }
+            for r in trace
+        ],
+    }
+
+
+def _report(results: list[dict], args: argparse.Namespace) -> None:
+    if args.json:
+        text = json.dumps(results if len(results) > 1 else results[0], indent=2, ensure_ascii=False)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+        return
+    for result in results:
+        if len(results) > 1:
+            print(f"Q: {result['question']}")
+        print(result["answer"])
+        if args.trace:
+            print(_trace_table(result["trace"]))
+
+
+def _trace_table(trace: list[dict]) -> str:
+    columns = f"{'block':>5}  {'span':>13}  {'gate':>6}  {'kept':>4}  {'memory':>6}  {'decoded':>7}  {'seconds':>7}"
+    header = columns + "  memory text"
+    lines = [header, "-" * len(header)]
+    for r in trace:
+        span = f"{r['span'][0]}-{r['span'][1]}"
+        memory = r["memory"].replace("\n", " ")
+        memory = memory if len(memory) <= 60 else memory[:57] + "..."
+        lines.append(
+            f"{r['block']:>5}  {span:>13}  {r['gate_score']:>6.3f}  {'yes' if r['kept'] else 'no':>4}  "
+            f"{r['memory_tokens']:>6}  {r['tokens_decoded']:>7}  {r['seconds']:>7.2f}  {memory}"
+        )
+    return "\n".join(lines)
+
+
+def _checkpoint_summary(path: Path) -> dict:
+    config = json.loads((path / "config.json").read_text())
+    if config.get("model_type") != "lychee_memory":
+        raise ValueError(f"{path} is a {config.get('model_type')!r} checkpoint, not a LycheeMemory one")
+    text = config.get("text_config", {})
+    keys = [
+        "compression_mode",
+        "chunk_size",
+        "compression_window",
+        "compression_ratio",
+        "memory_token_placement",
+        "memory_budget",
+        "max_answer_tokens",
+        "position_scheme",
+        "gate_type",
+        "gate_threshold",
+    ]
+    return {
+        "backbone": f"{text.get('model_type')} ({text.get('num_hidden_layers')} layers, "
+        f"hidden {text.get('hidden_size')})",
+        "dtype": config.get("dtype") or text.get("dtype"),
+        **{key: config.get(key) for key in keys},
+    }
+
+
+def _folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tiny import tiny_lychee, tiny_tokenizer
+
+DOCUMENT = "Alice was born in Paris. Paris is the capital of France. " * 12 + "The secret code is 4721. " * 3
+
+
+def run_cli(*args, cwd=None):
+    result = subprocess.run(
+        [sys.executable, "-m", "lychee_hf.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt")
+    tiny_lychee().save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ctx") / "doc.txt"
+    path.write_text(DOCUMENT)
+    return path
+
+
+def test_ask_prints_an_answer(checkpoint, context):
+    code, out, err = run_cli(
+        "ask", "--model", str(checkpoint), "--context", str(context), "--question", "What is the code?"
+    )
+    assert code == 0, err
+    assert out.strip()
+
+
+def test_ask_trace_prints_a_per_block_table(checkpoint, context):
+    code, out, err = run_cli(
+        "ask", "--model", str(checkpoint), "--context", str(context), "--question", "Code?", "--trace"
+    )
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("block"))
+    for column in ("gate", "kept", "memory", "decoded", "seconds"):
+        assert column in header
+    assert sum(1 for line in out.splitlines() if " yes " in line) >= 2
+
+
+def test_ask_json_holds_answer_and_trace(checkpoint, context):
+    code, out, err = run_cli(
+        "ask", "--model", str(checkpoint), "--context", str(context), "--question", "Code?", "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["question"] == "Code?" and isinstance(result["answer"], str)
+    assert result["trace"][0]["kept"] is True and "gate_score" in result["trace"][0]
+
+
+def test_compress_once_then_ask_several_questions_from_the_bank(checkpoint, context, tmp_path):
+    bank = tmp_path / "bank"
+    code, out, err = run_cli("compress", "--model", str(checkpoint), "--context", str(context), "--out", str(bank))
+    assert code == 0, err
+    assert "blocks" in out and (bank / "bank.json").exists()
+    code, out, err = run_cli(
+        "ask",
+        "--model",
+        str(checkpoint),
+        "--memory",
+        str(bank),
+        "--question",
+        "Code?",
+        "--question",
+        "Where?",
+        "--json",
+    )
+    assert code == 0, err
+    assert [r["question"] for r in json.loads(out)] == ["Code?", "Where?"]
+    # The bank answers exactly as compressing the context in the same call does.
+    _, direct, _ = run_cli(
+        "ask", "--model", str(checkpoint), "--context", str(context), "--question", "Code?", "--json"
+    )
+    assert json.loads(out)[0]["answer"] == json.loads(direct)["answer"]
+
+
+def test_jsonl_context_answers_each_document(checkpoint, tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(json.dumps({"text": DOCUMENT}) + "\n" + json.dumps({"text": "Bob lives in Rome. " * 20}) + "\n")
+    code, out, err = run_cli(
+        "ask", "--model", str(checkpoint), "--context", str(path), "--field", "text", "--question", "Where?", "--json"
+    )
+    assert code == 0, err
+    assert [r["source"] for r in json.loads(out)] == [f"{path}#0", f"{path}#1"]
+
+
+def test_info_prints_checkpoint_and_bank_settings(checkpoint, context, tmp_path):
+    code, out, _ = run_cli("info", str(checkpoint))
+    assert code == 0 and "chunk_size" in out and "checkpoint" in out
+    run_cli("compress", "--model", str(checkpoint), "--context", str(context), "--out", str(tmp_path / "b"))
+    code, out, _ = run_cli("info", str(tmp_path / "b"))
+    assert code == 0 and "memory bank" in out and "blocks" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["ask", "--context", "missing.txt", "--question", "q"], "context file missing.txt does not exist"),
+        (["info", "nowhere"], "neither a checkpoint"),
+    ],
+)
+def test_errors_print_one_line_without_traceback(checkpoint, args, message, tmp_path):
+    code, out, err = run_cli(*args[:1], "--model", str(checkpoint), *args[1:]) if args[0] == "ask" else run_cli(*args)
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("lychee-hf: error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in err
+
+
+def test_empty_context_is_one_clear_error(checkpoint, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n")
+    code, _, err = run_cli("ask", "--model", str(checkpoint), "--context", str(empty), "--question", "q")
+    assert code == 2 and "is empty" in err and "Traceback" not in err
+
+
+def test_bank_from_another_model_is_one_clear_error(checkpoint, context, tmp_path):
+    other = tmp_path / "other"
+    tiny_lychee(seed=4).save_pretrained(other)
+    tiny_tokenizer().save_pretrained(other)
+    run_cli("compress", "--model", str(other), "--context", str(context), "--out", str(tmp_path / "b"))
+    code, _, err = run_cli("ask", "--model", str(checkpoint), "--memory", str(tmp_path / "b"), "--question", "q")
+    assert code == 2 and "different model" in err and "weights_digest" in err and "Traceback" not in err
+
+
+def test_compress_refuses_a_non_empty_output_folder(checkpoint, context, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    code, _, err = run_cli("compress", "--model", str(checkpoint), "--context", str(context), "--out", str(tmp_path))
+    assert code == 2 and "not empty" in err
+    assert (tmp_path / "keep.txt").read_text() == "mine"
