@@ -9,7 +9,7 @@ SUPPORTED_BACKBONES = ("llama", "qwen2", "mistral")
 COMPRESSION_MODES = ("memory_tokens", "lossless")
 MEMORY_TOKEN_PLACEMENTS = ("interleave", "append")
 POSITION_SCHEMES = ("reference", "sequential")
-GATE_TYPES = ("always_related",)
+GATE_TYPES = ("always_related", "query_likelihood")
 
 
 class LycheeMemoryConfig(PreTrainedConfig):
@@ -38,7 +38,8 @@ class LycheeMemoryConfig(PreTrainedConfig):
         max_answer_tokens (`int`, *optional*, defaults to 1024):
             Max new tokens of the final answer when the caller sets none.
         gate_type (`str`, *optional*, defaults to `"always_related"`):
-            Which gate scores blocks. `"always_related"` keeps every block, as the authors' release does.
+            Which gate scores blocks. `"always_related"` keeps every block, as the authors' release does;
+            `"query_likelihood"` is a weight-free gate that keeps blocks which make the question much more likely.
         gate_threshold (`float`, *optional*, defaults to 0.5):
             A block is read when its gate probability is at least this value.
         position_scheme (`str`, *optional*, defaults to `"reference"`):
@@ -50,6 +51,8 @@ class LycheeMemoryConfig(PreTrainedConfig):
             memory, after the memory (chat turn markers included). Built by `from_backbone`.
         final_template_ids (`list[list[int]]`, *optional*):
             The final-answer prompt, in the same three pieces.
+        gate_template_ids (`list[list[int]]`, *optional*):
+            The query-likelihood gate's prompt after a block, as two pieces around the question.
         initial_memory_ids (`list[int]`, *optional*):
             Token ids of the working memory before the first block ("No previous memory").
         compress_batch_size (`int`, *optional*, defaults to 1):
@@ -72,6 +75,7 @@ class LycheeMemoryConfig(PreTrainedConfig):
     position_scheme: Literal["reference", "sequential"] = "reference"
     update_template_ids: list[list[int]] | None = None
     final_template_ids: list[list[int]] | None = None
+    gate_template_ids: list[list[int]] | None = None
     initial_memory_ids: list[int] | None = None
     compress_batch_size: int = 1
     tie_word_embeddings: bool = False
@@ -149,14 +153,15 @@ class LycheeMemoryConfig(PreTrainedConfig):
 
     def _validate_templates(self) -> None:
         vocab_size = self.text_config.vocab_size
-        for name in ("update_template_ids", "final_template_ids"):
+        for name, count in (("update_template_ids", 3), ("final_template_ids", 3), ("gate_template_ids", 2)):
             pieces = getattr(self, name)
             if pieces is None:
                 continue
-            if len(pieces) != 3:
+            if len(pieces) != count:
                 raise ValueError(
-                    f"{name} must hold 3 pieces of token ids (before the question, between question and memory, "
-                    f"after the memory), got {len(pieces)}. Build it with LycheeMemoryForCausalLM.from_backbone."
+                    f"{name} must hold {count} pieces of token ids (the literal text around the question"
+                    f"{' and the memory' if count == 3 else ''}), got {len(pieces)}. Build it with "
+                    "LycheeMemoryForCausalLM.from_backbone."
                 )
             _check_ids_in_vocab(name, [i for piece in pieces for i in piece], vocab_size)
         if self.initial_memory_ids is not None:

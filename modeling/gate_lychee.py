@@ -1,21 +1,37 @@
 """LycheeGate: decides, per block, whether the reasoner should read it.
 
 `generate` asks the gate for the probability that each *remaining* block is related to the question given the
-current working memory, and asks again only after the memory changed. A trained gate (a LoRA adapter on the
-shared backbone plus a small head) overrides `score_blocks` and keeps this interface, so `generate` never
-changes with the gate.
+current working memory. Gates whose scores depend on the memory (`reads_memory = True`) are asked again after
+every memory update; the others score a document once. A trained gate (a LoRA adapter on the shared backbone
+plus a small head) is one more subclass with the same `score_blocks`, so `generate` never changes with the gate.
+
+Gate types (`config.gate_type`):
+- `always_related`: every block is read, as in the authors' release (they never published their gate).
+- `query_likelihood`: zero-shot, no weights. A block is related when reading it makes the question much more
+  likely: the mean log-probability of the question's tokens after the block, as a z-score against the
+  document's other blocks (median and spread), mapped to a probability; the best-matching block always
+  passes the threshold, so every document is read at least once. It ignores the memory.
 """
 
 import torch
-from torch import nn
 
 from .compressor_lychee import LycheePreTrainedModel
 from .configuration_lychee import LycheeMemoryConfig
 from .memory_bank_lychee import LycheeMemoryBank
+from .prefix_lychee import block_prefix
+
+# z-score (in spreads above the document median) at which a block is even odds related, and the slope around it.
+QUERY_LIKELIHOOD_MIDPOINT = 1.5
+QUERY_LIKELIHOOD_SLOPE = 2.0
+# Floor of the spread (nats/token) so that near-identical blocks do not turn noise into large z-scores.
+QUERY_LIKELIHOOD_MIN_SPREAD = 0.25
+GATE_BATCH_SIZE = 8
 
 
 class LycheeGate(LycheePreTrainedModel):
-    """The default gate, `gate_type="always_related"`: every block is related (P = 1), as in the authors' release."""
+    """The default gate, `gate_type="always_related"`: every block is related (P = 1)."""
+
+    reads_memory = False
 
     def __init__(self, config: LycheeMemoryConfig):
         super().__init__(config)
@@ -23,16 +39,16 @@ class LycheeGate(LycheePreTrainedModel):
 
     def score_blocks(
         self,
-        backbone: nn.Module,
+        model: torch.nn.Module,
         bank: LycheeMemoryBank,
         start: int,
         question_ids: torch.LongTensor,
         memory_ids: torch.LongTensor,
     ) -> torch.Tensor:
-        """Scores blocks of one document against one question and working memory.
+        """Scores the blocks of one document still ahead against one question and working memory.
 
         Args:
-            backbone (`nn.Module`): the shared base decoder, for gates that read the block's K/V.
+            model (`LycheeMemoryForCausalLM`): the model (shared backbone, `lm_head`, config).
             bank (`LycheeMemoryBank`): the document; read blocks with `bank.block(i)` (a disk bank streams them).
             start (`int`): the first block to score; blocks `start .. len(bank) - 1` are still ahead.
             question_ids (`torch.LongTensor`): (L_q,) the question, without padding.
@@ -45,3 +61,48 @@ class LycheeGate(LycheePreTrainedModel):
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         return self.score_blocks(*args, **kwargs)
+
+
+class LycheeQueryLikelihoodGate(LycheeGate):
+    """`gate_type="query_likelihood"`: relevance as the gain in question likelihood a block brings (no weights)."""
+
+    def score_blocks(self, model, bank, start, question_ids, memory_ids) -> torch.Tensor:
+        if start >= len(bank):
+            return torch.zeros(0)
+        likelihoods = self.question_likelihoods(model, bank, start, question_ids)
+        spread = likelihoods.std(unbiased=False).clamp(min=QUERY_LIKELIHOOD_MIN_SPREAD)
+        z = (likelihoods - likelihoods.median()) / spread
+        probabilities = torch.sigmoid(QUERY_LIKELIHOOD_SLOPE * (z - QUERY_LIKELIHOOD_MIDPOINT))
+        best = int(likelihoods.argmax())
+        probabilities[best] = probabilities[best].clamp(min=self.config.gate_threshold)
+        return probabilities
+
+    @torch.no_grad()
+    def question_likelihoods(
+        self, model, bank: LycheeMemoryBank, start: int, question_ids: torch.LongTensor
+    ) -> torch.Tensor:
+        """Mean log P(question token | block, gate prompt) for blocks `start..`, in batches: (len(bank) - start,)."""
+        pieces = self.config.gate_template_ids or [[], []]
+        device = model.device
+        prompt = torch.cat(
+            [
+                torch.tensor(pieces[0], dtype=torch.long, device=device),
+                question_ids.to(device),
+                torch.tensor(pieces[1], dtype=torch.long, device=device),
+            ]
+        )
+        scored = slice(len(pieces[0]), len(pieces[0]) + question_ids.numel())  # the question's own tokens
+        results = []
+        for first in range(start, len(bank), GATE_BATCH_SIZE):
+            blocks = [bank.block(i) for i in range(first, min(first + GATE_BATCH_SIZE, len(bank)))]
+            prefix = block_prefix(model, blocks)
+            ids = prompt.expand(len(blocks), -1)
+            logits = model(ids, past_key_values=prefix.cache, **prefix.forward_inputs(torch.ones_like(ids))).logits
+            # Token t is predicted by the logits at t - 1; the first question token by the prompt's last piece-0
+            # token (or, with an empty piece 0, it is not scored).
+            log_probs = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
+            results.append(log_probs[:, max(scored.start - 1, 0) : scored.stop - 1].mean(dim=1).cpu())
+        return torch.cat(results)
+
+
+GATE_CLASSES = {"always_related": LycheeGate, "query_likelihood": LycheeQueryLikelihoodGate}

@@ -19,7 +19,7 @@ from transformers.utils import logging
 from .attention_lychee import install_lychee_attention
 from .compressor_lychee import LycheeCompressor, LycheePreTrainedModel
 from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig
-from .gate_lychee import LycheeGate
+from .gate_lychee import GATE_CLASSES, LycheeGate
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .reasoner_lychee import (
     LycheeGenerateOutput,
@@ -29,7 +29,14 @@ from .reasoner_lychee import (
     memory_update_config,
     stop_and_pad_ids,
 )
-from .templates_lychee import FINAL_ANSWER_TEMPLATE, INITIAL_MEMORY, MEMORY_UPDATE_TEMPLATE, tokenize_template
+from .templates_lychee import (
+    FINAL_ANSWER_TEMPLATE,
+    GATE_TEMPLATE,
+    INITIAL_MEMORY,
+    MEMORY_UPDATE_TEMPLATE,
+    tokenize_gate_template,
+    tokenize_template,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -47,7 +54,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         self.vocab_size = config.text_config.vocab_size
         self.lm_head = nn.Linear(config.text_config.hidden_size, self.vocab_size, bias=False)
         self.compressor = LycheeCompressor(config)
-        self.gate = LycheeGate(config)
+        self.gate = GATE_CLASSES[config.gate_type](config)
         self.post_init()
 
     # ----------------------------------------------------------------------------------------- backbone
@@ -96,6 +103,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         memory_update_template: str = MEMORY_UPDATE_TEMPLATE,
         final_answer_template: str = FINAL_ANSWER_TEMPLATE,
         initial_memory: str = INITIAL_MEMORY,
+        gate_template: str = GATE_TEMPLATE,
         **knobs,
     ) -> "LycheeMemoryForCausalLM":
         """Builds a LycheeMemory model around a stock Llama/Qwen2/Mistral causal LM.
@@ -110,6 +118,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 `model_or_path` when it is a path).
             memory_update_template / final_answer_template (`str`): prompts with `{prompt}` then `{memory}`.
             initial_memory (`str`): the working memory before the first block.
+            gate_template (`str`): the query-likelihood gate's prompt after a block, with `{prompt}`.
             **knobs: any `LycheeMemoryConfig` field (`chunk_size`, `compression_ratio`, `memory_budget`, ...).
 
         Returns:
@@ -143,6 +152,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             text_config=text_config,
             update_template_ids=tokenize_template(tokenizer, memory_update_template),
             final_template_ids=tokenize_template(tokenizer, final_answer_template),
+            gate_template_ids=tokenize_gate_template(tokenizer, gate_template),
             initial_memory_ids=tokenizer.encode(initial_memory, add_special_tokens=False),
             **knobs,
         )

@@ -11,13 +11,11 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import GenerationConfig, GenerationMixin
-from transformers.cache_utils import DynamicCache
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.utils import logging
 
-from .attention_lychee import apply_rotary
-from .compressor_lychee import positions_from_mask
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
+from .prefix_lychee import block_prefix
 
 logger = logging.get_logger(__name__)
 
@@ -158,7 +156,9 @@ class ReasonerLoop:
                 )
                 elapsed = time.perf_counter() - started
                 for row, memory, count in zip(active, new_memories, decoded):
-                    memories[row], self._scores[row] = memory, None
+                    memories[row] = memory
+                    if self.model.gate.reads_memory:  # the blocks ahead need new scores against the new memory
+                        self._scores[row] = None
                     records[row].tokens_decoded, records[row].reason_seconds = count, elapsed
             for row, record in records.items():
                 record.memory_ids = memories[row].tolist()
@@ -171,7 +171,7 @@ class ReasonerLoop:
         """Decides whether `row` reads block `step`, rescoring the blocks ahead only if its memory changed."""
         started = time.perf_counter()
         if self._scores[row] is None:
-            scores = self.model.gate.score_blocks(self.model.model, bank, step, question, memory)
+            scores = self.model.gate.score_blocks(self.model, bank, step, question, memory)
             self._scores[row], self._scored_from[row] = scores.float().cpu(), step
         score = float(self._scores[row][step - self._scored_from[row]])
         return LycheeBlockTrace(
@@ -192,46 +192,19 @@ class ReasonerLoop:
         eos_ids, pad_id = stop_and_pad_ids(self.update_config)
         prompts = [build_prompt(config.update_template_ids, q, m) for q, m in zip(questions, memories)]
         prompt_ids, prompt_mask = left_pad(prompts, pad_id)
-        cache, slot_mask, prefix_positions, prompt_start = self.prefix_for(blocks)
-        prompt_positions = prompt_start + positions_from_mask(prompt_mask)
+        prefix = block_prefix(self.model, blocks)
         sequences = GenerationMixin.generate(
             self.model,
             input_ids=prompt_ids,
-            attention_mask=torch.cat([slot_mask.long(), prompt_mask], dim=1),
-            position_ids=torch.cat([prefix_positions, prompt_positions], dim=1),
-            past_key_values=cache,
+            past_key_values=prefix.cache,
             generation_config=self.update_config,
+            **prefix.generate_inputs(prompt_mask),
         )
         generated = sequences[:, prompt_ids.shape[1] :]
         drop = sorted(set(eos_ids) | {pad_id})
         new_memories = [clean_memory(row, drop, config.memory_budget) for row in generated]
         decoded = [_count_decoded(row, eos_ids, pad_id) for row in generated]
         return new_memories, decoded
-
-    def prefix_for(self, blocks: list[LycheeMemoryBlock]):
-        """A fresh prefilled cache of the blocks' K/V, placed by the configured position scheme.
-
-        Returns:
-            `(cache, slot_mask (B, S), prefix_positions (B, S), prompt_start (B, 1))`.
-        """
-        backbone = self.model.model
-        device, dtype = self.model.device, self.model.dtype
-        keys = torch.stack([b.keys for b in blocks]).to(device=device, dtype=dtype)  # (B, L, H, S, D)
-        values = torch.stack([b.values for b in blocks]).to(device=device, dtype=dtype)
-        slot_mask = torch.stack([b.mask for b in blocks]).to(device)
-        batch, slots = slot_mask.shape
-        if self.model.config.position_scheme == "reference":
-            # The authors' reasoner never rotates block keys (all slots act as position 0) and starts the
-            # prompt after every slot, masked ones included.
-            layers = [(keys[:, i], values[:, i]) for i in range(keys.shape[1])]
-            positions = torch.arange(slots, device=device).expand(batch, slots)
-            prompt_start = torch.full((batch, 1), slots, device=device)
-        else:
-            positions = positions_from_mask(slot_mask)
-            cos, sin = backbone.rotary_emb(values[:, 0], positions)
-            layers = [(apply_rotary(keys[:, i], cos, sin), values[:, i]) for i in range(keys.shape[1])]
-            prompt_start = slot_mask.long().sum(dim=1, keepdim=True)
-        return DynamicCache(ddp_cache_data=layers), slot_mask, positions, prompt_start
 
 
 def _count_decoded(generated: torch.LongTensor, eos_ids: list[int], pad_id: int) -> int:

@@ -35,6 +35,9 @@ Your answer:
 
 INITIAL_MEMORY = "No previous memory"
 
+# Read by the query-likelihood gate right after a block: how likely the question is, given the block.
+GATE_TEMPLATE = "\n\nQuestion: {prompt}"
+
 _MESSAGE_SENTINEL = "\x00LYCHEE_MESSAGE\x00"
 
 
@@ -67,3 +70,11 @@ def tokenize_template(tokenizer, template: str) -> list[list[int]]:
         raise ValueError("A template must place `{prompt}` before `{memory}`.")
     middle, after = rest.split("{memory}")
     return [tokenizer.encode(piece, add_special_tokens=False) for piece in (before, middle, after)]
+
+
+def tokenize_gate_template(tokenizer, template: str) -> list[list[int]]:
+    """The gate prompt (plain text, no chat turn) as [ids before the question, ids after it]."""
+    if template.count("{prompt}") != 1:
+        raise ValueError("The gate template must contain `{prompt}` exactly once.")
+    before, after = template.split("{prompt}")
+    return [tokenizer.encode(piece, add_special_tokens=False) for piece in (before, after)]

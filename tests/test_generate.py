@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lychee_hf import LycheeGate, LycheeGenerateOutput
-from lychee_hf.modeling.reasoner_lychee import ReasonerLoop, build_prompt, clean_memory, memory_update_config
+from lychee_hf.modeling.prefix_lychee import block_prefix
+from lychee_hf.modeling.reasoner_lychee import build_prompt, clean_memory
 from tiny import document_ids, question_ids, tiny_lychee
 
 
@@ -54,16 +55,11 @@ def _plain_reading_of_first_update(model, tokenizer, chunk, question):
 def test_lossless_block_equals_reading_the_chunk_as_plain_text(tokenizer):
     model = tiny_lychee(compression_mode="lossless", position_scheme="sequential")
     chunk, question = document_ids(tokenizer, 64), question_ids(tokenizer)
-    block = model.compress(chunk).blocks[0]
-    loop = ReasonerLoop(model, memory_update_config(model.generation_config, model.config.memory_budget))
-    cache, slot_mask, _, start = loop.prefix_for([block])
+    prefix = block_prefix(model, [model.compress(chunk).block(0)])
     prompt = question[0]
     with torch.no_grad():
         with_block = model(
-            prompt[None],
-            past_key_values=cache,
-            attention_mask=torch.ones(1, 64 + prompt.numel()),
-            position_ids=start + torch.arange(prompt.numel())[None],
+            prompt[None], past_key_values=prefix.cache, **prefix.forward_inputs(torch.ones(1, prompt.numel()))
         ).logits[:, -1]
         plain = model(torch.cat([chunk, prompt[None]], dim=1)).logits[:, -1]
     torch.testing.assert_close(with_block, plain, rtol=1e-4, atol=1e-4)
@@ -75,16 +71,16 @@ def test_lossless_block_equals_reading_the_chunk_as_plain_text(tokenizer):
 def test_reference_scheme_starts_the_prompt_after_every_slot(tokenizer):
     model = tiny_lychee()
     bank = model.compress(document_ids(tokenizer, 100))
-    loop = ReasonerLoop(model, memory_update_config(model.generation_config, model.config.memory_budget))
-    cache, slot_mask, positions, start = loop.prefix_for([bank.blocks[1]])
-    assert start.item() == 16 and slot_mask.sum() == 9  # masked slots still count
-    assert torch.equal(cache.layers[0].keys[0], bank.blocks[1].keys[0])  # keys enter un-rotated
+    prefix = block_prefix(model, [bank.block(1)])
+    assert prefix.prompt_start.item() == 16 and prefix.slot_mask.sum() == 9  # masked slots still count
+    assert torch.equal(prefix.cache.layers[0].keys[0], bank.block(1).keys[0])  # keys enter un-rotated
 
 
 class RejectSecondBlock(LycheeGate):
     calls = 0
+    reads_memory = True
 
-    def score_blocks(self, backbone, bank, start, question_ids, memory_ids):
+    def score_blocks(self, model, bank, start, question_ids, memory_ids):
         RejectSecondBlock.calls += 1
         return torch.tensor([0.0 if span[0] == 64 else 0.9 for span in bank.spans[start:]])
 
@@ -102,6 +98,21 @@ def test_a_gate_that_rejects_a_block_skips_its_reasoner_step(tokenizer):
     assert second.memory_ids == first.memory_ids
     # Rescored only after the memory changed: at block 0, and at block 1 after block 0 was read.
     assert RejectSecondBlock.calls == 2
+
+
+class ScoreOnce(RejectSecondBlock):
+    reads_memory = False
+
+
+def test_a_gate_that_ignores_the_memory_scores_a_document_once(tokenizer):
+    model = tiny_lychee()
+    model.gate = ScoreOnce(model.config)
+    RejectSecondBlock.calls = 0
+    out = model.generate(
+        input_ids=question_ids(tokenizer), context_ids=document_ids(tokenizer, 150), return_dict_in_generate=True
+    )
+    assert [r.kept for r in out.trace[0]] == [True, False, True]
+    assert RejectSecondBlock.calls == 1
 
 
 def test_gate_threshold_decides_what_is_kept(tokenizer):

@@ -7,8 +7,10 @@ safetensors checkpoint in the user cache; later uses load that folder in about a
 
 The compressor of this default is untrained, so it reads blocks losslessly (each block is the chunk's own
 K/V); `compression_ratio` > 0 overrides (`lychee-hf ask --ratio 4`) show compression with untrained weights.
-Its prompts are its own: SmolLM2-135M cannot follow the authors' long instructions, but it copies a sentence
-that answers a question from a short passage read right before a question-first prompt.
+Its prompts are its own: SmolLM2-135M cannot follow the authors' long instructions and invents answers for
+passages that do not hold one, so the default reads 256-token blocks, asks the question in a short prompt right
+after the block, and uses the weight-free query-likelihood gate to read only the blocks that make the question
+markedly more likely (see `LycheeQueryLikelihoodGate`).
 """
 
 import hashlib
@@ -35,14 +37,12 @@ DEFAULT_SETTINGS = {
     "memory_budget": 48,
     "max_answer_tokens": 32,
     "compress_batch_size": 4,
+    "gate_type": "query_likelihood",
 }
 DEFAULT_TEMPLATES = {
-    "memory_update_template": (
-        "\nQuestion: {prompt}\nKnown so far: {memory}\nIf the text above answers the question, write the answer. "
-        "If not, write exactly what is known so far."
-    ),
-    "final_answer_template": "Question: {prompt}\nNotes: {memory}\nAnswer the question using the notes.",
-    "initial_memory": "nothing",
+    "memory_update_template": "Question: {prompt}\n{memory}\nAnswer using the text above.",
+    "final_answer_template": "Question: {prompt}\nFact: {memory}\nAnswer in a few words.",
+    "initial_memory": "",
 }
 
 
