@@ -154,23 +154,20 @@ class LycheeMemoryBank:
         directory = Path(save_directory)
         existing = self._existing_prefix(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        records = []
-        for index in range(len(self)):
-            name = f"block-{index:06d}.safetensors"
-            if index < len(existing):
-                records.append(existing[index])
-                continue
+        records = list(existing)
+        shape, dtype = (self._expected_shape, self._expected_dtype) if existing else (None, None)
+        for index in range(len(existing), len(self)):
             block = self.block(index)
-            path = directory / name
+            path = directory / f"block-{index:06d}.safetensors"
             _write_block(block, path)
-            records.append({"file": name, "span": list(block.span), "sha256": _sha256(path)})
-        first = self.block(0) if len(self) else None
+            records.append({"file": path.name, "span": list(block.span), "sha256": _sha256(path)})
+            shape, dtype = shape or tuple(block.keys.shape), dtype or str(block.keys.dtype).replace("torch.", "")
         manifest = {
             "format": BANK_FORMAT,
             "version": BANK_VERSION,
             "fingerprint": self.fingerprint,
-            "block_shape": list(first.keys.shape) if first is not None else None,
-            "dtype": str(first.keys.dtype).replace("torch.", "") if first is not None else None,
+            "block_shape": list(shape) if shape else None,
+            "dtype": dtype,
             "num_tokens": self.num_tokens,
             "blocks": records,
         }

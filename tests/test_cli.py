@@ -140,3 +140,14 @@ def test_compress_refuses_a_non_empty_output_folder(checkpoint, context, tmp_pat
     code, _, err = run_cli("compress", "--model", str(checkpoint), "--context", str(context), "--out", str(tmp_path))
     assert code == 2 and "not empty" in err
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_ratio_override_switches_the_block_kind(checkpoint, context, tmp_path):
+    code, _, err = run_cli(
+        "compress", "--model", str(checkpoint), "--context", str(context), "--out", str(tmp_path / "b"), "--ratio", "0"
+    )
+    assert code == 0, err
+    code, out, _ = run_cli("info", str(tmp_path / "b"))
+    settings = dict(line.split(None, 1) for line in out.strip().splitlines())
+    assert settings["compression_mode"] == "lossless"
+    assert settings["kind"] == "memory bank"

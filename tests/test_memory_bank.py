@@ -126,3 +126,14 @@ def test_compress_to_disk_streams_blocks_into_a_bank(model, doc, tmp_path, token
 def test_offloaded_bank_lives_on_cpu(model, doc):
     bank = model.compress(doc, offload_to_cpu=True)
     assert all(bank.block(i).keys.device.type == "cpu" for i in range(len(bank)))
+
+
+def test_a_bank_larger_than_the_free_disk_is_refused_before_compressing(model, doc, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10_000, 9_000, 1_000))
+    with pytest.raises(MemoryBankError, match="needs .* GiB but .* free: free space, choose another --out"):
+        compress_to_disk(model, doc, tmp_path / "full")
+    assert not (tmp_path / "full").exists()
