@@ -4,6 +4,7 @@
     lychee-hf ask --memory BANK_DIR --question "..."
     lychee-hf compress --context FILE --out BANK_DIR
     lychee-hf info PATH
+    lychee-hf convert SOURCE DESTINATION [--chunk-size N] [--memory-budget N]
 
 Errors print one line on stderr and exit with status 2 (set LYCHEE_HF_DEBUG=1 for the traceback).
 """
@@ -42,7 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="print the settings of a checkpoint or a memory bank")
     info.add_argument("path")
+
+    convert = commands.add_parser("convert", help="convert an authors'-format (or stock) checkpoint to lychee-hf")
+    add_convert_arguments(convert)
     return parser
+
+
+def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `lychee-hf convert` (shared with conversion/convert_reference_checkpoint.py)."""
+    parser.add_argument("source", help="folder or Hub id in the authors' format (or a stock Qwen2/Llama checkpoint)")
+    parser.add_argument("destination", help="new folder for the lychee-hf checkpoint")
+    parser.add_argument("--chunk-size", type=int, help="source tokens per block (default: 2 x the window)")
+    parser.add_argument("--memory-budget", type=int, help="working-memory tokens (default 1024)")
+    parser.add_argument("--max-shard-size", type=float, default=2.0, help="output shard size in GiB (default 2)")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +74,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"ask": run_ask, "compress": run_compress, "info": run_info}[args.command](args)
+        commands = {"ask": run_ask, "compress": run_compress, "info": run_info, "convert": run_convert}
+        return commands[args.command](args)
     except KeyboardInterrupt:
         print("lychee-hf: interrupted", file=sys.stderr)
         return 130
@@ -156,6 +170,22 @@ def run_info(args: argparse.Namespace) -> int:
     width = max(len(key) for key in summary)
     for key, value in summary.items():
         print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .convert_reference import convert_reference_checkpoint
+
+    knobs = {}
+    if args.chunk_size:
+        knobs["chunk_size"] = args.chunk_size
+    if args.memory_budget:
+        knobs["memory_budget"] = args.memory_budget
+    report = convert_reference_checkpoint(
+        args.source, args.destination, max_shard_bytes=int(args.max_shard_size * 2**30), **knobs
+    )
+    print(report.summary())
+    print(f"wrote {args.destination}")
     return 0
 
 
