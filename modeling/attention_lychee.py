@@ -55,14 +55,37 @@ def eager_attention_forward(
     return output, weights
 
 
-class MemoryProjections(nn.Module):
-    """The compressor's own q/k/v projections of one layer, shaped like the backbone's."""
+class LowRankDelta(nn.Module):
+    """A memory projection kept as the backbone's weight plus a rank-r delta: W_base x + B (A x) + bias.
 
-    def __init__(self, q_proj: nn.Linear, k_proj: nn.Linear, v_proj: nn.Linear):
+    Shapes: `lora_A` (r, in), `lora_B` (out, r), `bias` (out,). Starts (B = 0, bias = the backbone's) as an exact
+    copy of the backbone's projection, as full memory projections do.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool):
+        super().__init__()
+        self.lora_A = nn.Parameter(torch.empty(rank, in_features))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, hidden_states: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+        delta = nn.functional.linear(nn.functional.linear(hidden_states, self.lora_A), self.lora_B, self.bias)
+        return nn.functional.linear(hidden_states, base.weight) + delta
+
+
+class MemoryProjections(nn.Module):
+    """The compressor's own q/k/v projections of one layer: full `nn.Linear`s or `LowRankDelta`s."""
+
+    def __init__(self, q_proj: nn.Module, k_proj: nn.Module, v_proj: nn.Module):
         super().__init__()
         self.q_proj = q_proj
         self.k_proj = k_proj
         self.v_proj = v_proj
+
+    def project(self, name: str, hidden_states: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+        """Memory-token projection `name` ("q_proj", ...) of `hidden_states`; `base` is the backbone's."""
+        own = getattr(self, name)
+        return own(hidden_states, base) if isinstance(own, LowRankDelta) else own(hidden_states)
 
 
 @dataclass
@@ -114,9 +137,9 @@ class LycheeAttention(nn.Module):
         index = routing.export_index
         memory_rows = hidden_states.index_select(1, index)  # (B, M, hidden)
         own = routing.projections[self.layer_idx]
-        query = query.index_copy(1, index, own.q_proj(memory_rows))
-        key = key.index_copy(1, index, own.k_proj(memory_rows))
-        value = value.index_copy(1, index, own.v_proj(memory_rows))
+        query = query.index_copy(1, index, own.project("q_proj", memory_rows, self.q_proj))
+        key = key.index_copy(1, index, own.project("k_proj", memory_rows, self.k_proj))
+        value = value.index_copy(1, index, own.project("v_proj", memory_rows, self.v_proj))
         return query, key, value
 
     def forward(

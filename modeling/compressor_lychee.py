@@ -13,9 +13,10 @@ Lossless mode: the block is the chunk's own K/V (no memory tokens).
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.cache_utils import DynamicCache
 
-from .attention_lychee import MemoryProjections, MemoryRouting, apply_rotary
+from .attention_lychee import LowRankDelta, MemoryProjections, MemoryRouting, apply_rotary
 from .configuration_lychee import LycheeMemoryConfig
 
 
@@ -56,6 +57,15 @@ class LycheePreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _skip_keys_device_placement = ["past_key_values"]
 
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, LowRankDelta):
+            std = getattr(self.config.text_config, "initializer_range", 0.02)
+            init.normal_(module.lora_A, mean=0.0, std=std)
+            init.zeros_(module.lora_B)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
 
 class LycheeCompressor(LycheePreTrainedModel):
     """Memory-token embedding and per-layer memory q/k/v projections; compresses chunks with a given backbone.
@@ -68,14 +78,17 @@ class LycheeCompressor(LycheePreTrainedModel):
         super().__init__(config)
         text = config.text_config
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        bias = attention_bias(text)
+        bias, rank = attention_bias(text), config.memory_projection_rank
+        q_out, kv_out = text.num_attention_heads * head_dim, text.num_key_value_heads * head_dim
+
+        def projection(out_features: int) -> nn.Module:
+            if rank is None:
+                return nn.Linear(text.hidden_size, out_features, bias=bias)
+            return LowRankDelta(text.hidden_size, out_features, rank, bias)
+
         self.memory_embedding = nn.Embedding(1, text.hidden_size)
         self.layers = nn.ModuleList(
-            MemoryProjections(
-                q_proj=nn.Linear(text.hidden_size, text.num_attention_heads * head_dim, bias=bias),
-                k_proj=nn.Linear(text.hidden_size, text.num_key_value_heads * head_dim, bias=bias),
-                v_proj=nn.Linear(text.hidden_size, text.num_key_value_heads * head_dim, bias=bias),
-            )
+            MemoryProjections(q_proj=projection(q_out), k_proj=projection(kv_out), v_proj=projection(kv_out))
             for _ in range(text.num_hidden_layers)
         )
         self.post_init()
@@ -86,7 +99,13 @@ class LycheeCompressor(LycheePreTrainedModel):
             self.memory_embedding.weight.copy_(backbone.embed_tokens.weight[eos_token_id][None])
             for own, layer in zip(self.layers, backbone.layers):
                 for name in ("q_proj", "k_proj", "v_proj"):
-                    getattr(own, name).load_state_dict(getattr(layer.self_attn, name).state_dict())
+                    mine, base = getattr(own, name), getattr(layer.self_attn, name)
+                    if isinstance(mine, LowRankDelta):  # zero delta: the backbone's projection exactly
+                        mine.lora_B.zero_()
+                        if mine.bias is not None:
+                            mine.bias.copy_(base.bias)
+                    else:
+                        mine.load_state_dict(base.state_dict())
 
     def forward(
         self, backbone: nn.Module, chunk_ids: torch.LongTensor, chunk_mask: torch.Tensor

@@ -55,6 +55,9 @@ class LycheeMemoryConfig(PreTrainedConfig):
             The query-likelihood gate's prompt after a block, as two pieces around the question.
         initial_memory_ids (`list[int]`, *optional*):
             Token ids of the working memory before the first block ("No previous memory").
+        memory_projection_rank (`int`, *optional*):
+            Store each memory q/k/v projection as the backbone's weight plus a delta of this rank (`LowRankDelta`)
+            instead of a full matrix. `None` (default) keeps full matrices.
         compress_batch_size (`int`, *optional*, defaults to 1):
             Chunks compressed per forward pass.
     """
@@ -78,6 +81,7 @@ class LycheeMemoryConfig(PreTrainedConfig):
     gate_template_ids: list[list[int]] | None = None
     initial_memory_ids: list[int] | None = None
     compress_batch_size: int = 1
+    memory_projection_rank: int | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -134,6 +138,10 @@ class LycheeMemoryConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.memory_projection_rank is not None and self.memory_projection_rank < 1:
+            raise ValueError(
+                f"memory_projection_rank must be >= 1 or None (full matrices), got {self.memory_projection_rank}."
+            )
         if self.compress_batch_size < 1:
             raise ValueError(f"compress_batch_size must be >= 1, got {self.compress_batch_size}.")
         if self.compression_mode == "lossless":

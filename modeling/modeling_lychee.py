@@ -188,8 +188,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         """A short hash of the weights that shape a block's K/V (first/last layer projections, memory embedding)."""
         tensors = [
             self.compressor.memory_embedding.weight,
-            self.compressor.layers[0].k_proj.weight,
-            self.compressor.layers[-1].v_proj.weight,
+            *self.compressor.layers[0].k_proj.parameters(),
+            *self.compressor.layers[-1].v_proj.parameters(),
             self.model.layers[0].self_attn.k_proj.weight,
             self.model.layers[-1].self_attn.v_proj.weight,
         ]

@@ -58,7 +58,10 @@ def authors_config(vocab_size: int, eos_id: int, window: int = 32) -> dict:
     }
 
 
-def authors_tensors(vocab_size: int, seed: int = 0, with_memory: bool = True) -> dict[str, torch.Tensor]:
+def authors_tensors(
+    vocab_size: int, seed: int = 0, with_memory: bool = True, memory_delta_rank: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Random weights; with `memory_delta_rank`, memory q/k/v weights = backbone's + an exact rank-r delta."""
     generator = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -75,7 +78,12 @@ def authors_tensors(vocab_size: int, seed: int = 0, with_memory: bool = True) ->
             tensors[f"{prefix}.self_attn.{name}.weight"] = rand(out, HIDDEN)
             tensors[f"{prefix}.self_attn.{name}.bias"] = rand(out)
             if with_memory:
-                tensors[f"{prefix}.self_attn.lychee_memory_{name}.weight"] = rand(out, HIDDEN)
+                own = rand(out, HIDDEN)
+                if memory_delta_rank:
+                    own = tensors[f"{prefix}.self_attn.{name}.weight"] + rand(out, memory_delta_rank) @ rand(
+                        memory_delta_rank, HIDDEN
+                    )
+                tensors[f"{prefix}.self_attn.lychee_memory_{name}.weight"] = own
                 tensors[f"{prefix}.self_attn.lychee_memory_{name}.bias"] = rand(out)
         tensors[f"{prefix}.self_attn.o_proj.weight"] = rand(HIDDEN, HIDDEN)
         tensors[f"{prefix}.mlp.gate_proj.weight"] = rand(INTERMEDIATE, HIDDEN)
@@ -97,6 +105,7 @@ def write_authors_checkpoint(
     dtype: torch.dtype = torch.float32,
     with_memory: bool = True,
     window: int = 32,
+    memory_delta_rank: int | None = None,
 ) -> Path:
     """Writes config.json, (sharded) safetensors, tokenizer and generation config in the authors' layout."""
     directory = Path(directory)
@@ -109,7 +118,10 @@ def write_authors_checkpoint(
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     generation = {"bos_token_id": eos, "eos_token_id": [eos, pad], "pad_token_id": pad, "do_sample": False}
     (directory / "generation_config.json").write_text(json.dumps(generation, indent=2))
-    tensors = {k: v.to(dtype).contiguous() for k, v in authors_tensors(len(tokenizer), seed, with_memory).items()}
+    tensors = {
+        k: v.to(dtype).contiguous()
+        for k, v in authors_tensors(len(tokenizer), seed, with_memory, memory_delta_rank).items()
+    }
     if shards == 1:
         save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
         return directory

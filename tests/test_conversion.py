@@ -226,3 +226,27 @@ def test_cli_convert_error_is_one_line(tmp_path):
     assert (
         result.returncode == 2 and "neither a folder nor a Hub id" in result.stderr and "Traceback" not in result.stderr
     )
+
+
+def test_low_rank_memory_projections_reconstruct_an_exact_low_rank_delta(tmp_path, tokenizer):
+    source = write_authors_checkpoint(tmp_path / "src", seed=3, memory_delta_rank=4)
+    full = convert_reference_checkpoint(source, tmp_path / "full", **KNOBS)
+    report = convert_reference_checkpoint(source, tmp_path / "lora", memory_rank=4, **KNOBS)
+    assert len(report.low_rank_errors) == 6 and max(report.low_rank_errors.values()) < 1e-5
+    weights = load_file(tmp_path / "lora" / "model.safetensors")
+    assert "compressor.layers.0.q_proj.lora_A" in weights and "compressor.layers.0.q_proj.weight" not in weights
+    doc = document_ids(tokenizer, 100)
+    exact = LycheeMemoryForCausalLM.from_pretrained(tmp_path / "full").compress(doc)
+    low_rank = LycheeMemoryForCausalLM.from_pretrained(tmp_path / "lora").compress(doc)
+    for i in range(len(exact)):
+        torch.testing.assert_close(low_rank.block(i).keys, exact.block(i).keys, rtol=1e-4, atol=1e-5)
+    assert full.low_rank_errors == {}
+
+
+def test_low_rank_above_tolerance_is_refused_unless_forced(tmp_path):
+    source = write_authors_checkpoint(tmp_path / "src", seed=3, memory_delta_rank=4)
+    with pytest.raises(ConversionError, match="rank 2 reconstructs 6 memory projections above tolerance"):
+        convert_reference_checkpoint(source, tmp_path / "out", memory_rank=2, **KNOBS)
+    report = convert_reference_checkpoint(source, tmp_path / "forced", memory_rank=2, force=True, **KNOBS)
+    assert min(report.low_rank_errors.values()) > 1e-3
+    assert "low-rank compressor.layers.0.q_proj.weight: relative error" in report.summary()

@@ -56,6 +56,15 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, help="source tokens per block (default: 2 x the window)")
     parser.add_argument("--memory-budget", type=int, help="working-memory tokens (default 1024)")
     parser.add_argument("--max-shard-size", type=float, default=2.0, help="output shard size in GiB (default 2)")
+    parser.add_argument(
+        "--memory-projections",
+        choices=["full", "lora"],
+        default="full",
+        help="memory q/k/v as exact full matrices (default) or backbone + low-rank delta",
+    )
+    parser.add_argument("--rank", type=int, default=64, help="rank of the delta with --memory-projections lora")
+    parser.add_argument("--tolerance", type=float, default=1e-3, help="max relative reconstruction error (lora)")
+    parser.add_argument("--force", action="store_true", help="convert even above --tolerance (errors reported)")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,7 +191,13 @@ def run_convert(args: argparse.Namespace) -> int:
     if args.memory_budget:
         knobs["memory_budget"] = args.memory_budget
     report = convert_reference_checkpoint(
-        args.source, args.destination, max_shard_bytes=int(args.max_shard_size * 2**30), **knobs
+        args.source,
+        args.destination,
+        max_shard_bytes=int(args.max_shard_size * 2**30),
+        memory_rank=args.rank if args.memory_projections == "lora" else None,
+        tolerance=args.tolerance,
+        force=args.force,
+        **knobs,
     )
     print(report.summary())
     print(f"wrote {args.destination}")

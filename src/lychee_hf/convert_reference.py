@@ -61,6 +61,7 @@ class ConversionReport:
     initialised: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     shards: list[str] = field(default_factory=list)
+    low_rank_errors: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"converted {self.converted} tensors into {len(self.shards)} shard(s)"]
@@ -68,6 +69,7 @@ class ConversionReport:
         if self.initialised:
             lines.append(f"initialised {len(self.initialised)} memory tensors as from_backbone does (stock checkpoint)")
         lines += [f"{key} = {value}" for key, value in self.settings.items()]
+        lines += [f"low-rank {name}: relative error {error:.2e}" for name, error in self.low_rank_errors.items()]
         return "\n".join(lines)
 
 
@@ -128,6 +130,9 @@ def convert_reference_checkpoint(
     source: str | Path,
     destination: str | Path,
     max_shard_bytes: int = MAX_SHARD_BYTES,
+    memory_rank: int | None = None,
+    tolerance: float = 1e-3,
+    force: bool = False,
     **knobs,
 ) -> ConversionReport:
     """Converts an authors'-format (or stock Qwen2/Llama) checkpoint into a lychee-hf checkpoint folder.
@@ -136,6 +141,11 @@ def convert_reference_checkpoint(
         source (`str` or `Path`): local folder or Hub id (safetensors, single or sharded).
         destination (`str` or `Path`): new folder; refused if it exists and is not empty.
         max_shard_bytes (`int`): size at which an output shard is flushed.
+        memory_rank (`int`, *optional*): store the memory q/k/v projections as the backbone's plus a delta of this
+            rank (truncated SVD of memory - backbone); `None` keeps the exact full matrices.
+        tolerance (`float`): largest relative reconstruction error ||W - (W_base + B A)|| / ||W|| accepted per
+            projection with `memory_rank`.
+        force (`bool`): convert even when a projection exceeds `tolerance` (the errors stay in the report).
         **knobs: `LycheeMemoryConfig` overrides (e.g. `chunk_size=8192`, `memory_budget=512`).
 
     Returns:
@@ -150,24 +160,37 @@ def convert_reference_checkpoint(
     source_config = json.loads((source_dir / "config.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(source_dir)
     config = _target_config(source_config, tokenizer, knobs)
+    plan = _conversion_plan(source_dir, _expected_tensors(config))  # names and shapes of the full matrices
+    config.memory_projection_rank = memory_rank
     expected = _expected_tensors(config)
-    plan = _conversion_plan(source_dir, expected)
+    low_rank = _low_rank_plan(plan, memory_rank, tolerance, force) if memory_rank else {}
 
     destination.mkdir(parents=True)
     report = ConversionReport(settings={k: getattr(config, k) for k in lychee_settings(source_config) | knobs})
     report.dropped = plan.dropped
     writer = _ShardWriter(destination, max_shard_bytes)
     for target, (file, name) in plan.sources.items():
+        if target in low_rank:
+            continue
         with safe_open(file, framework="pt") as handle:
             tensor = handle.get_tensor(name)
         _check_shape(target, tensor, expected)
         writer.add(target, tensor)
         report.converted += 1
     for target, producer in plan.initialised.items():
+        if target in low_rank:
+            continue
         tensor = producer()
         _check_shape(target, tensor, expected)
         writer.add(target, tensor)
         report.initialised.append(target)
+    for target, factors in low_rank.items():
+        stem = target.removesuffix(".weight")
+        for suffix, tensor in zip(("lora_A", "lora_B"), factors.tensors):
+            _check_shape(f"{stem}.{suffix}", tensor, expected)
+            writer.add(f"{stem}.{suffix}", tensor)
+        report.converted += 1
+        report.low_rank_errors[target] = factors.error
     report.shards = writer.close()
 
     generation = (
@@ -285,6 +308,54 @@ def _memory_initialisers(source_dir: Path, sources: dict, memory: list[str]) -> 
             layer, projection, kind = re.fullmatch(r"compressor\.layers\.(\d+)\.(\w_proj)\.(\w+)", target).groups()
             initialisers[target] = read(f"model.layers.{layer}.self_attn.{projection}.{kind}")
     return initialisers
+
+
+@dataclass
+class _Factors:
+    tensors: tuple[torch.Tensor, torch.Tensor]  # lora_A (r, in), lora_B (out, r)
+    error: float
+
+
+def _low_rank_plan(plan: _Plan, rank: int, tolerance: float, force: bool) -> dict[str, _Factors]:
+    """Factors of every memory q/k/v weight as backbone + B A; refuses projections above `tolerance`."""
+    factors = {}
+    for target in [
+        t for t in {**plan.sources, **plan.initialised} if re.fullmatch(r"compressor\.layers\.\d+\.\w_proj\.weight", t)
+    ]:
+        layer, projection = re.fullmatch(r"compressor\.layers\.(\d+)\.(\w_proj)\.weight", target).groups()
+        memory = _read_planned(plan, target)
+        base = _read_planned(plan, f"model.layers.{layer}.self_attn.{projection}.weight")
+        factors[target] = _factorise(memory.float(), base.float(), rank, memory.dtype)
+    too_far = {t: f.error for t, f in factors.items() if f.error > tolerance}
+    if too_far and not force:
+        worst = sorted(too_far.items(), key=lambda item: -item[1])[:4]
+        listing = ", ".join(f"{name} {error:.2e}" for name, error in worst)
+        raise ConversionError(
+            f"rank {rank} reconstructs {len(too_far)} memory projections above tolerance {tolerance:g} ({listing}): "
+            "raise the rank, raise the tolerance, or pass force=True (--force)"
+        )
+    return factors
+
+
+def _read_planned(plan: _Plan, target: str) -> torch.Tensor:
+    if target in plan.initialised:
+        return plan.initialised[target]()
+    file, name = plan.sources[target]
+    with safe_open(file, framework="pt") as handle:
+        return handle.get_tensor(name)
+
+
+def _factorise(memory: torch.Tensor, base: torch.Tensor, rank: int, dtype: torch.dtype) -> _Factors:
+    """Truncated SVD of memory - base: B = U_r S_r (out, r), A = V_r^T (r, in); error relative to ||memory||."""
+    delta = memory - base
+    if not delta.any():  # a stock backbone: zero delta, A random so that training can move B
+        generator = torch.Generator().manual_seed(0)
+        lora_a = 0.02 * torch.randn(rank, delta.shape[1], generator=generator)
+        return _Factors((lora_a.to(dtype), torch.zeros(delta.shape[0], rank, dtype=dtype)), 0.0)
+    u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+    lora_b, lora_a = u[:, :rank] * s[:rank], vh[:rank]
+    error = (torch.linalg.matrix_norm(delta - lora_b @ lora_a) / torch.linalg.matrix_norm(memory)).item()
+    return _Factors((lora_a.to(dtype), lora_b.to(dtype)), error)
 
 
 def _check_shape(target: str, tensor: torch.Tensor, expected: dict) -> None:
