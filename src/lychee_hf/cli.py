@@ -4,7 +4,8 @@
     lychee-hf ask --memory BANK_DIR --question "..."
     lychee-hf compress --context FILE --out BANK_DIR
     lychee-hf info PATH
-    lychee-hf convert SOURCE DESTINATION [--chunk-size N] [--memory-budget N]
+    lychee-hf convert SOURCE DESTINATION [--chunk-size N] [--memory-budget N] [--memory-projections lora --rank R]
+    lychee-hf push FOLDER --repo-id ORG/NAME [--private] [--revision BRANCH] [--commit-message M] [--dry-run]
 
 Errors print one line on stderr and exit with status 2 (set LYCHEE_HF_DEBUG=1 for the traceback).
 """
@@ -46,7 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser("convert", help="convert an authors'-format (or stock) checkpoint to lychee-hf")
     add_convert_arguments(convert)
+
+    push = commands.add_parser("push", help="upload a checkpoint (model repo) or a memory bank (dataset repo)")
+    add_push_arguments(push)
     return parser
+
+
+def add_push_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `lychee-hf push` (shared with conversion/push_to_hub.py)."""
+    parser.add_argument("folder", help="a lychee-hf checkpoint or memory-bank folder")
+    parser.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    parser.add_argument("--private", action="store_true", help="create the repo private (default public)")
+    parser.add_argument("--revision", help="branch to upload to (created if missing)")
+    parser.add_argument("--commit-message", help="commit message")
+    parser.add_argument("--dry-run", action="store_true", help="print the file list and the card; send nothing")
+    parser.add_argument("--no-check", action="store_true", help="skip the reload-and-generate check (not advised)")
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +98,13 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"ask": run_ask, "compress": run_compress, "info": run_info, "convert": run_convert}
+        commands = {
+            "ask": run_ask,
+            "compress": run_compress,
+            "info": run_info,
+            "convert": run_convert,
+            "push": run_push,
+        }
         return commands[args.command](args)
     except KeyboardInterrupt:
         print("lychee-hf: interrupted", file=sys.stderr)
@@ -201,6 +222,22 @@ def run_convert(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     print(f"wrote {args.destination}")
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from .hub import push_to_hub
+
+    result = push_to_hub(
+        args.folder,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        dry_run=args.dry_run,
+        check=not args.no_check,
+    )
+    print(result.describe() if args.dry_run else f"uploaded: {result}")
     return 0
 
 

@@ -1,0 +1,94 @@
+import os
+import subprocess
+import sys
+
+import pytest
+from fake_hub import FakeHub
+
+from lychee_hf import LycheeMemoryForCausalLM
+from tiny import document_ids, tiny_lychee, tiny_tokenizer
+
+
+def run_push(*args, endpoint="http://127.0.0.1:9"):
+    env = dict(os.environ, HF_ENDPOINT=endpoint, HF_TOKEN="hf_fake_token", HF_HUB_DISABLE_TELEMETRY="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "lychee_hf.cli", "push", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    tiny_lychee().save_pretrained(tmp_path / "ckpt")
+    tiny_tokenizer().save_pretrained(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+def test_push_uploads_a_checkpoint_to_a_private_branch(checkpoint, tmp_path):
+    with FakeHub(tmp_path / "hub") as hub:
+        code, out, err = run_push(
+            str(checkpoint),
+            "--repo-id",
+            "me/tiny-lychee",
+            "--private",
+            "--revision",
+            "v1",
+            "--commit-message",
+            "first upload",
+            endpoint=hub.endpoint,
+        )
+    assert code == 0, err
+    assert "uploaded:" in out
+    assert hub.repos["me/tiny-lychee"]["visibility"] == "private"
+    assert ("POST", "/api/models/me/tiny-lychee/branch/v1", {"branch": "v1"}) in hub.requests
+    commit = next(payload for method, path, payload in hub.requests if path.endswith("/commit/v1"))
+    assert commit["summary"] == "first upload"
+    stored = tmp_path / "hub" / "models" / "me" / "tiny-lychee" / "v1"
+    for name in ("config.json", "model.safetensors", "modeling_lychee.py", "tokenizer.json", "README.md"):
+        assert (stored / name).read_bytes() == (checkpoint / name).read_bytes(), name
+    assert "library_name: transformers" in (stored / "README.md").read_text()
+    # The published folder is a working checkpoint.
+    assert LycheeMemoryForCausalLM.from_pretrained(stored).config.chunk_size == 64
+
+
+def test_dry_run_prints_files_and_card_and_sends_nothing(checkpoint, tmp_path):
+    with FakeHub(tmp_path / "hub") as hub:
+        code, out, err = run_push(str(checkpoint), "--repo-id", "me/x", "--dry-run", endpoint=hub.endpoint)
+    assert code == 0, err
+    assert "model repo me/x" in out and "model.safetensors" in out and "pipeline_tag: text-generation" in out
+    assert hub.requests == []
+    assert not (checkpoint / "README.md").exists()  # a dry run writes nothing either
+
+
+def test_a_broken_checkpoint_is_never_published(checkpoint, tmp_path):
+    (checkpoint / "modeling_lychee.py").write_text("raise ImportError('broken on purpose')\n")
+    with FakeHub(tmp_path / "hub") as hub:
+        code, _, err = run_push(str(checkpoint), "--repo-id", "me/broken", endpoint=hub.endpoint)
+    assert code == 2 and "does not load with trust_remote_code" in err and "Traceback" not in err
+    assert hub.requests == []
+
+
+def test_a_memory_bank_goes_to_a_dataset_repo(tmp_path, tokenizer):
+    model = tiny_lychee()
+    model.compress(document_ids(tokenizer, 100)).save_pretrained(tmp_path / "bank")
+    with FakeHub(tmp_path / "hub") as hub:
+        code, _, err = run_push(str(tmp_path / "bank"), "--repo-id", "me/my-bank", endpoint=hub.endpoint)
+    assert code == 0, err
+    assert hub.repos["me/my-bank"]["type"] == "dataset"
+    stored = tmp_path / "hub" / "datasets" / "me" / "my-bank" / "main"
+    assert (stored / "bank.json").read_bytes() == (tmp_path / "bank" / "bank.json").read_bytes()
+    assert "memory-bank" in (stored / "README.md").read_text()
+
+
+def test_a_corrupted_bank_is_never_published(tmp_path, tokenizer):
+    tiny_lychee().compress(document_ids(tokenizer, 100)).save_pretrained(tmp_path / "bank")
+    block = tmp_path / "bank" / "block-000000.safetensors"
+    block.write_bytes(block.read_bytes()[:-10] + b"0123456789")
+    with FakeHub(tmp_path / "hub") as hub:
+        code, _, err = run_push(str(tmp_path / "bank"), "--repo-id", "me/bad-bank", endpoint=hub.endpoint)
+    assert code == 2 and "corrupted" in err and hub.requests == []
+
+
+def test_repo_id_needs_an_owner(checkpoint):
+    code, _, err = run_push(str(checkpoint), "--repo-id", "noowner", "--dry-run")
+    assert code == 2 and "ORG/NAME" in err
