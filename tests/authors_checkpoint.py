@@ -14,10 +14,10 @@ from safetensors.torch import save_file
 
 from tiny import tiny_tokenizer
 
-HIDDEN, LAYERS, HEADS, KV_HEADS, INTERMEDIATE = 64, 2, 4, 2, 128
+TINY = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate": 128}
 
 
-def authors_config(vocab_size: int, eos_id: int, window: int = 32) -> dict:
+def authors_config(vocab_size: int, eos_id: int, window: int = 32, dims: dict = TINY) -> dict:
     memory = {
         "window": window,
         "stride": window,
@@ -35,11 +35,11 @@ def authors_config(vocab_size: int, eos_id: int, window: int = 32) -> dict:
         "architectures": ["Qwen2ForCausalLM"],
         "model_type": "qwen2",
         "vocab_size": vocab_size,
-        "hidden_size": HIDDEN,
-        "intermediate_size": INTERMEDIATE,
-        "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS,
+        "hidden_size": dims["hidden"],
+        "intermediate_size": dims["intermediate"],
+        "num_hidden_layers": dims["layers"],
+        "num_attention_heads": dims["heads"],
+        "num_key_value_heads": dims["kv_heads"],
         "hidden_act": "silu",
         "max_position_embeddings": 4096,
         "rms_norm_eps": 1e-6,
@@ -47,7 +47,7 @@ def authors_config(vocab_size: int, eos_id: int, window: int = 32) -> dict:
         "tie_word_embeddings": False,
         "use_sliding_window": False,
         "sliding_window": 4096,
-        "max_window_layers": LAYERS,
+        "max_window_layers": dims["layers"],
         "attention_dropout": 0.0,
         "bos_token_id": eos_id,
         "eos_token_id": eos_id,
@@ -59,7 +59,11 @@ def authors_config(vocab_size: int, eos_id: int, window: int = 32) -> dict:
 
 
 def authors_tensors(
-    vocab_size: int, seed: int = 0, with_memory: bool = True, memory_delta_rank: int | None = None
+    vocab_size: int,
+    seed: int = 0,
+    with_memory: bool = True,
+    memory_delta_rank: int | None = None,
+    dims: dict = TINY,
 ) -> dict[str, torch.Tensor]:
     """Random weights; with `memory_delta_rank`, memory q/k/v weights = backbone's + an exact rank-r delta."""
     generator = torch.Generator().manual_seed(seed)
@@ -67,8 +71,8 @@ def authors_tensors(
     def rand(*shape):
         return 0.08 * torch.randn(*shape, generator=generator)
 
-    head_dim = HIDDEN // HEADS
-    kv = KV_HEADS * head_dim
+    HIDDEN, LAYERS, INTERMEDIATE = dims["hidden"], dims["layers"], dims["intermediate"]  # noqa: N806
+    kv = dims["kv_heads"] * (HIDDEN // dims["heads"])
     tensors = {"model.embed_tokens.weight": rand(vocab_size, HIDDEN), "model.norm.weight": 1 + rand(HIDDEN)}
     tensors["lm_head.weight"] = rand(vocab_size, HIDDEN)
     for i in range(LAYERS):
@@ -106,6 +110,7 @@ def write_authors_checkpoint(
     with_memory: bool = True,
     window: int = 32,
     memory_delta_rank: int | None = None,
+    dims: dict = TINY,
 ) -> Path:
     """Writes config.json, (sharded) safetensors, tokenizer and generation config in the authors' layout."""
     directory = Path(directory)
@@ -113,14 +118,14 @@ def write_authors_checkpoint(
     tokenizer = tiny_tokenizer()
     tokenizer.save_pretrained(directory)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    config = authors_config(len(tokenizer), eos, window)
+    config = authors_config(len(tokenizer), eos, window, dims)
     config["torch_dtype"] = str(dtype).replace("torch.", "")
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     generation = {"bos_token_id": eos, "eos_token_id": [eos, pad], "pad_token_id": pad, "do_sample": False}
     (directory / "generation_config.json").write_text(json.dumps(generation, indent=2))
     tensors = {
         k: v.to(dtype).contiguous()
-        for k, v in authors_tensors(len(tokenizer), seed, with_memory, memory_delta_rank).items()
+        for k, v in authors_tensors(len(tokenizer), seed, with_memory, memory_delta_rank, dims).items()
     }
     if shards == 1:
         save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
