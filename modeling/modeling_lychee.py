@@ -283,6 +283,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         context_attention_mask: torch.Tensor | None = None,
         memory: LycheeMemoryBank | list[LycheeMemoryBank] | None = None,
         generation_config: GenerationConfig | None = None,
+        memory_generation_config: GenerationConfig | None = None,
         show_progress: bool | None = None,
         **kwargs,
     ):
@@ -299,6 +300,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             generation_config (`GenerationConfig`, *optional*): decoding of the final answer; memory updates use
                 the same settings with `memory_budget` new tokens. `streamer`, `stopping_criteria` and
                 `logits_processor` apply to the final answer only.
+            memory_generation_config (`GenerationConfig`, *optional*): decoding of the memory updates instead
+                (e.g. `min_new_tokens = max_new_tokens` for fixed-length updates in benchmarks).
             show_progress (`bool`, *optional*): progress bars over chunks and blocks (default: on for 8+).
             **kwargs: generation settings and model kwargs, as for `GenerationMixin.generate`.
 
@@ -332,7 +335,11 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         if final_config.max_new_tokens is None and final_config.max_length == GenerationConfig().max_length:
             final_config.max_new_tokens = self.config.max_answer_tokens
         self._check_prompt_lengths(questions)
-        loop = ReasonerLoop(self, memory_update_config(final_config, self.config.memory_budget), show_progress)
+        update_config = memory_update_config(memory_generation_config or final_config, self.config.memory_budget)
+        if memory_generation_config is not None:  # its own length settings win over the memory budget
+            update_config.max_new_tokens = memory_generation_config.max_new_tokens or self.config.memory_budget
+            update_config.min_new_tokens = memory_generation_config.min_new_tokens
+        loop = ReasonerLoop(self, update_config, show_progress)
         memories = loop.run(questions, banks, compress_seconds)
 
         _, pad_id = stop_and_pad_ids(final_config)

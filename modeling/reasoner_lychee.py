@@ -31,6 +31,7 @@ class LycheeBlockTrace:
         kept (`bool`): whether the reasoner read the block (gate_score >= gate_threshold).
         memory_ids (`list[int]`): the working memory after this step (unchanged when skipped).
         tokens_decoded (`int`): tokens the memory update generated (0 when skipped).
+        prompt_tokens (`int`): prompt tokens the memory update prefilled after the block (0 when skipped).
         compress_seconds / gate_seconds / reason_seconds (`float`): wall time; compression and reasoning are
             batched across rows, so rows of one batch share those figures.
         row (`int`): the batch row this record belongs to.
@@ -42,6 +43,7 @@ class LycheeBlockTrace:
     kept: bool
     memory_ids: list[int]
     tokens_decoded: int = 0
+    prompt_tokens: int = 0
     compress_seconds: float = 0.0
     gate_seconds: float = 0.0
     reason_seconds: float = 0.0
@@ -149,6 +151,10 @@ class ReasonerLoop:
             active = [row for row, record in records.items() if record.kept]
             if active:
                 started = time.perf_counter()
+                prompt_lengths = [
+                    self.model.config.template_length("update") + questions[r].numel() + memories[r].numel()
+                    for r in active
+                ]
                 new_memories, decoded = self.update_memories(
                     [banks[r].block(step) for r in active],
                     [questions[r] for r in active],
@@ -160,6 +166,7 @@ class ReasonerLoop:
                     if self.model.gate.reads_memory:  # the blocks ahead need new scores against the new memory
                         self._scores[row] = None
                     records[row].tokens_decoded, records[row].reason_seconds = count, elapsed
+                    records[row].prompt_tokens = prompt_lengths[active.index(row)]
             for row, record in records.items():
                 record.memory_ids = memories[row].tolist()
                 self.traces[row].append(record)
@@ -203,11 +210,11 @@ class ReasonerLoop:
         generated = sequences[:, prompt_ids.shape[1] :]
         drop = sorted(set(eos_ids) | {pad_id})
         new_memories = [clean_memory(row, drop, config.memory_budget) for row in generated]
-        decoded = [_count_decoded(row, eos_ids, pad_id) for row in generated]
+        decoded = [count_decoded(row, eos_ids, pad_id) for row in generated]
         return new_memories, decoded
 
 
-def _count_decoded(generated: torch.LongTensor, eos_ids: list[int], pad_id: int) -> int:
+def count_decoded(generated: torch.LongTensor, eos_ids: list[int], pad_id: int) -> int:
     """Tokens generated up to and including the first stop id (the rest is padding of finished rows)."""
     stops = torch.isin(generated, torch.tensor(eos_ids or [pad_id], device=generated.device)).nonzero()
     return int(stops[0, 0]) + 1 if len(stops) else generated.numel()

@@ -211,3 +211,21 @@ def test_streamer_receives_the_final_answer(tokenizer):
     out = model.generate(input_ids=question_ids(tokenizer), context_ids=document_ids(tokenizer, 100), streamer=streamer)
     streamed = "".join(streamer)
     assert streamed and streamed == tokenizer.decode(out[0, question_ids(tokenizer).shape[1] :])
+
+
+def test_memory_generation_config_fixes_the_update_length(tokenizer):
+    from transformers import GenerationConfig
+
+    model = tiny_lychee()
+    fixed = GenerationConfig(max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    out = model.generate(
+        input_ids=question_ids(tokenizer),
+        context_ids=document_ids(tokenizer, 150),
+        memory_generation_config=fixed,
+        return_dict_in_generate=True,
+    )
+    assert [r.tokens_decoded for r in out.trace[0]] == [5, 5, 5]
+    first = out.trace[0][0]
+    expected_prompt = model.config.template_length("update") + question_ids(tokenizer).shape[1]
+    assert first.prompt_tokens == expected_prompt + len(model.config.initial_memory_ids)
+    assert out.trace[0][1].prompt_tokens == expected_prompt + len(first.memory_ids)
