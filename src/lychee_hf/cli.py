@@ -5,6 +5,7 @@
     lychee-hf compress --context FILE --out BANK_DIR
     lychee-hf info PATH
     lychee-hf convert SOURCE DESTINATION [--chunk-size N] [--memory-budget N] [--memory-projections lora --rank R]
+    lychee-hf eval --task mhqa --lengths 7k,28k --n 16 --method lychee,memagent,full --out DIR
     lychee-hf push FOLDER --repo-id ORG/NAME [--private] [--revision BRANCH] [--commit-message M] [--dry-run]
 
 Errors print one line on stderr and exit with status 2 (set LYCHEE_HF_DEBUG=1 for the traceback).
@@ -50,6 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     push = commands.add_parser("push", help="upload a checkpoint (model repo) or a memory bank (dataset repo)")
     add_push_arguments(push)
+
+    evaluate = commands.add_parser("eval", help="evaluate methods on generated tasks or your data")
+    evaluate.add_argument("--task", required=True, help="mhqa, niah, vt (generated) or jsonl, hotpotqa (--data)")
+    evaluate.add_argument("--lengths", default="7k", help="comma-separated context lengths, e.g. 7k,28k,112k")
+    evaluate.add_argument("--n", type=int, default=8, help="examples per length")
+    evaluate.add_argument(
+        "--method",
+        default="lychee",
+        help="comma-separated: lychee, lychee-lossless, lychee-compressed, lychee-gate, lychee-nogate, memagent, full",
+    )
+    evaluate.add_argument("--out", required=True, help="output folder (rerun to resume)")
+    evaluate.add_argument("--data", help="JSONL (MemAgent schema) or HotpotQA JSON for --task jsonl / hotpotqa")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--memagent-chunk", type=int, default=5000, help="raw tokens per MemAgent chunk")
+    _add_model_arguments(evaluate)
     return parser
 
 
@@ -104,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             "info": run_info,
             "convert": run_convert,
             "push": run_push,
+            "eval": run_eval_command,
         }
         return commands[args.command](args)
     except KeyboardInterrupt:
@@ -238,6 +255,26 @@ def run_push(args: argparse.Namespace) -> int:
         check=not args.no_check,
     )
     print(result.describe() if args.dry_run else f"uploaded: {result}")
+    return 0
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    from .eval.runner import EvalSettings, run_eval
+    from .eval.tasks import parse_length
+
+    settings = EvalSettings(
+        task=args.task,
+        lengths=[parse_length(text) for text in args.lengths.split(",")],
+        n=args.n,
+        methods=[m.strip() for m in args.method.split(",")],
+        seed=args.seed,
+        data=args.data,
+        max_new_tokens=args.max_new_tokens,
+        memagent_chunk_tokens=args.memagent_chunk,
+    )
+    model, tokenizer = load_model(args)
+    summary = run_eval(model, tokenizer, settings, args.out, show_progress=not args.quiet)
+    print(summary.read_text())
     return 0
 
 

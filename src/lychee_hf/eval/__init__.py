@@ -1,0 +1,1 @@
+"""Offline evaluation: task generators, loaders, metrics, baselines and the runner."""

@@ -1,0 +1,77 @@
+"""Answer metrics after SQuAD-style normalisation: exact match, substring match (sub-EM) and token F1."""
+
+import re
+import string
+from collections import Counter
+
+METRIC_NAMES = {"em": "exact match", "sub_em": "substring match (sub-EM)", "f1": "token F1"}
+
+_PUNCTUATION = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower case, drop punctuation and the articles a/an/the, collapse whitespace.
+
+    Args:
+        text (`str`): an answer or a prediction.
+
+    Returns:
+        `str`: the normalised text, words separated by single spaces.
+    """
+    text = "".join(character for character in text.lower() if character not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, answers: list[str]) -> float:
+    """1.0 if the normalised prediction equals any normalised gold answer, else 0.0."""
+    predicted = normalize_answer(prediction)
+    return float(any(predicted == normalize_answer(answer) for answer in answers))
+
+
+def substring_match(prediction: str, answers: list[str]) -> float:
+    """1.0 if any non-empty normalised gold answer is contained in the normalised prediction, else 0.0."""
+    predicted = normalize_answer(prediction)
+    golds = (normalize_answer(answer) for answer in answers)
+    return float(any(gold and gold in predicted for gold in golds))
+
+
+def token_f1(prediction: str, answers: list[str]) -> float:
+    """SQuAD token F1 between the normalised prediction and the best-matching gold answer.
+
+    Args:
+        prediction (`str`): the model's answer.
+        answers (`list[str]`): gold answers.
+
+    Returns:
+        `float`: the harmonic mean of token precision and recall, maximised over `answers` (0.0 if there are none).
+    """
+    predicted = normalize_answer(prediction).split()
+    return max((_f1(predicted, normalize_answer(answer).split()) for answer in answers), default=0.0)
+
+
+def _f1(predicted: list[str], gold: list[str]) -> float:
+    if not predicted or not gold:
+        return float(predicted == gold)
+    common = sum((Counter(predicted) & Counter(gold)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score(prediction: str, answers: list[str]) -> dict[str, float]:
+    """Every metric of `METRIC_NAMES` for one prediction.
+
+    Args:
+        prediction (`str`): the model's answer.
+        answers (`list[str]`): gold answers; matching any one counts.
+
+    Returns:
+        `dict[str, float]`: `{"em": ..., "sub_em": ..., "f1": ...}`, each in [0, 1].
+    """
+    return {
+        "em": exact_match(prediction, answers),
+        "sub_em": substring_match(prediction, answers),
+        "f1": token_f1(prediction, answers),
+    }

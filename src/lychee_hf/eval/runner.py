@@ -1,0 +1,181 @@
+"""`lychee-hf eval`: run methods over generated or loaded tasks, resumably, and write predictions, summary, plots.
+
+Output folder:
+    predictions.jsonl  one line per (method, length, example): question, gold answers, prediction, metrics,
+                       trace, costs, gate labels. Rerunning with the same folder skips the lines already there.
+    summary.md         mean score by length and method for every metric, naming metric, decoding and n.
+    *.png              accuracy vs length; gate precision/recall (rows with supporting labels); one trace.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import GenerationConfig
+from transformers.utils import logging
+
+from .baselines import METHODS, run_method
+from .metrics import METRIC_NAMES, score
+from .tasks import TASKS, EvalExample, supporting_chunks
+
+PREDICTIONS = "predictions.jsonl"
+
+
+@dataclass
+class EvalSettings:
+    """What to evaluate. Lengths are ignored for loaded data (`task` "jsonl" / "hotpotqa")."""
+
+    task: str
+    lengths: list[int] = field(default_factory=lambda: [7000])
+    n: int = 8
+    methods: list[str] = field(default_factory=lambda: ["lychee"])
+    seed: int = 0
+    data: str | None = None
+    max_new_tokens: int | None = None
+    memagent_chunk_tokens: int = 5000
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}: choose from {', '.join(METHODS)}")
+        if self.task not in (*TASKS, "jsonl", "hotpotqa"):
+            raise ValueError(f"unknown task {self.task!r}: choose from {', '.join((*TASKS, 'jsonl', 'hotpotqa'))}")
+        if self.task in ("jsonl", "hotpotqa") and not self.data:
+            raise ValueError(f"task {self.task} reads your data: pass --data FILE")
+
+
+def examples_for(settings: EvalSettings, tokenizer, length: int) -> list[EvalExample]:
+    if settings.task == "jsonl":
+        from .loaders import load_memagent_jsonl
+
+        return load_memagent_jsonl(settings.data)[: settings.n]
+    if settings.task == "hotpotqa":
+        from .loaders import load_hotpotqa_json
+
+        return load_hotpotqa_json(settings.data)[: settings.n]
+    return TASKS[settings.task](tokenizer, length, settings.n, seed=settings.seed)
+
+
+def run_eval(model, tokenizer, settings: EvalSettings, out_dir: str | Path, show_progress: bool = True) -> Path:
+    """Runs every (length, method, example) not yet in `out_dir/predictions.jsonl`, then writes summary and plots.
+
+    Returns:
+        `Path` of `summary.md`.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictions = out_dir / PREDICTIONS
+    done = {(r["method"], r["length"], r["id"]) for r in read_predictions(predictions)}
+    lengths = settings.lengths if settings.task in TASKS else [0]
+    generation = decoding_config(model, settings)
+    jobs = [
+        (length, method, example)
+        for length in lengths
+        for example in examples_for(settings, tokenizer, length)
+        for method in settings.methods
+    ]
+    todo = [job for job in jobs if (job[1], job[0], job[2].id) not in done]
+    progress = logging.tqdm(todo, desc="evaluating", unit="answer", disable=not show_progress)
+    with open(predictions, "a", encoding="utf-8") as sink:
+        for length, method, example in progress:
+            record = evaluate_one(model, tokenizer, method, example, length, generation, settings)
+            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sink.flush()
+    rows = read_predictions(predictions)
+    summary = out_dir / "summary.md"
+    summary.write_text(render_summary(rows, settings, generation))
+    from .plots import write_plots
+
+    write_plots(rows, out_dir)
+    return summary
+
+
+def decoding_config(model, settings: EvalSettings) -> GenerationConfig:
+    """Greedy decoding of the answer, `max_new_tokens` from the settings or the model's `max_answer_tokens`."""
+    config = GenerationConfig.from_dict(model.generation_config.to_dict())
+    config.do_sample = False
+    config.max_new_tokens = settings.max_new_tokens or model.config.max_answer_tokens
+    return config
+
+
+def evaluate_one(model, tokenizer, method: str, example: EvalExample, length: int, generation, settings) -> dict:
+    result = run_method(
+        method,
+        model,
+        tokenizer,
+        example,
+        generation_config=generation,
+        memagent_chunk_tokens=settings.memagent_chunk_tokens,
+    )
+    record = {
+        "method": method,
+        "length": length,
+        "id": example.id,
+        "task": example.task,
+        "length_tokens": example.length_tokens,
+        "question": example.question,
+        "answers": example.answers,
+        "prediction": result.prediction,
+        "metrics": score(result.prediction, example.answers),
+        "stats": result.stats,
+        "trace": result.trace,
+    }
+    if example.supporting and result.trace and "span" in result.trace[0]:
+        chunk = result.trace[0]["span"][1] - result.trace[0]["span"][0]
+        record["gold_chunks"] = supporting_chunks(example, tokenizer, chunk)
+    return record
+
+
+def read_predictions(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number} is not valid JSON ({error.msg}): fix or delete that line") from error
+    return rows
+
+
+def render_summary(rows: list[dict], settings: EvalSettings, generation: GenerationConfig) -> str:
+    """Markdown: one table per metric (mean over examples, by length and method), with n and decoding."""
+    methods = [m for m in settings.methods if any(r["method"] == m for r in rows)]
+    lengths = sorted({r["length"] for r in rows})
+    decoding = f"greedy, max_new_tokens={generation.max_new_tokens}"
+    lines = [
+        f"# Evaluation: task `{settings.task}`",
+        "",
+        f"Decoding: {decoding}. Scores are means over n examples per cell, after SQuAD-style normalisation.",
+        "",
+    ]
+    for metric, title in METRIC_NAMES.items():
+        lines += [f"## {title}", "", "| length | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        for length in lengths:
+            cells = []
+            for method in methods:
+                values = [r["metrics"][metric] for r in rows if r["method"] == method and r["length"] == length]
+                cells.append(f"{sum(values) / len(values):.3f} (n={len(values)})" if values else "-")
+            lines.append(f"| {length or 'data'} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "## Cost (mean per answer)",
+        "",
+        "| length | method | seconds | prefill tokens | decode tokens | steps | truncated tokens |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for length in lengths:
+        for method in methods:
+            stats = [r["stats"] for r in rows if r["method"] == method and r["length"] == length]
+            if stats:
+                mean = {
+                    k: sum(s.get(k, 0) for s in stats) / len(stats)
+                    for k in ("seconds", "prefill_tokens", "decode_tokens", "steps", "truncated_tokens")
+                }
+                lines.append(
+                    f"| {length or 'data'} | {method} | {mean['seconds']:.2f} | {mean['prefill_tokens']:.0f} | "
+                    f"{mean['decode_tokens']:.0f} | {mean['steps']:.1f} | {mean['truncated_tokens']:.0f} |"
+                )
+    return "\n".join(lines) + "\n"
