@@ -335,10 +335,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         if final_config.max_new_tokens is None and final_config.max_length == GenerationConfig().max_length:
             final_config.max_new_tokens = self.config.max_answer_tokens
         self._check_prompt_lengths(questions)
-        update_config = memory_update_config(memory_generation_config or final_config, self.config.memory_budget)
-        if memory_generation_config is not None:  # its own length settings win over the memory budget
-            update_config.max_new_tokens = memory_generation_config.max_new_tokens or self.config.memory_budget
-            update_config.min_new_tokens = memory_generation_config.min_new_tokens
+        update_config = memory_update_config(final_config, self.config.memory_budget, memory_generation_config)
         loop = ReasonerLoop(self, update_config, show_progress)
         memories = loop.run(questions, banks, compress_seconds)
 

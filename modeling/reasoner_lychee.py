@@ -98,12 +98,15 @@ def stop_and_pad_ids(generation_config: GenerationConfig) -> tuple[list[int], in
     return eos, pad
 
 
-def memory_update_config(final_config: GenerationConfig, budget: int) -> GenerationConfig:
-    """The final answer's decoding settings, with the memory budget as length and plain tensor output."""
-    update = copy.deepcopy(final_config)
-    update.max_new_tokens = budget
+def memory_update_config(
+    final_config: GenerationConfig, budget: int, memory_config: GenerationConfig | None = None
+) -> GenerationConfig:
+    """Decoding of memory updates: `memory_config` if given (its lengths win), else the final answer's settings
+    with the memory budget as length; always plain tensor output."""
+    update = copy.deepcopy(memory_config or final_config)
+    update.max_new_tokens = (memory_config.max_new_tokens if memory_config else None) or budget
+    update.min_new_tokens = memory_config.min_new_tokens if memory_config else None
     update.max_length = None
-    update.min_new_tokens = None
     update.min_length = 0
     update.num_return_sequences = 1
     update.return_dict_in_generate = False

@@ -129,10 +129,7 @@ def _memagent(model, tokenizer, question, context, generation_config, memory_gen
     """MemAgent's loop: per raw chunk, [chunk text] + update prompt(question, memory) → new memory."""
     config = model.config
     final = _final_config(model, generation_config)
-    update = memory_update_config(memory_generation_config or final, config.memory_budget)
-    if memory_generation_config is not None:
-        update.max_new_tokens = memory_generation_config.max_new_tokens or config.memory_budget
-        update.min_new_tokens = memory_generation_config.min_new_tokens
+    update = memory_update_config(final, config.memory_budget, memory_generation_config)
     eos_ids, pad_id = stop_and_pad_ids(update)
     limit = config.text_config.max_position_embeddings
     fits = limit - config.template_length("update") - question.shape[1] - 2 * config.memory_budget
