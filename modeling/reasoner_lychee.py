@@ -107,7 +107,6 @@ def memory_update_config(
     update.max_new_tokens = (memory_config.max_new_tokens if memory_config else None) or budget
     update.min_new_tokens = memory_config.min_new_tokens if memory_config else None
     update.max_length = None
-    update.min_length = 0
     update.num_return_sequences = 1
     update.return_dict_in_generate = False
     update.output_scores = update.output_logits = False
