@@ -34,8 +34,7 @@ from .templates_lychee import (
     GATE_TEMPLATE,
     INITIAL_MEMORY,
     MEMORY_UPDATE_TEMPLATE,
-    tokenize_gate_template,
-    tokenize_template,
+    template_config_ids,
 )
 
 logger = logging.get_logger(__name__)
@@ -148,14 +147,10 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             raise ValueError("The tokenizer and backbone define no eos token: memory updates could never stop.")
         text_config = copy.deepcopy(backbone.config)
         text_config.eos_token_id = eos_ids[0] if len(eos_ids) == 1 else eos_ids
-        config = LycheeMemoryConfig(
-            text_config=text_config,
-            update_template_ids=tokenize_template(tokenizer, memory_update_template),
-            final_template_ids=tokenize_template(tokenizer, final_answer_template),
-            gate_template_ids=tokenize_gate_template(tokenizer, gate_template),
-            initial_memory_ids=tokenizer.encode(initial_memory, add_special_tokens=False),
-            **knobs,
+        templates = template_config_ids(
+            tokenizer, memory_update_template, final_answer_template, initial_memory, gate_template
         )
+        config = LycheeMemoryConfig(text_config=text_config, **templates, **knobs)
         config._attn_implementation = backbone.config._attn_implementation
         model = cls(config).to(device=backbone.device, dtype=backbone.dtype)
         base = getattr(backbone, backbone.base_model_prefix)

@@ -78,3 +78,19 @@ def tokenize_gate_template(tokenizer, template: str) -> list[list[int]]:
         raise ValueError("The gate template must contain `{prompt}` exactly once.")
     before, after = template.split("{prompt}")
     return [tokenizer.encode(piece, add_special_tokens=False) for piece in (before, after)]
+
+
+def template_config_ids(
+    tokenizer,
+    memory_update_template: str = MEMORY_UPDATE_TEMPLATE,
+    final_answer_template: str = FINAL_ANSWER_TEMPLATE,
+    initial_memory: str = INITIAL_MEMORY,
+    gate_template: str = GATE_TEMPLATE,
+) -> dict:
+    """The four `LycheeMemoryConfig` template fields, tokenized for `tokenizer` (piecewise, as the authors do)."""
+    return {
+        "update_template_ids": tokenize_template(tokenizer, memory_update_template),
+        "final_template_ids": tokenize_template(tokenizer, final_answer_template),
+        "gate_template_ids": tokenize_gate_template(tokenizer, gate_template),
+        "initial_memory_ids": tokenizer.encode(initial_memory, add_special_tokens=False),
+    }

@@ -18,14 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .modeling import LycheeMemoryConfig, LycheeMemoryForCausalLM
-from .modeling.templates_lychee import (
-    FINAL_ANSWER_TEMPLATE,
-    GATE_TEMPLATE,
-    INITIAL_MEMORY,
-    MEMORY_UPDATE_TEMPLATE,
-    tokenize_gate_template,
-    tokenize_template,
-)
+from .modeling.templates_lychee import template_config_ids
 
 # source pattern -> target name (backreferences allowed). Order does not matter: patterns are disjoint.
 KEY_MAP: dict[str, str] = {
@@ -225,14 +218,7 @@ def _target_config(source_config: dict, tokenizer, knobs: dict) -> LycheeMemoryC
     settings = lychee_settings(source_config) if has_memory_keys else {}
     settings.update(knobs)
     try:
-        config = LycheeMemoryConfig(
-            text_config=text_config,
-            update_template_ids=tokenize_template(tokenizer, MEMORY_UPDATE_TEMPLATE),
-            final_template_ids=tokenize_template(tokenizer, FINAL_ANSWER_TEMPLATE),
-            gate_template_ids=tokenize_gate_template(tokenizer, GATE_TEMPLATE),
-            initial_memory_ids=tokenizer.encode(INITIAL_MEMORY, add_special_tokens=False),
-            **settings,
-        )
+        config = LycheeMemoryConfig(text_config=text_config, **template_config_ids(tokenizer), **settings)
     except ValueError as error:
         raise ConversionError(str(error)) from error
     config.dtype = source_config.get("torch_dtype") or source_config.get("dtype") or "float32"
