@@ -19,7 +19,7 @@ from transformers.utils import logging
 from .attention_lychee import install_lychee_attention
 from .compressor_lychee import LycheeCompressor, LycheePreTrainedModel
 from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig
-from .gate_lychee import GATE_CLASSES, LycheeGate
+from .gate_lychee import GATE_CLASSES
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .reasoner_lychee import (
     LycheeGenerateOutput,
@@ -36,8 +36,6 @@ from .templates_lychee import (
     MEMORY_UPDATE_TEMPLATE,
     template_config_ids,
 )
-
-logger = logging.get_logger(__name__)
 
 
 class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
@@ -444,4 +442,4 @@ def _generation_config_for(backbone: nn.Module, tokenizer) -> GenerationConfig:
 LycheeMemoryConfig.register_for_auto_class()
 LycheeMemoryForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
-__all__ = ["LycheeMemoryForCausalLM", "LycheeCompressor", "LycheeGate", "LycheeMemoryBank", "LycheeMemoryBlock"]
+__all__ = ["LycheeMemoryForCausalLM"]

@@ -17,8 +17,6 @@ from transformers.utils import logging
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
 
-logger = logging.get_logger(__name__)
-
 
 @dataclass
 class LycheeBlockTrace:

@@ -85,13 +85,18 @@ class RejectSecondBlock(LycheeGate):
         return torch.tensor([0.0 if span[0] == 64 else 0.9 for span in bank.spans[start:]])
 
 
-def test_a_gate_that_rejects_a_block_skips_its_reasoner_step(tokenizer):
+def _generate_with_gate(gate_class, tokenizer):
+    """A 3-block document answered with `gate_class` installed; the gate's call counter reset first."""
     model = tiny_lychee()
-    model.gate = RejectSecondBlock(model.config)
+    model.gate = gate_class(model.config)
     RejectSecondBlock.calls = 0
-    out = model.generate(
+    return model.generate(
         input_ids=question_ids(tokenizer), context_ids=document_ids(tokenizer, 150), return_dict_in_generate=True
     )
+
+
+def test_a_gate_that_rejects_a_block_skips_its_reasoner_step(tokenizer):
+    out = _generate_with_gate(RejectSecondBlock, tokenizer)
     first, second, third = out.trace[0]
     assert (first.kept, second.kept, third.kept) == (True, False, True)
     assert second.gate_score == 0.0 and second.tokens_decoded == 0 and second.reason_seconds == 0.0
@@ -105,12 +110,7 @@ class ScoreOnce(RejectSecondBlock):
 
 
 def test_a_gate_that_ignores_the_memory_scores_a_document_once(tokenizer):
-    model = tiny_lychee()
-    model.gate = ScoreOnce(model.config)
-    RejectSecondBlock.calls = 0
-    out = model.generate(
-        input_ids=question_ids(tokenizer), context_ids=document_ids(tokenizer, 150), return_dict_in_generate=True
-    )
+    out = _generate_with_gate(ScoreOnce, tokenizer)
     assert [r.kept for r in out.trace[0]] == [True, False, True]
     assert RejectSecondBlock.calls == 1
 
