@@ -9,7 +9,9 @@ SUPPORTED_BACKBONES = ("llama", "qwen2", "mistral")
 COMPRESSION_MODES = ("memory_tokens", "lossless")
 MEMORY_TOKEN_PLACEMENTS = ("interleave", "append")
 POSITION_SCHEMES = ("reference", "sequential")
-GATE_TYPES = ("always_related", "query_likelihood")
+GATE_TYPES = ("always_related", "query_likelihood", "classifier")
+# Pieces of the gate prompt per gate type: around the question, or around question and working memory.
+GATE_TEMPLATE_PIECES = {"query_likelihood": 2, "classifier": 3}
 
 
 class LycheeMemoryConfig(PreTrainedConfig):
@@ -39,9 +41,20 @@ class LycheeMemoryConfig(PreTrainedConfig):
             Max new tokens of the final answer when the caller sets none.
         gate_type (`str`, *optional*, defaults to `"always_related"`):
             Which gate scores blocks. `"always_related"` keeps every block, as the authors' release does;
-            `"query_likelihood"` is a weight-free gate that keeps blocks which make the question much more likely.
+            `"query_likelihood"` is a weight-free gate that keeps blocks which make the question much more likely;
+            `"classifier"` is the trained gate: the `gate` LoRA adapter reads the block, the question and the
+            working memory and answers yes or no (P(related) = sigmoid(logit yes - logit no)).
         gate_threshold (`float`, *optional*, defaults to 0.5):
             A block is read when its gate probability is at least this value.
+        gate_max_blocks (`int`, *optional*):
+            Read at most this many blocks per question (in document order, the first ones that pass the
+            threshold); with `gate_keep_last` the last block is one of them. `None` (default): no limit.
+        gate_keep_last (`bool`, *optional*, defaults to `False`):
+            Always read the last block, whatever its score.
+        gate_batch_size (`int`, *optional*, defaults to 8):
+            Blocks the gate scores per forward pass.
+        gate_label_ids (`list[int]`, *optional*):
+            The classifier gate's answer tokens `[yes, no]`. Built by `from_backbone`.
         position_scheme (`str`, *optional*, defaults to `"reference"`):
             `"reference"`: block keys enter the reasoner un-rotated and the prompt starts at position
             `slots_per_block` (what the authors' checkpoint was trained with). `"sequential"`: the block's valid
@@ -52,7 +65,8 @@ class LycheeMemoryConfig(PreTrainedConfig):
         final_template_ids (`list[list[int]]`, *optional*):
             The final-answer prompt, in the same three pieces.
         gate_template_ids (`list[list[int]]`, *optional*):
-            The query-likelihood gate's prompt after a block, as two pieces around the question.
+            The gate's prompt after a block: two pieces around the question (`query_likelihood`), or three pieces
+            around the question and the working memory (`classifier`).
         initial_memory_ids (`list[int]`, *optional*):
             Token ids of the working memory before the first block ("No previous memory").
         memory_projection_rank (`int`, *optional*):
@@ -60,6 +74,9 @@ class LycheeMemoryConfig(PreTrainedConfig):
             instead of a full matrix. `None` (default) keeps full matrices.
         compress_batch_size (`int`, *optional*, defaults to 1):
             Chunks compressed per forward pass.
+        role_adapters (`list[str]`, *optional*):
+            The role adapters (`compressor`, `gate`, `reasoner`) saved with the checkpoint, each in the subfolder
+            of its name; `from_pretrained` loads them. Written by `save_pretrained`.
     """
 
     model_type = "lychee_memory"
@@ -75,6 +92,10 @@ class LycheeMemoryConfig(PreTrainedConfig):
     max_answer_tokens: int = 1024
     gate_type: str = "always_related"
     gate_threshold: float = 0.5
+    gate_max_blocks: int | None = None
+    gate_keep_last: bool = False
+    gate_batch_size: int = 8
+    gate_label_ids: list[int] | None = None
     position_scheme: Literal["reference", "sequential"] = "reference"
     update_template_ids: list[list[int]] | None = None
     final_template_ids: list[list[int]] | None = None
@@ -82,6 +103,7 @@ class LycheeMemoryConfig(PreTrainedConfig):
     initial_memory_ids: list[int] | None = None
     compress_batch_size: int = 1
     memory_projection_rank: int | None = None
+    role_adapters: list[str] | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -132,6 +154,10 @@ class LycheeMemoryConfig(PreTrainedConfig):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}.")
         if not 0.0 <= self.gate_threshold <= 1.0:
             raise ValueError(f"gate_threshold={self.gate_threshold} must lie in [0, 1] (it is a probability).")
+        if self.gate_max_blocks is not None and (not isinstance(self.gate_max_blocks, int) or self.gate_max_blocks < 1):
+            raise ValueError(f"gate_max_blocks must be a positive integer or None, got {self.gate_max_blocks!r}.")
+        if not isinstance(self.gate_batch_size, int) or self.gate_batch_size < 1:
+            raise ValueError(f"gate_batch_size must be a positive integer, got {self.gate_batch_size!r}.")
 
     def _validate_sizes(self) -> None:
         for name in ("chunk_size", "compression_window", "compression_ratio", "memory_budget", "max_answer_tokens"):
@@ -161,7 +187,8 @@ class LycheeMemoryConfig(PreTrainedConfig):
 
     def _validate_templates(self) -> None:
         vocab_size = self.text_config.vocab_size
-        for name, count in (("update_template_ids", 3), ("final_template_ids", 3), ("gate_template_ids", 2)):
+        gate_pieces = GATE_TEMPLATE_PIECES.get(self.gate_type, 2)
+        for name, count in (("update_template_ids", 3), ("final_template_ids", 3), ("gate_template_ids", gate_pieces)):
             pieces = getattr(self, name)
             if pieces is None:
                 continue
@@ -169,11 +196,22 @@ class LycheeMemoryConfig(PreTrainedConfig):
                 raise ValueError(
                     f"{name} must hold {count} pieces of token ids (the literal text around the question"
                     f"{' and the memory' if count == 3 else ''}), got {len(pieces)}. Build it with "
-                    "LycheeMemoryForCausalLM.from_backbone."
+                    "LycheeMemoryForCausalLM.from_backbone (or model.set_gate(gate_type, tokenizer) to change gates)."
                 )
             _check_ids_in_vocab(name, [i for piece in pieces for i in piece], vocab_size)
         if self.initial_memory_ids is not None:
             _check_ids_in_vocab("initial_memory_ids", self.initial_memory_ids, vocab_size)
+        if self.gate_label_ids is not None:
+            if len(self.gate_label_ids) != 2 or self.gate_label_ids[0] == self.gate_label_ids[1]:
+                raise ValueError(
+                    f"gate_label_ids must be two different token ids [yes, no], got {self.gate_label_ids}."
+                )
+            _check_ids_in_vocab("gate_label_ids", self.gate_label_ids, vocab_size)
+        if self.gate_type == "classifier" and self.gate_label_ids is None and self.gate_template_ids is not None:
+            raise ValueError(
+                "gate_type='classifier' needs gate_label_ids (the [yes, no] answer tokens): build the model with "
+                "from_backbone(..., gate_type='classifier') or call model.set_gate('classifier', tokenizer)."
+            )
 
     def _validate_positions(self) -> None:
         max_positions = self.text_config.max_position_embeddings

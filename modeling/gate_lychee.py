@@ -11,21 +11,28 @@ Gate types (`config.gate_type`):
   likely: the mean log-probability of the question's tokens after the block, as a z-score against the
   document's other blocks (median and spread), mapped to a probability; the best-matching block always
   passes the threshold, so every document is read at least once. It ignores the memory.
+- `classifier`: the trained gate. The `gate` LoRA adapter on the shared backbone reads the block as prefix,
+  then the question and the working memory in the gate prompt, and answers yes or no; P(related) =
+  sigmoid(logit(yes) - logit(no)) at the prompt's last position. The "head" is thus the two `lm_head` rows of
+  the answer tokens (`config.gate_label_ids`): no new weights beside the adapter, so the gate is one standard
+  PEFT adapter, and an untrained adapter starts from the backbone's own zero-shot yes/no judgement. It reads
+  the memory, so `generate` rescores the blocks ahead after every memory update.
 """
 
 import torch
 
+from .adapters_lychee import adapter_names, role_adapter
 from .compressor_lychee import LycheePreTrainedModel
 from .configuration_lychee import LycheeMemoryConfig
 from .memory_bank_lychee import LycheeMemoryBank
 from .prefix_lychee import block_prefix
+from .reasoner_lychee import build_prompt, left_pad
 
 # z-score (in spreads above the document median) at which a block is even odds related, and the slope around it.
 QUERY_LIKELIHOOD_MIDPOINT = 1.5
 QUERY_LIKELIHOOD_SLOPE = 2.0
 # Floor of the spread (nats/token) so that near-identical blocks do not turn noise into large z-scores.
 QUERY_LIKELIHOOD_MIN_SPREAD = 0.25
-GATE_BATCH_SIZE = 8
 
 
 class LycheeGate(LycheePreTrainedModel):
@@ -93,8 +100,9 @@ class LycheeQueryLikelihoodGate(LycheeGate):
         )
         scored = slice(len(pieces[0]), len(pieces[0]) + question_ids.numel())  # the question's own tokens
         results = []
-        for first in range(start, len(bank), GATE_BATCH_SIZE):
-            blocks = [bank.block(i) for i in range(first, min(first + GATE_BATCH_SIZE, len(bank)))]
+        batch_size = self.config.gate_batch_size
+        for first in range(start, len(bank), batch_size):
+            blocks = [bank.block(i) for i in range(first, min(first + batch_size, len(bank)))]
             prefix = block_prefix(model, blocks)
             ids = prompt.expand(len(blocks), -1)
             logits = model(ids, past_key_values=prefix.cache, **prefix.forward_inputs(torch.ones_like(ids))).logits
@@ -105,4 +113,60 @@ class LycheeQueryLikelihoodGate(LycheeGate):
         return torch.cat(results)
 
 
-GATE_CLASSES = {"always_related": LycheeGate, "query_likelihood": LycheeQueryLikelihoodGate}
+class LycheeClassifierGate(LycheeGate):
+    """`gate_type="classifier"`: the `gate` adapter answers "is this block related?" with yes or no."""
+
+    reads_memory = True
+
+    @torch.no_grad()
+    def score_blocks(self, model, bank, start, question_ids, memory_ids) -> torch.Tensor:
+        if "gate" not in adapter_names(model):
+            raise ValueError(
+                "gate_type='classifier' needs a trained gate adapter, and this model has none: train one with "
+                "`lychee-hf train-gate`, load one with model.load_adapter(path, adapter_name='gate'), or use "
+                "gate_type='query_likelihood'."
+            )
+        prompt = gate_prompt(self.config, question_ids, memory_ids)
+        scores = []
+        batch_size = self.config.gate_batch_size
+        for first in range(start, len(bank), batch_size):
+            blocks = [bank.block(i) for i in range(first, min(first + batch_size, len(bank)))]
+            scores.append(torch.sigmoid(self.logits(model, blocks, [prompt] * len(blocks)).float()).cpu())
+        return torch.cat(scores) if scores else torch.zeros(0)
+
+    def logits(self, model, blocks: list, prompts: list[torch.LongTensor], forward=None) -> torch.Tensor:
+        """logit(yes) - logit(no) of each (block, prompt) pair with the `gate` adapter active: (B,).
+
+        Differentiable (the gate trainer's loss reads it); `score_blocks` calls it under `no_grad`.
+
+        Args:
+            model (`LycheeMemoryForCausalLM`): the model, with a `gate` adapter.
+            blocks (`list[LycheeMemoryBlock]`): one block per row, read as attention prefix.
+            prompts (`list[torch.LongTensor]`): one 1-D gate prompt per row (`gate_prompt`); rows are left-padded.
+            forward (`nn.Module`, *optional*): what to call instead of `model` (a distributed training wrapper).
+        """
+        pad_id = model.config.text_config.pad_token_id
+        ids, mask = left_pad([p.to(model.device) for p in prompts], pad_id if pad_id is not None else 0)
+        yes, no = self.config.gate_label_ids
+        with role_adapter(model, "gate"):
+            logits = (forward or model)(
+                input_ids=ids, attention_mask=mask, memory_blocks=blocks, logits_to_keep=1
+            ).logits
+        return logits[:, -1, yes] - logits[:, -1, no]
+
+
+def gate_prompt(config: LycheeMemoryConfig, question_ids: torch.LongTensor, memory_ids: torch.LongTensor):
+    """The classifier gate's prompt: piece 0 + question + piece 1 + memory + piece 2 (1-D ids)."""
+    if config.gate_label_ids is None or len(config.gate_template_ids or []) != 3:
+        raise ValueError(
+            "The classifier gate needs a three-piece gate template and gate_label_ids: call "
+            "model.set_gate('classifier', tokenizer)."
+        )
+    return build_prompt(config.gate_template_ids, question_ids, memory_ids)
+
+
+GATE_CLASSES = {
+    "always_related": LycheeGate,
+    "query_likelihood": LycheeQueryLikelihoodGate,
+    "classifier": LycheeClassifierGate,
+}

@@ -14,6 +14,7 @@ from transformers import GenerationConfig, GenerationMixin
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.utils import logging
 
+from .adapters_lychee import role_adapter
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
 
@@ -26,7 +27,9 @@ class LycheeBlockTrace:
         block_index (`int`): position of the block in the document.
         span (`tuple[int, int]`): the block's source tokens [start, end).
         gate_score (`float`): P(related) from the gate.
-        kept (`bool`): whether the reasoner read the block (gate_score >= gate_threshold).
+        kept (`bool`): whether the reasoner read the block.
+        gate_decision (`str`): why: `"related"` / `"unrelated"` (score vs threshold), `"last block"`
+            (`gate_keep_last`) or `"block limit"` (related, but `gate_max_blocks` blocks were read already).
         memory_ids (`list[int]`): the working memory after this step (unchanged when skipped).
         tokens_decoded (`int`): tokens the memory update generated (0 when skipped).
         prompt_tokens (`int`): prompt tokens the memory update prefilled after the block (0 when skipped).
@@ -40,6 +43,7 @@ class LycheeBlockTrace:
     gate_score: float
     kept: bool
     memory_ids: list[int]
+    gate_decision: str = ""
     tokens_decoded: int = 0
     prompt_tokens: int = 0
     compress_seconds: float = 0.0
@@ -112,12 +116,56 @@ def memory_update_config(
 
 
 @dataclass
+class GatePolicy:
+    """Which blocks the reasoner reads, given their gate scores.
+
+    Attributes:
+        threshold (`float`): a block is related when its score is at least this.
+        max_blocks (`int`, *optional*): read at most this many blocks, the first related ones in document order;
+            with `keep_last` the last block is one of them.
+        keep_last (`bool`): always read the last block.
+    """
+
+    threshold: float = 0.5
+    max_blocks: int | None = None
+    keep_last: bool = False
+
+    @classmethod
+    def from_config(cls, config, **overrides) -> "GatePolicy":
+        """The config's policy, with `gate_threshold` / `gate_max_blocks` / `gate_keep_last` overrides."""
+        policy = cls(config.gate_threshold, config.gate_max_blocks, config.gate_keep_last)
+        for name, value in overrides.items():
+            setattr(policy, name.removeprefix("gate_"), value)
+        if not 0.0 <= policy.threshold <= 1.0:
+            raise ValueError(f"gate_threshold={policy.threshold} must lie in [0, 1] (it is a probability).")
+        if policy.max_blocks is not None and (not isinstance(policy.max_blocks, int) or policy.max_blocks < 1):
+            raise ValueError(f"gate_max_blocks must be a positive integer or None, got {policy.max_blocks!r}.")
+        return policy
+
+    def decide(self, score: float, is_last: bool, kept_so_far: int) -> tuple[bool, str]:
+        """(read the block?, why) for one block."""
+        if is_last and self.keep_last:
+            return True, "last block"
+        if score < self.threshold:
+            return False, "unrelated"
+        # With keep_last, one read stays reserved for the last block.
+        allowance = None if self.max_blocks is None else self.max_blocks - int(self.keep_last and not is_last)
+        if allowance is not None and kept_so_far >= allowance:
+            return False, "block limit"
+        return True, "related"
+
+
+GATE_POLICY_KWARGS = ("gate_threshold", "gate_max_blocks", "gate_keep_last")
+
+
+@dataclass
 class ReasonerLoop:
     """One call's loop state (never stored on the model, so calls and threads never share memory)."""
 
     model: "torch.nn.Module"
     update_config: GenerationConfig
     show_progress: bool | None = None
+    policy: GatePolicy | None = None
     traces: list[list[LycheeBlockTrace]] = field(default_factory=list)
 
     def run(
@@ -133,6 +181,8 @@ class ReasonerLoop:
         self.traces = [[] for _ in banks]
         self._scores = [None] * len(banks)  # per row: gate scores of blocks scored_from.., None once stale
         self._scored_from = [0] * len(banks)
+        self._kept = [0] * len(banks)
+        self.policy = self.policy or GatePolicy.from_config(self.model.config)
         steps = max(len(bank) for bank in banks)
         progress = logging.tqdm(
             range(steps),
@@ -155,15 +205,17 @@ class ReasonerLoop:
                     self.model.config.template_length("update") + questions[r].numel() + memories[r].numel()
                     for r in active
                 ]
-                new_memories, decoded = self.update_memories(
-                    [banks[r].block(step) for r in active],
-                    [questions[r] for r in active],
-                    [memories[r] for r in active],
-                )
+                with role_adapter(self.model, "reasoner"):
+                    new_memories, decoded = self.update_memories(
+                        [banks[r].block(step) for r in active],
+                        [questions[r] for r in active],
+                        [memories[r] for r in active],
+                    )
                 elapsed = time.perf_counter() - started
                 for row, memory, count in zip(active, new_memories, decoded):
+                    changed = not torch.equal(memory.cpu(), memories[row].cpu())
                     memories[row] = memory
-                    if self.model.gate.reads_memory:  # the blocks ahead need new scores against the new memory
+                    if self.model.gate.reads_memory and changed:  # the blocks ahead need scores for the new memory
                         self._scores[row] = None
                     records[row].tokens_decoded, records[row].reason_seconds = count, elapsed
                     records[row].prompt_tokens = prompt_lengths[active.index(row)]
@@ -178,14 +230,18 @@ class ReasonerLoop:
         """Decides whether `row` reads block `step`, rescoring the blocks ahead only if its memory changed."""
         started = time.perf_counter()
         if self._scores[row] is None:
-            scores = self.model.gate.score_blocks(self.model, bank, step, question, memory)
+            with role_adapter(self.model, "gate"):
+                scores = self.model.gate.score_blocks(self.model, bank, step, question, memory)
             self._scores[row], self._scored_from[row] = scores.float().cpu(), step
         score = float(self._scores[row][step - self._scored_from[row]])
+        kept, decision = self.policy.decide(score, step == len(bank) - 1, self._kept[row])
+        self._kept[row] += int(kept)
         return LycheeBlockTrace(
             block_index=step,
             span=bank.spans[step],
             gate_score=score,
-            kept=score >= self.model.config.gate_threshold,
+            kept=kept,
+            gate_decision=decision,
             memory_ids=[],
             gate_seconds=time.perf_counter() - started,
             row=row,

@@ -38,6 +38,17 @@ INITIAL_MEMORY = "No previous memory"
 # Read by the query-likelihood gate right after a block: how likely the question is, given the block.
 GATE_TEMPLATE = "\n\nQuestion: {prompt}"
 
+# Read by the classifier gate right after a block, as one chat turn; the reply's first token is yes or no.
+CLASSIFIER_GATE_TEMPLATE = """
+The above is one section of a long document.
+
+Question: {prompt}
+What we know so far: {memory}
+
+Does this section hold information that helps answer the question and is not known yet? Answer yes or no.
+"""
+GATE_LABELS = ("yes", "no")
+
 _MESSAGE_SENTINEL = "\x00LYCHEE_MESSAGE\x00"
 
 
@@ -80,17 +91,35 @@ def tokenize_gate_template(tokenizer, template: str) -> list[list[int]]:
     return [tokenizer.encode(piece, add_special_tokens=False) for piece in (before, after)]
 
 
+def gate_label_ids(tokenizer) -> list[int] | None:
+    """The first token of "yes" and of "no" as the chat reply starts them; `None` if the tokenizer merges them."""
+    ids = [tokenizer.encode(label, add_special_tokens=False)[:1] for label in GATE_LABELS]
+    if not all(ids) or ids[0] == ids[1]:
+        return None
+    return [ids[0][0], ids[1][0]]
+
+
+def gate_template_ids(tokenizer, gate_type: str, gate_template: str | None = None) -> list[list[int]] | None:
+    """The gate prompt's pieces for `gate_type`: [before, after] the question (query likelihood, plain text), or
+    [before, between, after] question and memory (classifier, chat-wrapped like the reasoner's prompts)."""
+    if gate_type == "classifier":
+        return tokenize_template(tokenizer, gate_template or CLASSIFIER_GATE_TEMPLATE)
+    return tokenize_gate_template(tokenizer, gate_template or GATE_TEMPLATE)
+
+
 def template_config_ids(
     tokenizer,
     memory_update_template: str = MEMORY_UPDATE_TEMPLATE,
     final_answer_template: str = FINAL_ANSWER_TEMPLATE,
     initial_memory: str = INITIAL_MEMORY,
-    gate_template: str = GATE_TEMPLATE,
+    gate_template: str | None = None,
+    gate_type: str = "always_related",
 ) -> dict:
-    """The four `LycheeMemoryConfig` template fields, tokenized for `tokenizer` (piecewise, as the authors do)."""
+    """The `LycheeMemoryConfig` template fields, tokenized for `tokenizer` (piecewise, as the authors do)."""
     return {
         "update_template_ids": tokenize_template(tokenizer, memory_update_template),
         "final_template_ids": tokenize_template(tokenizer, final_answer_template),
-        "gate_template_ids": tokenize_gate_template(tokenizer, gate_template),
+        "gate_template_ids": gate_template_ids(tokenizer, gate_type, gate_template),
+        "gate_label_ids": gate_label_ids(tokenizer),
         "initial_memory_ids": tokenizer.encode(initial_memory, add_special_tokens=False),
     }

@@ -1,0 +1,308 @@
+"""Gate training: the `gate` LoRA adapter learns, per block, P(the block helps answer the question | memory).
+
+Rows come from examples that name their supporting passages (our generators, MemAgent JSONL with a
+`supporting` field, HotpotQA supporting facts): every block of every document is one row, labelled related when
+it holds part of a supporting passage. The working memory the gate sees at block i comes from a documented
+teacher:
+
+- `gold` (default): the gold supporting passages that lie wholly in blocks before i, in document order, as
+  text (the last `memory_budget` tokens), or the initial memory when none has been seen. This is what a
+  perfect reasoner would have written, so the gate learns to judge a block against what is already known.
+- `initial`: always the initial memory (a memory-blind gate).
+
+`GateTrainingConfig` (a `TrainingArguments` with the gate's own fields) and `GateTrainer` (a `Trainer` whose loss
+is weighted binary cross-entropy on logit(yes) - logit(no)) are the pair; `train_gate` wires them up and
+returns the held-out precision, recall, F1 and AUROC.
+"""
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainingArguments
+from transformers.utils import logging
+
+from ..eval.metrics import classification_metrics
+from ..eval.tasks import EvalExample, supporting_chunks
+from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names
+from ..modeling.gate_lychee import gate_prompt
+from ..modeling.memory_bank_lychee import LycheeMemoryBlock
+
+logger = logging.get_logger(__name__)
+
+TEACHERS = ("gold", "initial")
+
+
+@dataclass
+class GateTrainingConfig(TrainingArguments):
+    """`TrainingArguments` for the gate, plus the adapter, teacher and class-balance settings.
+
+    Args:
+        lora_r (`int`, *optional*, defaults to 8): rank of the gate's LoRA adapter.
+        lora_alpha (`int`, *optional*, defaults to 16): LoRA scaling numerator.
+        lora_dropout (`float`, *optional*, defaults to 0.0): dropout on the LoRA input.
+        lora_target_modules (`str`, *optional*): regex of the backbone modules that get LoRA (default: every
+            attention and MLP projection of the decoder, never the compressor's memory projections).
+        teacher (`str`, *optional*, defaults to `"gold"`): where the working memory of each row comes from
+            (`"gold"` or `"initial"`, see the module docstring).
+        positive_weight (`float`, *optional*): weight of the related class in the loss; `None` (default) uses
+            (#unrelated / #related) of the training rows, so both classes weigh the same in total.
+        eval_fraction (`float`, *optional*, defaults to 0.25): share of the examples held out when no separate
+            evaluation examples are given (split by document, never by block).
+        decision_threshold (`float`, *optional*, defaults to 0.5): P(related) at which a block counts as
+            predicted related in the reported precision / recall / F1.
+    """
+
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: str = BACKBONE_LORA_TARGETS
+    teacher: str = "gold"
+    positive_weight: float | None = None
+    eval_fraction: float = 0.25
+    decision_threshold: float = 0.5
+    # TrainingArguments defaults that suit this trainer: rows are not model-forward dicts, and nothing is sent out.
+    remove_unused_columns: bool = False
+    report_to: str | list[str] | None = "none"
+    learning_rate: float = 5e-4
+    num_train_epochs: float = 3.0
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 8
+    logging_steps: int = 10
+    save_strategy: str = "no"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"teacher={self.teacher!r} is not one of {TEACHERS}.")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must lie in (0, 1), got {self.eval_fraction}.")
+        if self.positive_weight is not None and self.positive_weight <= 0:
+            raise ValueError(f"positive_weight must be positive, got {self.positive_weight}.")
+
+
+@dataclass
+class GateRow:
+    """One (block, question, memory) classification example.
+
+    Attributes:
+        block (`LycheeMemoryBlock`): the block the gate reads as prefix.
+        prompt_ids (`torch.LongTensor`): (L,) the gate prompt (question + teacher memory).
+        label (`int`): 1 if the block holds part of a supporting passage, else 0.
+        example_id (`str`), block_index (`int`): where the row comes from.
+    """
+
+    block: LycheeMemoryBlock
+    prompt_ids: torch.LongTensor
+    label: int
+    example_id: str
+    block_index: int
+
+
+class GateRows(Dataset):
+    def __init__(self, rows: list[GateRow]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> GateRow:
+        return self.rows[index]
+
+
+def collate_gate_rows(rows: list[GateRow]) -> dict:
+    return {
+        "blocks": [row.block for row in rows],
+        "prompts": [row.prompt_ids for row in rows],
+        "labels": torch.tensor([float(row.label) for row in rows]),
+    }
+
+
+def split_examples(
+    examples: list[EvalExample], eval_fraction: float, seed: int
+) -> tuple[list[EvalExample], list[EvalExample]]:
+    """A deterministic document-level split: (train, held out), each non-empty."""
+    if len(examples) < 2:
+        raise ValueError(f"Gate training needs at least 2 examples (train + held out), got {len(examples)}.")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    held_out = min(max(1, round(eval_fraction * len(examples))), len(examples) - 1)
+    return [examples[i] for i in order[held_out:]], [examples[i] for i in order[:held_out]]
+
+
+def build_gate_rows(model, tokenizer, examples: list[EvalExample], teacher: str = "gold") -> list[GateRow]:
+    """Compresses every example's document (compressor adapter, no gradients) and labels each block.
+
+    Args:
+        model (`LycheeMemoryForCausalLM`): the model whose compressor writes the blocks.
+        tokenizer: its tokenizer.
+        examples (`list[EvalExample]`): examples with `supporting` spans.
+        teacher (`str`): `"gold"` or `"initial"` (see the module docstring).
+
+    Returns:
+        `list[GateRow]`: one row per block of every document.
+    """
+    if teacher not in TEACHERS:
+        raise ValueError(f"teacher={teacher!r} is not one of {TEACHERS}.")
+    unsupported = [example.id for example in examples if not example.supporting]
+    if unsupported:
+        raise ValueError(
+            f"{len(unsupported)} example(s) name no supporting passage (e.g. {unsupported[0]!r}): gate training "
+            "needs the location of the gold facts (a 'supporting' field in JSONL, supporting_facts in HotpotQA)."
+        )
+    rows = []
+    progress = logging.tqdm(examples, desc="compressing gate examples", unit="document", disable=len(examples) < 4)
+    for example in progress:
+        rows += _example_rows(model, tokenizer, example, teacher)
+    return rows
+
+
+def _example_rows(model, tokenizer, example: EvalExample, teacher: str) -> list[GateRow]:
+    config = model.config
+    ids = torch.tensor([tokenizer.encode(example.context, add_special_tokens=False)])
+    bank = model.compress(ids, show_progress=False, offload_to_cpu=True)
+    related = set(supporting_chunks(example, tokenizer, config.chunk_size))
+    # The last chunk each gold passage reaches: the passage is in the teacher memory from the next block on.
+    facts = sorted(
+        (max(supporting_chunks(dataclasses.replace(example, supporting=[span]), tokenizer, config.chunk_size)), span)
+        for span in example.supporting
+    )
+    question = torch.tensor(tokenizer.encode(example.question, add_special_tokens=False))
+    initial = torch.tensor(config.initial_memory_ids or [], dtype=torch.long)
+    rows = []
+    for index in range(len(bank)):
+        seen = [example.context[start:end] for last_chunk, (start, end) in facts if last_chunk < index]
+        if teacher == "gold" and seen:
+            memory = torch.tensor(tokenizer.encode(" ".join(seen), add_special_tokens=False)[-config.memory_budget :])
+        else:
+            memory = initial
+        block = bank.block(index)
+        # Blocks come out of inference mode; training graphs may not save inference tensors, so copy them once.
+        block = LycheeMemoryBlock(block.keys.clone(), block.values.clone(), block.mask.clone(), block.span)
+        rows.append(GateRow(block, gate_prompt(config, question, memory), int(index in related), example.id, index))
+    return rows
+
+
+class GateTrainer(Trainer):
+    """A `Trainer` for the gate adapter: weighted BCE on logit(yes) - logit(no) of each (block, prompt) row."""
+
+    def __init__(self, *args, positive_weight: float = 1.0, **kwargs):
+        super().__init__(*args, data_collator=collate_gate_rows, **kwargs)
+        self.positive_weight = positive_weight
+
+    def gate_logits(self, model, inputs: dict) -> torch.Tensor:
+        lychee = self.accelerator.unwrap_model(model)
+        return lychee.gate.logits(lychee, inputs["blocks"], inputs["prompts"], forward=model)
+
+    def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
+        logits = self.gate_logits(model, inputs)
+        labels = inputs["labels"].to(logits.device, logits.dtype)
+        weight = torch.tensor(self.positive_weight, device=logits.device, dtype=logits.dtype)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight)
+        return (loss, logits) if return_outputs else loss
+
+    def prediction_step(self, model, inputs: dict, prediction_loss_only: bool, ignore_keys=None):
+        with torch.no_grad():
+            loss, logits = self.compute_loss(model, inputs, return_outputs=True)
+        return loss.detach(), logits.detach().float(), inputs["labels"]
+
+
+@dataclass
+class GateTrainingResult:
+    """What `train_gate` returns.
+
+    Attributes:
+        metrics (`dict`): held-out `precision`, `recall`, `f1`, `accuracy`, `auroc`, rates and `n` (rows).
+        metrics_before (`dict`): the same on the same rows before training (the adapter's starting point).
+        train_rows (`int`), eval_rows (`int`), positive_weight (`float`): the run's data and class weight.
+        trainer (`GateTrainer`): the trainer (log history in `trainer.state.log_history`).
+    """
+
+    metrics: dict
+    metrics_before: dict
+    train_rows: int
+    eval_rows: int
+    positive_weight: float
+    trainer: GateTrainer = field(repr=False)
+
+
+def train_gate(
+    model,
+    tokenizer,
+    examples: list[EvalExample],
+    config: GateTrainingConfig,
+    eval_examples: list[EvalExample] | None = None,
+) -> GateTrainingResult:
+    """Trains the `gate` adapter of `model` in place and switches the model to the classifier gate.
+
+    A model without a `gate` adapter gets a fresh LoRA one (`config.lora_*`); an existing one trains on. Every
+    other weight is frozen. Save the result with `model.save_pretrained(folder)`: the gate adapter lands in
+    `folder/gate/` in PEFT's layout.
+
+    Args:
+        model (`LycheeMemoryForCausalLM`): the model (its compressor writes the blocks the gate reads).
+        tokenizer: its tokenizer.
+        examples (`list[EvalExample]`): training examples with supporting passages; split by `eval_fraction`
+            when `eval_examples` is not given.
+        config (`GateTrainingConfig`): training settings.
+        eval_examples (`list[EvalExample]`, *optional*): held-out examples.
+
+    Returns:
+        `GateTrainingResult` with the held-out metrics before and after training.
+    """
+    if eval_examples is None:
+        examples, eval_examples = split_examples(examples, config.eval_fraction, config.seed)
+    overlap = {e.id for e in examples} & {e.id for e in eval_examples}
+    if overlap:
+        raise ValueError(f"Training and held-out examples overlap ({sorted(overlap)[:3]}): use disjoint sets.")
+    if model.config.gate_type != "classifier" or model.config.gate_label_ids is None:
+        model.set_gate("classifier", tokenizer)
+    _add_trainable_gate_adapter(model, config)
+    model.eval()
+    train_rows = build_gate_rows(model, tokenizer, examples, config.teacher)
+    eval_rows = build_gate_rows(model, tokenizer, eval_examples, config.teacher)
+    positives = sum(row.label for row in train_rows)
+    if positives == 0 or positives == len(train_rows):
+        raise ValueError(
+            f"The training rows hold {positives} related blocks out of {len(train_rows)}: both classes are needed "
+            "(use longer documents, so that most blocks are unrelated, or more examples)."
+        )
+    positive_weight = config.positive_weight or (len(train_rows) - positives) / positives
+    trainer = GateTrainer(
+        model=model,
+        args=config,
+        train_dataset=GateRows(train_rows),
+        eval_dataset=GateRows(eval_rows),
+        positive_weight=positive_weight,
+    )
+    metrics_before = evaluate_gate(trainer, eval_rows, config.decision_threshold)
+    trainer.train()
+    model.eval()
+    metrics = evaluate_gate(trainer, eval_rows, config.decision_threshold)
+    logger.info(f"gate held-out metrics: {metrics}")
+    return GateTrainingResult(metrics, metrics_before, len(train_rows), len(eval_rows), positive_weight, trainer)
+
+
+def evaluate_gate(trainer: GateTrainer, rows: list[GateRow], threshold: float) -> dict:
+    """Precision / recall / F1 / AUROC of the gate on `rows` (P(related) = sigmoid of the trainer's logits)."""
+    prediction = trainer.predict(GateRows(rows))
+    scores = [1 / (1 + math.exp(-float(logit))) for logit in prediction.predictions.reshape(-1)]
+    return classification_metrics(scores, [row.label for row in rows], threshold)
+
+
+def _add_trainable_gate_adapter(model, config: GateTrainingConfig) -> None:
+    from peft import LoraConfig
+
+    if "gate" not in adapter_names(model):
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+        )
+        model.add_adapter(lora, adapter_name="gate")
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(".gate." in name and "lora_" in name)
