@@ -16,12 +16,24 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, Generat
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import logging
 
+from .adapters_lychee import (
+    adapter_names,
+    adapter_weights,
+    base_state_dict,
+    check_adapter_names,
+    load_role_adapter,
+    role_adapter,
+    save_role_adapter,
+)
 from .attention_lychee import install_lychee_attention
 from .compressor_lychee import LycheeCompressor, LycheePreTrainedModel
 from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig
 from .gate_lychee import GATE_CLASSES
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
+from .prefix_lychee import block_prefix
 from .reasoner_lychee import (
+    GATE_POLICY_KWARGS,
+    GatePolicy,
     LycheeGenerateOutput,
     ReasonerLoop,
     build_prompt,
@@ -31,9 +43,10 @@ from .reasoner_lychee import (
 )
 from .templates_lychee import (
     FINAL_ANSWER_TEMPLATE,
-    GATE_TEMPLATE,
     INITIAL_MEMORY,
     MEMORY_UPDATE_TEMPLATE,
+    gate_label_ids,
+    gate_template_ids,
     template_config_ids,
 )
 
@@ -43,6 +56,12 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _no_split_modules = ["LlamaDecoderLayer", "Qwen2DecoderLayer", "MistralDecoderLayer"]
+    # --- quantization (bitsandbytes & co.): never quantize the compressor (memory embedding + projections).
+    # Quantizers skip these modules; lm_head is skipped by transformers' default (output embeddings). The same
+    # list upcasts these weights to float32 in float16 loads, which the compressor handles. Anchored, because
+    # the float16 dtype plan searches these patterns anywhere in a weight's name.
+    _keep_in_fp32_modules = [r"^compressor\."]
+    # --- end quantization
 
     def __init__(self, config: LycheeMemoryConfig):
         super().__init__(config)
@@ -71,9 +90,23 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        memory_blocks: list[LycheeMemoryBlock] | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """The plain backbone causal LM (the reasoner): what `generate` decodes with."""
+        """The backbone causal LM (the reasoner): what `generate` decodes with; the training entry point.
+
+        Args:
+            memory_blocks (`list[LycheeMemoryBlock]`, *optional*): one block per row, read as attention prefix
+                (placed by `config.position_scheme`, as in `generate`'s memory updates). `input_ids`,
+                `attention_mask` (left padding) and `labels` then cover the prompt only; `position_ids` and
+                `past_key_values` are derived from the blocks. This is how a reasoner or gate adapter trains on
+                what it reads in `generate`.
+            Other arguments as for the backbone's `…ForCausalLM.forward`.
+        """
+        if memory_blocks is not None:
+            attention_mask, position_ids, past_key_values = self._block_prefix_inputs(
+                memory_blocks, input_ids if input_ids is not None else inputs_embeds, attention_mask, past_key_values
+            )
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -91,6 +124,23 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.vocab_size, **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
 
+    def _block_prefix_inputs(self, blocks, inputs, attention_mask, past_key_values):
+        if past_key_values is not None:
+            raise ValueError("Pass either memory_blocks or past_key_values, not both.")
+        if len(blocks) != inputs.shape[0]:
+            raise ValueError(f"Got {len(blocks)} memory_blocks for {inputs.shape[0]} rows: pass one block per row.")
+        if self.is_activation_checkpointing and self.training:
+            # transformers' checkpointed layers drop the cache in training: the block prefix would vanish silently.
+            raise ValueError(
+                "memory_blocks cannot be read with gradient checkpointing on (the block prefix would be dropped): "
+                "call model.gradient_checkpointing_disable()."
+            )
+        prefix = block_prefix(self, blocks)
+        if attention_mask is None:
+            attention_mask = torch.ones(inputs.shape[:2], dtype=torch.long, device=self.device)
+        inputs = prefix.forward_inputs(attention_mask.to(self.device))
+        return inputs["attention_mask"], inputs["position_ids"], prefix.cache
+
     # ----------------------------------------------------------------------------------------- building
     @classmethod
     def from_backbone(
@@ -100,7 +150,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         memory_update_template: str = MEMORY_UPDATE_TEMPLATE,
         final_answer_template: str = FINAL_ANSWER_TEMPLATE,
         initial_memory: str = INITIAL_MEMORY,
-        gate_template: str = GATE_TEMPLATE,
+        gate_template: str | None = None,
         **knobs,
     ) -> "LycheeMemoryForCausalLM":
         """Builds a LycheeMemory model around a stock Llama/Qwen2/Mistral causal LM.
@@ -115,7 +165,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 `model_or_path` when it is a path).
             memory_update_template / final_answer_template (`str`): prompts with `{prompt}` then `{memory}`.
             initial_memory (`str`): the working memory before the first block.
-            gate_template (`str`): the query-likelihood gate's prompt after a block, with `{prompt}`.
+            gate_template (`str`, *optional*): the gate's prompt after a block: with `{prompt}` for the
+                query-likelihood gate, with `{prompt}` then `{memory}` for the classifier gate (default: the
+                built-in one for `gate_type`).
             **knobs: any `LycheeMemoryConfig` field (`chunk_size`, `compression_ratio`, `memory_budget`, ...).
 
         Returns:
@@ -146,7 +198,12 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         text_config = copy.deepcopy(backbone.config)
         text_config.eos_token_id = eos_ids[0] if len(eos_ids) == 1 else eos_ids
         templates = template_config_ids(
-            tokenizer, memory_update_template, final_answer_template, initial_memory, gate_template
+            tokenizer,
+            memory_update_template,
+            final_answer_template,
+            initial_memory,
+            gate_template,
+            knobs.get("gate_type", "always_related"),
         )
         config = LycheeMemoryConfig(text_config=text_config, **templates, **knobs)
         config._attn_implementation = backbone.config._attn_implementation
@@ -157,6 +214,86 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         model.compressor.initialize_from_backbone(model.model, eos_ids[0])
         model.generation_config = generation_config
         model.eval()
+        return model
+
+    def set_gate(self, gate_type: str, tokenizer=None, gate_template: str | None = None) -> None:
+        """Switches the gate (`"always_related"`, `"query_likelihood"` or `"classifier"`) and its prompt.
+
+        Args:
+            gate_type (`str`): the gate to use from now on (written to `config.gate_type`).
+            tokenizer (`PreTrainedTokenizerBase`, *optional*): the backbone's tokenizer, needed to tokenize the
+                new gate's prompt and answer tokens unless the config already holds them in the right form.
+            gate_template (`str`, *optional*): a custom gate prompt (see `from_backbone`).
+        """
+        config = copy.deepcopy(self.config)
+        config.gate_type = gate_type
+        if tokenizer is not None:
+            config.gate_template_ids = gate_template_ids(tokenizer, gate_type, gate_template)
+            config.gate_label_ids = gate_label_ids(tokenizer)
+        elif gate_template is not None:
+            raise ValueError("set_gate needs the tokenizer to tokenize gate_template: pass tokenizer=...")
+        try:
+            config.validate()
+        except ValueError as error:
+            raise ValueError(f"{error} (set_gate: pass the tokenizer to rebuild the gate prompt)") from None
+        self.config = config
+        self.gate = GATE_CLASSES[gate_type](config)
+
+    # ----------------------------------------------------------------------------------------- role adapters
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, plus every role adapter in PEFT's layout.
+
+        The folder gets the backbone and compressor weights without any adapter (as the model is with adapters
+        off) and, per role adapter, `<save_directory>/<role>/adapter_config.json` + `adapter_model.safetensors`
+        (what `PeftModel.save_pretrained` writes for a named adapter); `config.role_adapters` lists them, and
+        `from_pretrained` loads them back.
+        """
+        roles = adapter_names(self)
+        self.config.role_adapters = roles or None
+        if not roles:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        check_adapter_names(self)
+        if kwargs.get("push_to_hub"):
+            raise ValueError(
+                "A model with role adapters is pushed with model.push_to_hub(repo_id) or `lychee-hf push`."
+            )
+        kwargs.setdefault("state_dict", base_state_dict(self))
+        # transformers saves only the active adapter of a model with adapters; the backbone must be saved too.
+        had_adapters = getattr(self, "_hf_peft_config_loaded", False)
+        self._hf_peft_config_loaded = False
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self._hf_peft_config_loaded = had_adapters
+        for role in roles:
+            save_role_adapter(self, role, os.path.join(save_directory, role))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, load_role_adapters: bool = True, **kwargs):
+        """`PreTrainedModel.from_pretrained`, then the role adapters the checkpoint lists (`config.role_adapters`).
+
+        Args:
+            load_role_adapters (`bool`, *optional*, defaults to `True`): `False` loads the bare backbone and
+                compressor, e.g. to train new adapters from scratch.
+            Other arguments as for `PreTrainedModel.from_pretrained` (`quantization_config`, `device_map`, ...).
+        """
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        roles = model.config.role_adapters or []
+        if load_role_adapters and roles:
+            hub_kwargs = {
+                key: kwargs[key]
+                for key in ("revision", "token", "cache_dir", "local_files_only", "force_download")
+                if key in kwargs
+            }
+            for role in roles:
+                load_role_adapter(model, pretrained_model_name_or_path, role, **hub_kwargs)
+            # Outside generate's phases (a plain forward or chat), the model is the reasoner.
+            if "reasoner" in roles:
+                model.set_adapter("reasoner")
+            else:
+                model.disable_adapters()
+        elif roles:
+            model.config.role_adapters = None
         return model
 
     # ----------------------------------------------------------------------------------------- compression
@@ -185,6 +322,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             *self.compressor.layers[-1].v_proj.parameters(),
             self.model.layers[0].self_attn.k_proj.weight,
             self.model.layers[-1].self_attn.v_proj.weight,
+            *adapter_weights(self, "compressor"),  # a compressor adapter changes every block's K/V
         ]
         digest = hashlib.sha256()
         for tensor in tensors:
@@ -254,7 +392,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 ids[row, : end - start] = documents[doc][start:end]
                 mask[row, : end - start] = 1
             started = time.perf_counter()
-            keys, values, slot_mask = self.compressor(self.model, ids, mask)
+            with role_adapter(self, "compressor"):
+                keys, values, slot_mask = self.compressor(self.model, ids, mask)
             elapsed = (time.perf_counter() - started) / len(batch)
             for row, (doc, start, end) in enumerate(batch):
                 block = LycheeMemoryBlock(keys[row], values[row], slot_mask[row], (start, end))
@@ -296,7 +435,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             memory_generation_config (`GenerationConfig`, *optional*): decoding of the memory updates instead
                 (e.g. `min_new_tokens = max_new_tokens` for fixed-length updates in benchmarks).
             show_progress (`bool`, *optional*): progress bars over chunks and blocks (default: on for 8+).
-            **kwargs: generation settings and model kwargs, as for `GenerationMixin.generate`.
+            **kwargs: generation settings and model kwargs, as for `GenerationMixin.generate`; and the gate
+                policy for this call: `gate_threshold`, `gate_max_blocks`, `gate_keep_last` (default: the config's).
 
         Returns:
             `torch.LongTensor` (B, L + answer) = questions followed by the answers, or with
@@ -309,6 +449,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             )
         if context_ids is not None and memory is not None:
             raise ValueError("Pass either context_ids (compress now) or memory (a prebuilt bank), not both.")
+        check_adapter_names(self)
+        policy = GatePolicy.from_config(self.config, **{k: kwargs.pop(k) for k in GATE_POLICY_KWARGS if k in kwargs})
         questions = self._check_questions(input_ids, attention_mask)
         if context_ids is not None:
             context_ids, context_attention_mask = self._check_context(context_ids, context_attention_mask, single=False)
@@ -329,13 +471,14 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             final_config.max_new_tokens = self.config.max_answer_tokens
         self._check_prompt_lengths(questions)
         update_config = memory_update_config(final_config, self.config.memory_budget, memory_generation_config)
-        loop = ReasonerLoop(self, update_config, show_progress)
+        loop = ReasonerLoop(self, update_config, show_progress, policy)
         memories = loop.run(questions, banks, compress_seconds)
 
         _, pad_id = stop_and_pad_ids(final_config)
         final_prompts = [build_prompt(self.config.final_template_ids, q, m) for q, m in zip(questions, memories)]
         final_ids, final_mask = left_pad(final_prompts, pad_id)
-        output = super().generate(final_ids, attention_mask=final_mask, generation_config=final_config, **kwargs)
+        with role_adapter(self, "reasoner"):
+            output = super().generate(final_ids, attention_mask=final_mask, generation_config=final_config, **kwargs)
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         sequences = torch.cat([input_ids.to(sequences.device), sequences[:, final_ids.shape[1] :]], dim=1)
         if isinstance(output, torch.Tensor):

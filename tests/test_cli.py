@@ -151,3 +151,18 @@ def test_ratio_override_switches_the_block_kind(checkpoint, context, tmp_path):
     settings = dict(line.split(None, 1) for line in out.strip().splitlines())
     assert settings["compression_mode"] == "lossless"
     assert settings["kind"] == "memory bank"
+
+
+def test_train_gate_writes_a_model_with_a_gate_adapter_and_metrics(checkpoint, tmp_path):
+    pytest.importorskip("peft")
+    out = tmp_path / "gated"
+    code, stdout, err = run_cli(
+        "train-gate", "--model", str(checkpoint), "--task", "niah", "--length", "300", "--n", "4",
+        "--epochs", "1", "--batch-size", "4", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "auroc" in stdout and (out / "gate" / "adapter_model.safetensors").is_file()
+    metrics = json.loads((out / "gate_metrics.json").read_text())
+    assert metrics["examples"] == 4 and metrics["eval_rows"] > 0
+    code, _, err = run_cli("train-gate", "--model", str(checkpoint), "--task", "niah", "--out", str(out))
+    assert code == 2 and "is not empty" in err

@@ -7,6 +7,7 @@
     lychee-hf convert SOURCE DESTINATION [--chunk-size N] [--memory-budget N] [--memory-projections lora --rank R]
     lychee-hf eval --task mhqa --lengths 7k,28k --n 16 --method lychee,memagent,full --out DIR
     lychee-hf push FOLDER --repo-id ORG/NAME [--private] [--revision BRANCH] [--commit-message M] [--dry-run]
+    lychee-hf train-gate --task niah --length 4k --n 64 --out DIR [--epochs 3] [--teacher gold]
 
 Errors print one line on stderr and exit with status 2 (set LYCHEE_HF_DEBUG=1 for the traceback).
 """
@@ -66,6 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--memagent-chunk", type=int, default=5000, help="raw tokens per MemAgent chunk")
     _add_model_arguments(evaluate)
+
+    train_gate = commands.add_parser("train-gate", help="train the gate adapter (classifier) on labelled examples")
+    train_gate.add_argument("--task", required=True, help="mhqa, niah, vt (generated) or jsonl, hotpotqa (--data)")
+    train_gate.add_argument("--data", help="JSONL (MemAgent schema + 'supporting') or HotpotQA JSON")
+    train_gate.add_argument("--length", default="4k", help="context length of generated examples (default 4k)")
+    train_gate.add_argument("--n", type=int, default=64, help="examples (a quarter is held out; default 64)")
+    train_gate.add_argument(
+        "--seed", type=int, default=1000, help="generator seed (default 1000: disjoint from eval's default 0)"
+    )
+    train_gate.add_argument("--out", required=True, help="new folder: the model with its gate adapter + metrics")
+    train_gate.add_argument("--epochs", type=float, default=3.0)
+    train_gate.add_argument("--learning-rate", type=float, default=5e-4)
+    train_gate.add_argument("--batch-size", type=int, default=8)
+    train_gate.add_argument("--lora-r", type=int, default=8)
+    train_gate.add_argument("--teacher", choices=["gold", "initial"], default="gold", help="memory the gate sees")
+    train_gate.add_argument("--eval-fraction", type=float, default=0.25)
+    _add_model_arguments(train_gate)
     return parser
 
 
@@ -121,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             "convert": run_convert,
             "push": run_push,
             "eval": run_eval_command,
+            "train-gate": run_train_gate,
         }
         return commands[args.command](args)
     except KeyboardInterrupt:
@@ -278,6 +297,56 @@ def run_eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train_gate(args: argparse.Namespace) -> int:
+    from .eval.runner import EvalSettings, examples_for
+    from .eval.tasks import parse_length
+    from .training.gate import GateTrainingConfig, train_gate
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty: choose a new folder for the trained model (nothing is overwritten)")
+    settings = EvalSettings(task=args.task, n=args.n, seed=args.seed, data=args.data)
+    model, tokenizer = load_model(args)
+    examples = examples_for(settings, tokenizer, parse_length(args.length))
+    config = GateTrainingConfig(
+        output_dir=str(out / "trainer"),
+        num_train_epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        lora_r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+        teacher=args.teacher,
+        eval_fraction=args.eval_fraction,
+        seed=args.seed,
+        disable_tqdm=args.quiet,
+    )
+    result = train_gate(model, tokenizer, examples, config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    metrics = {
+        "task": args.task,
+        "examples": len(examples),
+        "train_rows": result.train_rows,
+        "eval_rows": result.eval_rows,
+        "positive_weight": result.positive_weight,
+        "held_out_before": result.metrics_before,
+        "held_out_after": result.metrics,
+    }
+    (out / "gate_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    print(_metrics_table(result.metrics_before, result.metrics))
+    print(f"wrote {out} (gate adapter in {out / 'gate'})")
+    return 0
+
+
+def _metrics_table(before: dict, after: dict) -> str:
+    names = ["precision", "recall", "f1", "auroc", "accuracy", "predicted_positive_rate"]
+    lines = [f"{'held-out':<24}{'before':>8}{'after':>8}", "-" * 40]
+    lines += [f"{name:<24}{before[name]:>8.3f}{after[name]:>8.3f}" for name in names]
+    lines.append(f"{'rows (related share)':<24}{after['n']:>8}{after['positive_rate']:>8.3f}")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------- helpers
 def load_model(args: argparse.Namespace):
     """The model and tokenizer named by `--model` (default: the embedded model), with the CLI's overrides."""
@@ -392,6 +461,7 @@ def _checkpoint_summary(path: Path) -> dict:
         "position_scheme",
         "gate_type",
         "gate_threshold",
+        "role_adapters",
     ]
     return {
         "backbone": f"{text.get('model_type')} ({text.get('num_hidden_layers')} layers, "
