@@ -15,7 +15,6 @@ is weighted binary cross-entropy on logit(yes) - logit(no)) are the pair; `train
 returns the held-out precision, recall, F1 and AUROC.
 """
 
-import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from ..eval.tasks import EvalExample, supporting_chunks
 from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names
 from ..modeling.gate_lychee import gate_prompt
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
+from .teacher import gold_memory_texts
 
 logger = logging.get_logger(__name__)
 
@@ -165,18 +165,14 @@ def _example_rows(model, tokenizer, example: EvalExample, teacher: str) -> list[
     ids = torch.tensor([tokenizer.encode(example.context, add_special_tokens=False)])
     bank = model.compress(ids, show_progress=False, offload_to_cpu=True)
     related = set(supporting_chunks(example, tokenizer, config.chunk_size))
-    # The last chunk each gold passage reaches: the passage is in the teacher memory from the next block on.
-    facts = sorted(
-        (max(supporting_chunks(dataclasses.replace(example, supporting=[span]), tokenizer, config.chunk_size)), span)
-        for span in example.supporting
-    )
+    memories = gold_memory_texts(example, tokenizer, config.chunk_size, len(bank))
     question = torch.tensor(tokenizer.encode(example.question, add_special_tokens=False))
     initial = torch.tensor(config.initial_memory_ids or [], dtype=torch.long)
     rows = []
     for index in range(len(bank)):
-        seen = [example.context[start:end] for last_chunk, (start, end) in facts if last_chunk < index]
+        seen = memories[index - 1] if index else ""  # the gate judges a block before reading it
         if teacher == "gold" and seen:
-            memory = torch.tensor(tokenizer.encode(" ".join(seen), add_special_tokens=False)[-config.memory_budget :])
+            memory = torch.tensor(tokenizer.encode(seen, add_special_tokens=False)[-config.memory_budget :])
         else:
             memory = initial
         block = bank.block(index)
