@@ -187,10 +187,11 @@ class LycheeMemoryConfig(PreTrainedConfig):
 
     def _validate_templates(self) -> None:
         vocab_size = self.text_config.vocab_size
-        gate_pieces = GATE_TEMPLATE_PIECES.get(self.gate_type, 2)
+        # The always-related gate reads no prompt: any gate template (kept for switching back) is fine.
+        gate_pieces = GATE_TEMPLATE_PIECES.get(self.gate_type)
         for name, count in (("update_template_ids", 3), ("final_template_ids", 3), ("gate_template_ids", gate_pieces)):
             pieces = getattr(self, name)
-            if pieces is None:
+            if pieces is None or count is None:
                 continue
             if len(pieces) != count:
                 raise ValueError(

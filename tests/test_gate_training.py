@@ -116,3 +116,13 @@ def test_trained_gate_saves_in_peft_layout_and_reloads_for_generate(trained, tmp
     expected = model.generate(input_ids=question_ids(tokenizer), context_ids=context, return_dict_in_generate=True)
     assert [r.gate_score for r in out.trace[0]] == pytest.approx([r.gate_score for r in expected.trace[0]], abs=1e-5)
     assert any(r.kept for r in out.trace[0]) and not all(r.kept for r in out.trace[0])
+
+
+def test_gate_rows_can_keep_their_banks_on_disk(tokenizer, tmp_path):
+    model = tiny_lychee(compression_mode="lossless", gate_type="classifier")
+    examples = secret_code_examples(2, seed=5)
+    in_memory = build_gate_rows(model, tokenizer, examples)
+    on_disk = build_gate_rows(model, tokenizer, examples, bank_dir=str(tmp_path / "banks"))
+    assert len(list((tmp_path / "banks").iterdir())) == 2
+    assert [r.label for r in on_disk] == [r.label for r in in_memory]
+    assert torch.equal(on_disk[1].block.keys, in_memory[1].block.keys)

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_gate.add_argument("--lora-r", type=int, default=8)
     train_gate.add_argument("--teacher", choices=["gold", "initial"], default="gold", help="memory the gate sees")
     train_gate.add_argument("--eval-fraction", type=float, default=0.25)
+    train_gate.add_argument("--bank-dir", help="keep the training banks on disk here (large models / many rows)")
     _add_model_arguments(train_gate)
     return parser
 
@@ -318,6 +319,7 @@ def run_train_gate(args: argparse.Namespace) -> int:
         lora_alpha=2 * args.lora_r,
         teacher=args.teacher,
         eval_fraction=args.eval_fraction,
+        bank_dir=args.bank_dir,
         seed=args.seed,
         disable_tqdm=args.quiet,
     )

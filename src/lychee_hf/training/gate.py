@@ -18,17 +18,19 @@ returns the held-out precision, recall, F1 and AUROC.
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
 from transformers.utils import logging
 
+from ..bank_tools import compress_to_disk
 from ..eval.metrics import classification_metrics
 from ..eval.tasks import EvalExample, supporting_chunks
 from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names
 from ..modeling.gate_lychee import gate_prompt
-from ..modeling.memory_bank_lychee import LycheeMemoryBlock
+from ..modeling.memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .teacher import gold_memory_texts
 
 logger = logging.get_logger(__name__)
@@ -54,6 +56,8 @@ class GateTrainingConfig(TrainingArguments):
             evaluation examples are given (split by document, never by block).
         decision_threshold (`float`, *optional*, defaults to 0.5): P(related) at which a block counts as
             predicted related in the reported precision / recall / F1.
+        bank_dir (`str`, *optional*): keep the documents' banks on disk under this (new) folder instead of in
+            host memory: needed when all blocks of all documents do not fit (a 7B block of 1024 slots is ~58 MB).
     """
 
     lora_r: int = 8
@@ -64,6 +68,7 @@ class GateTrainingConfig(TrainingArguments):
     positive_weight: float | None = None
     eval_fraction: float = 0.25
     decision_threshold: float = 0.5
+    bank_dir: str | None = None
     # TrainingArguments defaults that suit this trainer: rows are not model-forward dicts, and nothing is sent out.
     remove_unused_columns: bool = False
     report_to: str | list[str] | None = "none"
@@ -89,17 +94,25 @@ class GateRow:
     """One (block, question, memory) classification example.
 
     Attributes:
-        block (`LycheeMemoryBlock`): the block the gate reads as prefix.
+        bank (`LycheeMemoryBank`): the document's bank (in host memory or on disk: blocks load when a batch needs
+            them, so a disk bank keeps memory flat however many rows there are).
+        block_index (`int`): the block the gate reads as prefix.
         prompt_ids (`torch.LongTensor`): (L,) the gate prompt (question + teacher memory).
         label (`int`): 1 if the block holds part of a supporting passage, else 0.
-        example_id (`str`), block_index (`int`): where the row comes from.
+        example_id (`str`): the example the row comes from.
     """
 
-    block: LycheeMemoryBlock
+    bank: LycheeMemoryBank
+    block_index: int
     prompt_ids: torch.LongTensor
     label: int
     example_id: str
-    block_index: int
+
+    @property
+    def block(self) -> LycheeMemoryBlock:
+        block = self.bank.block(self.block_index)
+        # Banks are written in inference mode; a training graph may not save inference tensors, so copy.
+        return LycheeMemoryBlock(block.keys.clone(), block.values.clone(), block.mask.clone(), block.span)
 
 
 class GateRows(Dataset):
@@ -133,7 +146,9 @@ def split_examples(
     return [examples[i] for i in order[held_out:]], [examples[i] for i in order[:held_out]]
 
 
-def build_gate_rows(model, tokenizer, examples: list[EvalExample], teacher: str = "gold") -> list[GateRow]:
+def build_gate_rows(
+    model, tokenizer, examples: list[EvalExample], teacher: str = "gold", bank_dir: str | None = None
+) -> list[GateRow]:
     """Compresses every example's document (compressor adapter, no gradients) and labels each block.
 
     Args:
@@ -141,6 +156,8 @@ def build_gate_rows(model, tokenizer, examples: list[EvalExample], teacher: str 
         tokenizer: its tokenizer.
         examples (`list[EvalExample]`): examples with `supporting` spans.
         teacher (`str`): `"gold"` or `"initial"` (see the module docstring).
+        bank_dir (`str`, *optional*): keep each document's bank on disk in a new subfolder of this folder (named
+            after the example) instead of in host memory.
 
     Returns:
         `list[GateRow]`: one row per block of every document.
@@ -156,14 +173,17 @@ def build_gate_rows(model, tokenizer, examples: list[EvalExample], teacher: str 
     rows = []
     progress = logging.tqdm(examples, desc="compressing gate examples", unit="document", disable=len(examples) < 4)
     for example in progress:
-        rows += _example_rows(model, tokenizer, example, teacher)
+        rows += _example_rows(model, tokenizer, example, teacher, bank_dir)
     return rows
 
 
-def _example_rows(model, tokenizer, example: EvalExample, teacher: str) -> list[GateRow]:
+def _example_rows(model, tokenizer, example: EvalExample, teacher: str, bank_dir: str | None) -> list[GateRow]:
     config = model.config
     ids = torch.tensor([tokenizer.encode(example.context, add_special_tokens=False)])
-    bank = model.compress(ids, show_progress=False, offload_to_cpu=True)
+    if bank_dir is None:
+        bank = model.compress(ids, show_progress=False, offload_to_cpu=True)
+    else:
+        bank = compress_to_disk(model, ids, Path(bank_dir) / _folder_name(example.id), show_progress=False)
     related = set(supporting_chunks(example, tokenizer, config.chunk_size))
     memories = gold_memory_texts(example, tokenizer, config.chunk_size, len(bank))
     question = torch.tensor(tokenizer.encode(example.question, add_special_tokens=False))
@@ -175,11 +195,12 @@ def _example_rows(model, tokenizer, example: EvalExample, teacher: str) -> list[
             memory = torch.tensor(tokenizer.encode(seen, add_special_tokens=False)[-config.memory_budget :])
         else:
             memory = initial
-        block = bank.block(index)
-        # Blocks come out of inference mode; training graphs may not save inference tensors, so copy them once.
-        block = LycheeMemoryBlock(block.keys.clone(), block.values.clone(), block.mask.clone(), block.span)
-        rows.append(GateRow(block, gate_prompt(config, question, memory), int(index in related), example.id, index))
+        rows.append(GateRow(bank, index, gate_prompt(config, question, memory), int(index in related), example.id))
     return rows
+
+
+def _folder_name(example_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in example_id)
 
 
 class GateTrainer(Trainer):
@@ -258,8 +279,9 @@ def train_gate(
         model.set_gate("classifier", tokenizer)
     _add_trainable_gate_adapter(model, config)
     model.eval()
-    train_rows = build_gate_rows(model, tokenizer, examples, config.teacher)
-    eval_rows = build_gate_rows(model, tokenizer, eval_examples, config.teacher)
+    bank_dirs = (None, None) if config.bank_dir is None else (f"{config.bank_dir}/train", f"{config.bank_dir}/eval")
+    train_rows = build_gate_rows(model, tokenizer, examples, config.teacher, bank_dirs[0])
+    eval_rows = build_gate_rows(model, tokenizer, eval_examples, config.teacher, bank_dirs[1])
     positives = sum(row.label for row in train_rows)
     if positives == 0 or positives == len(train_rows):
         raise ValueError(
