@@ -20,7 +20,8 @@ from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.eval.metrics import score
 from lychee_hf.eval.tasks import TASKS, parse_length
 from lychee_hf.modeling.adapters_lychee import BACKBONE_LORA_TARGETS
-from lychee_hf.training.reasoner import ReasonerSteps, build_reasoner_steps, collate_reasoner_steps
+from lychee_hf.training.data import ListDataset
+from lychee_hf.training.reasoner import build_reasoner_steps, collate_reasoner_steps
 
 
 def accuracy(model, tokenizer, examples) -> float:
@@ -76,7 +77,7 @@ def main() -> None:
             remove_unused_columns=False,
             seed=0,
         ),
-        train_dataset=ReasonerSteps(steps),
+        train_dataset=ListDataset(steps),
         data_collator=lambda batch: collate_reasoner_steps(batch, pad_id),
     )
     trainer.train()

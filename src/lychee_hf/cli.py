@@ -324,6 +324,8 @@ def run_train_gate(args: argparse.Namespace) -> int:
         disable_tqdm=args.quiet,
     )
     result = train_gate(model, tokenizer, examples, config)
+    if (out / "trainer").is_dir() and not any((out / "trainer").iterdir()):
+        (out / "trainer").rmdir()  # the Trainer's output_dir, empty with save_strategy="no"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     metrics = {

@@ -51,6 +51,7 @@ def render_model_card(
         title=title or repo_id.split("/")[-1],
         backbone=f"{text.model_type}, {text.num_hidden_layers} layers, hidden {text.hidden_size}",
         evaluation=_evaluation_table(evaluation),
+        role_adapters=", ".join(config.role_adapters or []) or "none",
     )
 
 

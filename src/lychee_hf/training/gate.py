@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
 from transformers.utils import logging
 
@@ -31,6 +30,7 @@ from ..eval.tasks import EvalExample, supporting_chunks
 from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names
 from ..modeling.gate_lychee import gate_prompt
 from ..modeling.memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
+from .data import ListDataset
 from .teacher import gold_memory_texts
 
 logger = logging.get_logger(__name__)
@@ -113,17 +113,6 @@ class GateRow:
         block = self.bank.block(self.block_index)
         # Banks are written in inference mode; a training graph may not save inference tensors, so copy.
         return LycheeMemoryBlock(block.keys.clone(), block.values.clone(), block.mask.clone(), block.span)
-
-
-class GateRows(Dataset):
-    def __init__(self, rows: list[GateRow]):
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> GateRow:
-        return self.rows[index]
 
 
 def collate_gate_rows(rows: list[GateRow]) -> dict:
@@ -292,8 +281,8 @@ def train_gate(
     trainer = GateTrainer(
         model=model,
         args=config,
-        train_dataset=GateRows(train_rows),
-        eval_dataset=GateRows(eval_rows),
+        train_dataset=ListDataset(train_rows),
+        eval_dataset=ListDataset(eval_rows),
         positive_weight=positive_weight,
     )
     metrics_before = evaluate_gate(trainer, eval_rows, config.decision_threshold)
@@ -306,7 +295,7 @@ def train_gate(
 
 def evaluate_gate(trainer: GateTrainer, rows: list[GateRow], threshold: float) -> dict:
     """Precision / recall / F1 / AUROC of the gate on `rows` (P(related) = sigmoid of the trainer's logits)."""
-    prediction = trainer.predict(GateRows(rows))
+    prediction = trainer.predict(ListDataset(rows))
     scores = [1 / (1 + math.exp(-float(logit))) for logit in prediction.predictions.reshape(-1)]
     return classification_metrics(scores, [row.label for row in rows], threshold)
 

@@ -11,7 +11,6 @@ builds `input_ids`, `attention_mask`, `labels` (-100 over the prompt) and `memor
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset
 
 from ..eval.tasks import EvalExample
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
@@ -34,17 +33,6 @@ class ReasonerStep:
     block: LycheeMemoryBlock | None
     prompt_ids: torch.LongTensor
     target_ids: torch.LongTensor
-
-
-class ReasonerSteps(Dataset):
-    def __init__(self, steps: list[ReasonerStep]):
-        self.steps = steps
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def __getitem__(self, index: int) -> ReasonerStep:
-        return self.steps[index]
 
 
 def build_reasoner_steps(model, tokenizer, examples: list[EvalExample]) -> list[ReasonerStep]:
