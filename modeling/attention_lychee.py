@@ -59,7 +59,9 @@ class LowRankDelta(nn.Module):
     """A memory projection kept as the backbone's weight plus a rank-r delta: W_base x + B (A x) + bias.
 
     Shapes: `lora_A` (r, in), `lora_B` (out, r), `bias` (out,). Starts (B = 0, bias = the backbone's) as an exact
-    copy of the backbone's projection, as full memory projections do.
+    copy of the backbone's projection, as full memory projections do. The backbone's part W_base x comes in as a
+    tensor (see `backbone_projection`): the backbone's projection may be quantized, wrapped by an adapter, or
+    offloaded, and a module argument would be moved by accelerate's device hooks.
     """
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool):
@@ -68,13 +70,44 @@ class LowRankDelta(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
-    def forward(self, hidden_states: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, backbone_output: torch.Tensor) -> torch.Tensor:
+        """`backbone_output` (..., out) = W_base `hidden_states`, without the backbone's bias."""
         delta = nn.functional.linear(nn.functional.linear(hidden_states, self.lora_A), self.lora_B, self.bias)
-        return nn.functional.linear(hidden_states, base.weight) + delta
+        return backbone_output + delta
+
+
+def backbone_projection(base: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """W x of a backbone projection `base`, without its bias: the part a `LowRankDelta` adds its delta to.
+
+    A plain `nn.Linear` with its weight at hand multiplies by that weight (bit-identical to the unquantized
+    model). Anything else (a bitsandbytes `Linear4bit` / `Linear8bitLt`, a PEFT LoRA wrapper, a layer whose
+    weights accelerate offloaded to CPU or disk) runs its own forward, which dequantizes, adds the active
+    adapter or loads the weights, and the bias is taken off again.
+
+    Args:
+        base (`nn.Module`): the backbone's q/k/v projection of the layer.
+        hidden_states (`torch.Tensor`): (B, M, in) the memory rows.
+
+    Returns:
+        `torch.Tensor`: (B, M, out).
+    """
+    if type(base) is nn.Linear and base.weight.device.type != "meta":
+        return nn.functional.linear(hidden_states, base.weight)
+    output = base(hidden_states)
+    bias = getattr(base, "bias", None)
+    if bias is None:
+        return output
+    if bias.device.type == "meta":  # offloaded: the bias exists only while `base` runs, and base(0) = W 0 + b = b
+        bias = base(hidden_states.new_zeros(1, hidden_states.shape[-1]))[0]
+    return output - bias.to(device=output.device, dtype=output.dtype)
 
 
 class MemoryProjections(nn.Module):
-    """The compressor's own q/k/v projections of one layer: full `nn.Linear`s or `LowRankDelta`s."""
+    """The compressor's own q/k/v projections of one layer: full `nn.Linear`s or `LowRankDelta`s.
+
+    Called through `forward` (never through its children directly) so that accelerate's hooks load offloaded
+    weights and move the memory rows to the device this layer's weights execute on.
+    """
 
     def __init__(self, q_proj: nn.Module, k_proj: nn.Module, v_proj: nn.Module):
         super().__init__()
@@ -82,10 +115,24 @@ class MemoryProjections(nn.Module):
         self.k_proj = k_proj
         self.v_proj = v_proj
 
-    def project(self, name: str, hidden_states: torch.Tensor, base: nn.Linear) -> torch.Tensor:
-        """Memory-token projection `name` ("q_proj", ...) of `hidden_states`; `base` is the backbone's."""
+    def adds_to_backbone(self, name: str) -> bool:
+        """Whether projection `name` is a delta over the backbone's projection (then `forward` needs its output)."""
+        return isinstance(getattr(self, name), LowRankDelta)
+
+    def forward(
+        self, name: str, hidden_states: torch.Tensor, backbone_output: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Memory-token projection `name` ("q_proj", "k_proj" or "v_proj") of `hidden_states` (B, M, in).
+
+        `backbone_output` is `backbone_projection` of the same rows, needed when `adds_to_backbone(name)`. The
+        result has this module's dtype (the compressor may be kept in float32 under a float16 backbone).
+        """
         own = getattr(self, name)
-        return own(hidden_states, base) if isinstance(own, LowRankDelta) else own(hidden_states)
+        dtype = next((p.dtype for p in own.parameters() if p.is_floating_point()), hidden_states.dtype)
+        hidden_states = hidden_states.to(dtype)
+        if isinstance(own, LowRankDelta):
+            return own(hidden_states, backbone_output)
+        return own(hidden_states)
 
 
 @dataclass
@@ -134,13 +181,24 @@ class LycheeAttention(nn.Module):
             return query, key, value
         # Only the memory rows need the memory projections: project them alone and write them over the
         # backbone's result (out of place, so gradients reach both projection sets).
-        index = routing.export_index
+        index = routing.export_index.to(hidden_states.device)
         memory_rows = hidden_states.index_select(1, index)  # (B, M, hidden)
         own = routing.projections[self.layer_idx]
-        query = query.index_copy(1, index, own.project("q_proj", memory_rows, self.q_proj))
-        key = key.index_copy(1, index, own.project("k_proj", memory_rows, self.k_proj))
-        value = value.index_copy(1, index, own.project("v_proj", memory_rows, self.v_proj))
+        query = query.index_copy(1, index, self._memory_projection(own, "q_proj", memory_rows))
+        key = key.index_copy(1, index, self._memory_projection(own, "k_proj", memory_rows))
+        value = value.index_copy(1, index, self._memory_projection(own, "v_proj", memory_rows))
         return query, key, value
+
+    def _memory_projection(self, own: MemoryProjections, name: str, memory_rows: torch.Tensor) -> torch.Tensor:
+        """`own`'s projection `name` of `memory_rows` (B, M, hidden), back on this layer's device and dtype.
+
+        `own` may live on another device than this layer (a device map that does not pair `compressor.layers.i`
+        with `model.layers.i`, or offloading): it runs where accelerate executes it and only the small memory
+        rows travel.
+        """
+        base = getattr(self, name)
+        backbone_output = backbone_projection(base, memory_rows) if own.adds_to_backbone(name) else None
+        return own(name, memory_rows, backbone_output).to(device=memory_rows.device, dtype=memory_rows.dtype)
 
     def forward(
         self,
@@ -160,7 +218,7 @@ class LycheeAttention(nn.Module):
 
         if memory_routing is not None:
             # Blocks are stored with keys before rotary embedding: the reasoner decides their positions.
-            index = memory_routing.export_index
+            index = memory_routing.export_index.to(key.device)
             memory_routing.exported[self.layer_idx] = (key.index_select(2, index), value.index_select(2, index))
 
         cos, sin = position_embeddings

@@ -55,7 +55,9 @@ class LycheePreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _skip_keys_device_placement = ["past_key_values"]
+    # accelerate's device hooks move every tensor-like argument, modules included (`Module.to`): the compressor's
+    # `backbone` argument must stay where it is (pass it by keyword; positional arguments cannot be skipped).
+    _skip_keys_device_placement = ["past_key_values", "backbone"]
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -73,6 +75,9 @@ class LycheeCompressor(LycheePreTrainedModel):
     The backbone is an argument, not a submodule: `LycheeMemoryForCausalLM` owns the one backbone that every
     role shares.
     """
+
+    # A layer's memory q/k/v projections stay together on one device (device maps name `compressor.layers.i`).
+    _no_split_modules = ["MemoryProjections"]
 
     def __init__(self, config: LycheeMemoryConfig):
         super().__init__(config)
@@ -134,7 +139,7 @@ class LycheeCompressor(LycheePreTrainedModel):
             use_cache=False,
             memory_routing=routing,
         )
-        keys, values = _stack_layers(routing.exported)
+        keys, values = _stack_layers(routing.exported, chunk_ids.device)
         return keys, values, chunk_mask.bool()
 
     def _compress_with_memory_tokens(self, backbone, chunk_ids, chunk_mask):
@@ -144,7 +149,7 @@ class LycheeCompressor(LycheePreTrainedModel):
             t.to(chunk_ids.device) for t in memory_token_layout(window, ratio, config.memory_token_placement)
         )
         batch = chunk_ids.shape[0]
-        prefix: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        prefix: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # per layer, on that layer's device
         slot_masks = []
         for start in range(0, config.chunk_size, window):
             ids, mask = chunk_ids[:, start : start + window], chunk_mask[:, start : start + window]
@@ -156,14 +161,16 @@ class LycheeCompressor(LycheePreTrainedModel):
         merged = {
             idx: (torch.cat([k for k, _ in kvs], 2), torch.cat([v for _, v in kvs], 2)) for idx, kvs in prefix.items()
         }
-        keys, values = _stack_layers(merged)
+        keys, values = _stack_layers(merged, chunk_ids.device)
         return keys, values, torch.cat(slot_masks, dim=1)
 
     def _run_window(self, backbone, ids, mask, raw_slots, memory_slots, prefix) -> MemoryRouting:
         batch, window = ids.shape
         num_slots = window + memory_slots.numel()
         raw_embeds = backbone.embed_tokens(ids)  # (B, W, hidden)
-        memory_embeds = self.memory_embedding.weight[0].to(raw_embeds.dtype).expand(batch, memory_slots.numel(), -1)
+        # Through the embedding's forward (not its weight), so that an offloaded embedding gets loaded.
+        memory_embed = self.memory_embedding(memory_slots.new_zeros(1))[0].to(raw_embeds)  # (hidden,)
+        memory_embeds = memory_embed.expand(batch, memory_slots.numel(), -1)
         embeds = raw_embeds.new_zeros(batch, num_slots, raw_embeds.shape[-1])
         embeds = embeds.index_copy(1, raw_slots, raw_embeds).index_copy(1, memory_slots, memory_embeds)
 
@@ -187,19 +194,25 @@ class LycheeCompressor(LycheePreTrainedModel):
 
     @staticmethod
     def _prefix_cache(backbone, prefix, prefix_positions) -> DynamicCache:
-        """Earlier windows' memory K/V, keys rotated at their new compact positions, as a prefilled cache."""
+        """Earlier windows' memory K/V, keys rotated at their new compact positions, as a prefilled cache.
+
+        Each layer's K/V stay on the device of the layer that exported them (the layer that reads them next).
+        """
+        values0 = prefix[0][0][1]
+        cos, sin = backbone.rotary_emb(values0, prefix_positions.to(values0.device))  # (B, P, D)
         layers = []
         for layer_idx in range(len(prefix)):
             keys = torch.cat([k for k, _ in prefix[layer_idx]], dim=2)  # (B, H_kv, P, D)
             values = torch.cat([v for _, v in prefix[layer_idx]], dim=2)
-            cos, sin = backbone.rotary_emb(values, prefix_positions)
-            layers.append((apply_rotary(keys, cos, sin), values))
+            layers.append((apply_rotary(keys, cos.to(keys.device), sin.to(keys.device)), values))
         return DynamicCache(ddp_cache_data=layers)
 
 
-def _stack_layers(exported: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """{layer: (B, H, S, D)} -> two (B, num_layers, H, S, D) tensors."""
+def _stack_layers(
+    exported: dict[int, tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """{layer: (B, H, S, D)}, each on its layer's device -> two (B, num_layers, H, S, D) tensors on `device`."""
     order = sorted(exported)
-    keys = torch.stack([exported[i][0] for i in order], dim=1)
-    values = torch.stack([exported[i][1] for i in order], dim=1)
+    keys = torch.stack([exported[i][0].to(device) for i in order], dim=1)
+    values = torch.stack([exported[i][1].to(device) for i in order], dim=1)
     return keys, values

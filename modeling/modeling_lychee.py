@@ -5,6 +5,7 @@ K/V block, lets the gate skip blocks, lets the reasoner rewrite a working memory
 from question + memory. Without `context_ids` (or `memory`) it is the plain backbone.
 """
 
+import contextlib
 import copy
 import hashlib
 import os
@@ -277,7 +278,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 compressor, e.g. to train new adapters from scratch.
             Other arguments as for `PreTrainedModel.from_pretrained` (`quantization_config`, `device_map`, ...).
         """
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) on request
         roles = model.config.role_adapters or []
         if load_role_adapters and roles:
             hub_kwargs = {
@@ -294,7 +296,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 model.disable_adapters()
         elif roles:
             model.config.role_adapters = None
-        return model
+        return loaded
 
     # ----------------------------------------------------------------------------------------- compression
     def memory_fingerprint(self) -> dict:
@@ -316,17 +318,30 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
 
     def _weights_digest(self) -> str:
         """A short hash of the weights that shape a block's K/V (first/last layer projections, memory embedding)."""
-        tensors = [
-            self.compressor.memory_embedding.weight,
-            *self.compressor.layers[0].k_proj.parameters(),
-            *self.compressor.layers[-1].v_proj.parameters(),
-            self.model.layers[0].self_attn.k_proj.weight,
-            self.model.layers[-1].self_attn.v_proj.weight,
-            *adapter_weights(self, "compressor"),  # a compressor adapter changes every block's K/V
+        modules = [
+            self.compressor.memory_embedding,
+            self.compressor.layers[0].k_proj,
+            self.compressor.layers[-1].v_proj,
+            self.model.layers[0].self_attn.k_proj,
+            self.model.layers[-1].self_attn.v_proj,
         ]
-        digest = hashlib.sha256()
-        for tensor in tensors:
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        with contextlib.ExitStack() as stack:
+            for module in modules:  # offloaded weights (device maps) sit on "meta" until their hook loads them
+                if getattr(module, "_hf_hook", None) is not None:
+                    from accelerate.utils import align_module_device
+
+                    stack.enter_context(align_module_device(module))
+            tensors = [
+                self.compressor.memory_embedding.weight,
+                *self.compressor.layers[0].k_proj.parameters(),
+                *self.compressor.layers[-1].v_proj.parameters(),
+                self.model.layers[0].self_attn.k_proj.weight,
+                self.model.layers[-1].self_attn.v_proj.weight,
+                *adapter_weights(self, "compressor"),  # a compressor adapter changes every block's K/V
+            ]
+            digest = hashlib.sha256()
+            for tensor in tensors:
+                digest.update(tensor.detach().float().cpu().numpy().tobytes())
         return digest.hexdigest()[:16]
 
     @torch.inference_mode()
@@ -393,7 +408,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 mask[row, : end - start] = 1
             started = time.perf_counter()
             with role_adapter(self, "compressor"):
-                keys, values, slot_mask = self.compressor(self.model, ids, mask)
+                # By keyword: accelerate's hook on an offloaded compressor moves positional tensors and modules.
+                keys, values, slot_mask = self.compressor(backbone=self.model, chunk_ids=ids, chunk_mask=mask)
             elapsed = (time.perf_counter() - started) / len(batch)
             for row, (doc, start, end) in enumerate(batch):
                 block = LycheeMemoryBlock(keys[row], values[row], slot_mask[row], (start, end))

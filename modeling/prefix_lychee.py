@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from transformers.cache_utils import DynamicCache
 
 from .attention_lychee import apply_rotary
@@ -44,25 +45,62 @@ class BlockPrefix:
         }
 
 
+def execution_device(module: nn.Module, default: torch.device | None = None) -> torch.device:
+    """The device `module` computes on.
+
+    Under a device map, accelerate's hook names it (`module._hf_hook.execution_device`, also inside a chain of
+    hooks); that is the only answer for offloaded weights, which sit on the meta device between calls. Otherwise
+    it is where the module's weights are.
+
+    Args:
+        module (`nn.Module`): e.g. a decoder layer.
+        default (`torch.device`, *optional*): the answer when neither a hook nor a materialized weight tells
+            (a module with no weights of its own, offloaded as part of a larger module); CPU if not given.
+    """
+    hook = getattr(module, "_hf_hook", None)
+    for single in getattr(hook, "hooks", (hook,)):  # a SequentialHook chains several hooks
+        device = getattr(single, "execution_device", None)
+        if device is not None:
+            return torch.device(device)  # accelerate may give a CUDA index as a plain int
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.device.type != "meta":
+            return tensor.device
+    return default if default is not None else torch.device("cpu")
+
+
+def layer_devices(backbone: nn.Module) -> list[torch.device]:
+    """The execution device of each decoder layer of `backbone` (a base decoder with `.layers`).
+
+    A block's K/V of layer i go there: the cache layer i is read and extended by decoder layer i only.
+    """
+    fallback = execution_device(backbone)
+    return [execution_device(layer, fallback) for layer in backbone.layers]
+
+
 def block_prefix(model, blocks: list[LycheeMemoryBlock]) -> BlockPrefix:
-    """Stacks `blocks` on the model's device and dtype and places them by `model.config.position_scheme`.
+    """Stacks `blocks` in the model's dtype, layer i's K/V on layer i's device, placed by `config.position_scheme`.
+
+    Blocks may live anywhere (CPU, another device, just read from disk): each layer's slice moves to its decoder
+    layer's device here, when the block is read, so a model split across devices reads a bank kept on the host.
+    Masks and positions go to `model.device`, where the prompt is.
 
     `reference`: the authors' reasoner never rotates block keys (every slot acts as position 0) and starts the
     prompt after every slot, masked ones included. `sequential`: valid slots are rotated at 0..n-1 and the
     prompt starts at n, which for lossless blocks is exactly reading the chunk as text.
     """
     device, dtype = model.device, model.dtype
-    keys = torch.stack([b.keys for b in blocks]).to(device=device, dtype=dtype)  # (B, L, H, S, D)
-    values = torch.stack([b.values for b in blocks]).to(device=device, dtype=dtype)
-    slot_mask = torch.stack([b.mask for b in blocks]).to(device)
+    devices = layer_devices(model.model)
+    keys = [torch.stack([b.keys[i] for b in blocks]).to(device=d, dtype=dtype) for i, d in enumerate(devices)]
+    values = [torch.stack([b.values[i] for b in blocks]).to(device=d, dtype=dtype) for i, d in enumerate(devices)]
+    slot_mask = torch.stack([b.mask for b in blocks]).to(device)  # (B, S)
     batch, slots = slot_mask.shape
     if model.config.position_scheme == "reference":
-        layers = [(keys[:, i], values[:, i]) for i in range(keys.shape[1])]
+        layers = list(zip(keys, values))  # each (B, H_kv, S, D), un-rotated
         positions = torch.arange(slots, device=device).expand(batch, slots)
         prompt_start = torch.full((batch, 1), slots, device=device)
     else:
         positions = positions_from_mask(slot_mask)
-        cos, sin = model.model.rotary_emb(values[:, 0], positions)
-        layers = [(apply_rotary(keys[:, i], cos, sin), values[:, i]) for i in range(keys.shape[1])]
+        cos, sin = model.model.rotary_emb(values[0], positions.to(devices[0]))  # (B, S, D)
+        layers = [(apply_rotary(k, cos.to(k.device), sin.to(k.device)), v) for k, v in zip(keys, values)]
         prompt_start = slot_mask.long().sum(dim=1, keepdim=True)
     return BlockPrefix(DynamicCache(ddp_cache_data=layers), slot_mask, positions, prompt_start)

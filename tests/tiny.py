@@ -48,15 +48,15 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_backbone(kind: str = "llama", seed: int = 0, vocab_size: int | None = None):
-    """A 2-layer random causal LM (hidden 64, 4 heads, 2 kv heads) in fp32, eval mode."""
+def tiny_backbone(kind: str = "llama", seed: int = 0, vocab_size: int | None = None, num_layers: int = 2):
+    """A random causal LM (2 layers unless told, hidden 64, 4 heads, 2 kv heads) in fp32, eval mode."""
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
     common = dict(
         vocab_size=vocab_size or len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
@@ -73,11 +73,11 @@ def tiny_backbone(kind: str = "llama", seed: int = 0, vocab_size: int | None = N
     return model.eval()
 
 
-def tiny_lychee(kind: str = "llama", seed: int = 0, attn_implementation: str = "eager", **knobs):
+def tiny_lychee(kind: str = "llama", seed: int = 0, attn_implementation: str = "eager", num_layers: int = 2, **knobs):
     """A LycheeMemory model over a tiny backbone with small knobs: chunk 64, window 32, ratio 4, budget 16."""
     settings = dict(chunk_size=64, compression_window=32, compression_ratio=4, memory_budget=16, max_answer_tokens=8)
     settings.update(knobs)
-    backbone = tiny_backbone(kind, seed)
+    backbone = tiny_backbone(kind, seed, num_layers=num_layers)
     backbone.set_attn_implementation(attn_implementation)
     model = LycheeMemoryForCausalLM.from_backbone(backbone, tiny_tokenizer(), **settings)
     perturb_memory_weights(model, seed)

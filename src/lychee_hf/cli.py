@@ -408,6 +408,7 @@ def _result(name, question, answer, trace, tokenizer, compress_seconds, seconds)
                 "span": list(r.span),
                 "gate_score": round(r.gate_score, 4),
                 "kept": r.kept,
+                "gate_decision": r.gate_decision,
                 "memory_tokens": len(r.memory_ids),
                 "memory": tokenizer.decode(r.memory_ids, skip_special_tokens=True),
                 "tokens_decoded": r.tokens_decoded,

@@ -1,7 +1,8 @@
 """The methods compared by the evaluation runner and the benchmark, all on one model and its templates.
 
 - `lychee` (and `lychee-lossless`, `lychee-compressed`, `lychee-nogate`, `lychee-gate`): the model's own
-  compress → gate → reason loop, with some settings overridden for the run.
+  compress → gate → reason loop, with some settings overridden for the run. `lychee-gate` uses the trained
+  classifier gate when the model has a `gate` adapter, else the weight-free query-likelihood gate.
 - `memagent`: the MemAgent workflow: the same memory-update loop, but each chunk (5000 tokens by default) is
   read as raw text in the prompt instead of as a compressed block; no bank, no gate.
 - `full`: the backbone reads the whole context at once (the final-answer prompt with the context in place of
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import GenerationConfig, GenerationMixin
 
+from ..modeling.adapters_lychee import adapter_names
 from ..modeling.gate_lychee import GATE_CLASSES
 from ..modeling.reasoner_lychee import build_prompt, clean_memory, count_decoded, memory_update_config, stop_and_pad_ids
 from .tasks import EvalExample
@@ -75,7 +77,10 @@ def run_method(
     question = torch.tensor([tokenizer.encode(example.question, add_special_tokens=False)], device=model.device)
     context = torch.tensor([tokenizer.encode(example.context, add_special_tokens=False)], device=model.device)
     if name in LYCHEE_VARIANTS:
-        with configured(model, **LYCHEE_VARIANTS[name]):
+        overrides = LYCHEE_VARIANTS[name]
+        if name == "lychee-gate" and "gate" in adapter_names(model):
+            overrides = {"gate_type": "classifier"}
+        with configured(model, **overrides):
             return _lychee(model, tokenizer, question, context, generation_config, memory_generation_config)
     if name == "memagent":
         return _memagent(
