@@ -100,17 +100,17 @@ class LycheeQueryLikelihoodGate(LycheeGate):
         )
         scored = slice(len(pieces[0]), len(pieces[0]) + question_ids.numel())  # the question's own tokens
         results = []
-        batch_size = self.config.gate_batch_size
-        for first in range(start, len(bank), batch_size):
-            blocks = [bank.block(i) for i in range(first, min(first + batch_size, len(bank)))]
+
+        def score(blocks):
             prefix = block_prefix(model, blocks)
             ids = prompt.expand(len(blocks), -1)
             logits = model(ids, past_key_values=prefix.cache, **prefix.forward_inputs(torch.ones_like(ids))).logits
             # Token t is predicted by the logits at t - 1; the first question token by the prompt's last piece-0
             # token (or, with an empty piece 0, it is not scored).
             log_probs = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
-            results.append(log_probs[:, max(scored.start - 1, 0) : scored.stop - 1].mean(dim=1).cpu())
-        return torch.cat(results)
+            return log_probs[:, max(scored.start - 1, 0) : scored.stop - 1].mean(dim=1).cpu()
+
+        return score_in_batches(score, bank, start, self.config.gate_batch_size)
 
 
 class LycheeClassifierGate(LycheeGate):
@@ -127,12 +127,11 @@ class LycheeClassifierGate(LycheeGate):
                 "gate_type='query_likelihood'."
             )
         prompt = gate_prompt(self.config, question_ids, memory_ids)
-        scores = []
-        batch_size = self.config.gate_batch_size
-        for first in range(start, len(bank), batch_size):
-            blocks = [bank.block(i) for i in range(first, min(first + batch_size, len(bank)))]
-            scores.append(torch.sigmoid(self.logits(model, blocks, [prompt] * len(blocks)).float()).cpu())
-        return torch.cat(scores) if scores else torch.zeros(0)
+
+        def score(blocks):
+            return torch.sigmoid(self.logits(model, blocks, [prompt] * len(blocks)).float()).cpu()
+
+        return score_in_batches(score, bank, start, self.config.gate_batch_size)
 
     def logits(self, model, blocks: list, prompts: list[torch.LongTensor], forward=None) -> torch.Tensor:
         """logit(yes) - logit(no) of each (block, prompt) pair with the `gate` adapter active: (B,).
@@ -153,6 +152,25 @@ class LycheeClassifierGate(LycheeGate):
                 input_ids=ids, attention_mask=mask, memory_blocks=blocks, logits_to_keep=1
             ).logits
         return logits[:, -1, yes] - logits[:, -1, no]
+
+
+def score_in_batches(score, bank: LycheeMemoryBank, start: int, batch_size: int) -> torch.Tensor:
+    """`score(blocks) -> (len(blocks),)` over blocks `start..` of `bank`, `batch_size` blocks per pass; on an
+    out-of-memory error the batch is halved and retried, so scoring takes as few passes as memory allows."""
+    scores, first = [], start
+    while first < len(bank):
+        blocks = [bank.block(i) for i in range(first, min(first + batch_size, len(bank)))]
+        try:
+            scores.append(score(blocks))
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size //= 2
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        first += len(blocks)
+    return torch.cat(scores) if scores else torch.zeros(0)
 
 
 def gate_prompt(config: LycheeMemoryConfig, question_ids: torch.LongTensor, memory_ids: torch.LongTensor):

@@ -103,3 +103,21 @@ def test_set_gate_switches_to_the_classifier_with_its_prompt(tokenizer):
     assert model.config.gate_label_ids == [tokenizer.encode("yes")[0], tokenizer.encode("no")[0]]
     with pytest.raises(ValueError, match="three pieces|3 pieces"):
         tiny_lychee().set_gate("classifier")
+
+
+def test_gate_scoring_halves_its_batch_when_memory_runs_out(tokenizer, monkeypatch):
+    model = _classifier_model(gate_batch_size=4)
+    bank = model.compress(document_ids(tokenizer, 256))
+    question, memory = question_ids(tokenizer)[0], torch.tensor([5, 6])
+    expected = model.gate.score_blocks(model, bank, 0, question, memory)
+    original, sizes = type(model.gate).logits, []
+
+    def small_memory(self, model_, blocks, prompts, forward=None):
+        sizes.append(len(blocks))
+        if len(blocks) > 1:
+            raise torch.OutOfMemoryError("fake: out of memory")
+        return original(self, model_, blocks, prompts, forward)
+
+    monkeypatch.setattr(type(model.gate), "logits", small_memory)
+    assert torch.allclose(model.gate.score_blocks(model, bank, 0, question, memory), expected, atol=1e-6)
+    assert sizes == [4, 2, 1, 1, 1, 1]
