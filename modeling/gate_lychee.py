@@ -99,7 +99,6 @@ class LycheeQueryLikelihoodGate(LycheeGate):
             ]
         )
         scored = slice(len(pieces[0]), len(pieces[0]) + question_ids.numel())  # the question's own tokens
-        results = []
 
         def score(blocks):
             prefix = block_prefix(model, blocks)
