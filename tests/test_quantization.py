@@ -125,3 +125,22 @@ def test_backbone_projection_of_a_lora_wrapped_linear_includes_the_adapter():
     expected = lora(x) - lora.base_layer.bias
     assert not torch.allclose(expected, nn.functional.linear(x, lora.base_layer.weight))  # the adapter counts
     torch.testing.assert_close(backbone_projection(lora, x), expected)
+
+
+@pytest.mark.parametrize("bits", ["4bit", "8bit"])
+def test_role_adapters_load_in_full_precision_on_a_quantized_backbone(bits, tmp_path, tokenizer):
+    peft = pytest.importorskip("peft")
+    from lychee_hf.modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names
+
+    model = tiny_lychee(gate_type="classifier")
+    for role in ("gate", "reasoner"):
+        model.add_adapter(peft.LoraConfig(r=4, target_modules=BACKBONE_LORA_TARGETS), adapter_name=role)
+    model.save_pretrained(tmp_path)
+    loaded = LycheeMemoryForCausalLM.from_pretrained(tmp_path, quantization_config=CONFIGS[bits])
+    assert adapter_names(loaded) == ["gate", "reasoner"]
+    lora = [p for n, p in loaded.named_parameters() if "lora_" in n]
+    assert lora and all(p.dtype == torch.float32 for p in lora)
+    out = loaded.generate(
+        input_ids=question_ids(tokenizer), context_ids=document_ids(tokenizer, 150), return_dict_in_generate=True
+    )
+    assert all(0.0 <= r.gate_score <= 1.0 for r in out.trace[0]) and len(out.trace[0]) == 3
