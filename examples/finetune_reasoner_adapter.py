@@ -14,6 +14,7 @@ import argparse
 
 import torch
 from peft import LoraConfig, get_peft_model
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from lychee_hf import LycheeMemoryForCausalLM
@@ -24,10 +25,10 @@ from lychee_hf.training.data import ListDataset
 from lychee_hf.training.reasoner import build_reasoner_steps, collate_reasoner_steps
 
 
-def accuracy(model, tokenizer, examples) -> float:
+def accuracy(model, tokenizer, examples, desc: str) -> float:
     """Mean sub-EM of greedy answers."""
     total = 0.0
-    for example in examples:
+    for example in tqdm(examples, desc=desc, unit="question"):
         question = torch.tensor([tokenizer.encode(example.question, add_special_tokens=False)])
         context = torch.tensor([tokenizer.encode(example.context, add_special_tokens=False)])
         out = model.generate(input_ids=question, context_ids=context, do_sample=False, show_progress=False)
@@ -57,7 +58,7 @@ def main() -> None:
     train = TASKS[args.task](tokenizer, length, args.train, seed=2000)
     test = TASKS[args.task](tokenizer, length, args.test, seed=3000)
 
-    before = accuracy(model, tokenizer, test)
+    before = accuracy(model, tokenizer, test, "accuracy before")
     steps = build_reasoner_steps(model, tokenizer, train)
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=BACKBONE_LORA_TARGETS, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora, adapter_name="reasoner")
@@ -82,7 +83,7 @@ def main() -> None:
     )
     trainer.train()
     peft_model.eval()
-    after = accuracy(peft_model, tokenizer, test)
+    after = accuracy(peft_model, tokenizer, test, "accuracy after")
     peft_model.save_pretrained(args.out)  # PEFT's layout: <out>/reasoner/adapter_model.safetensors
 
     print(f"\n{args.task} at {length} tokens, {args.test} held-out examples, greedy, sub-EM")
