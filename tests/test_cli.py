@@ -166,3 +166,16 @@ def test_train_gate_writes_a_model_with_a_gate_adapter_and_metrics(checkpoint, t
     assert metrics["examples"] == 4 and metrics["eval_rows"] > 0
     code, _, err = run_cli("train-gate", "--model", str(checkpoint), "--task", "niah", "--out", str(out))
     assert code == 2 and "is not empty" in err
+
+
+def test_pretrain_compressor_writes_a_model_and_the_loss_table(checkpoint, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(DOCUMENT * 8)
+    out = tmp_path / "pretrained"
+    code, stdout, err = run_cli(
+        "pretrain-compressor", "--model", str(checkpoint), "--text", str(text), "--continuation-tokens", "8",
+        "--max-train-rows", "4", "--max-eval-rows", "2", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "compressed" in stdout and "raw" in stdout and (out / "compressor_metrics.json").is_file()
+    assert (out / "model.safetensors").is_file()

@@ -8,6 +8,7 @@
     lychee-hf eval --task mhqa --lengths 7k,28k --n 16 --method lychee,memagent,full --out DIR
     lychee-hf push FOLDER --repo-id ORG/NAME [--private] [--revision BRANCH] [--commit-message M] [--dry-run]
     lychee-hf train-gate --task niah --length 4k --n 64 --out DIR [--epochs 3] [--teacher gold]
+    lychee-hf pretrain-compressor --ratio 4 --out DIR [--continuation-tokens 128] [--max-train-rows N]
 
 Errors print one line on stderr and exit with status 2 (set LYCHEE_HF_DEBUG=1 for the traceback).
 """
@@ -85,6 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     train_gate.add_argument("--eval-fraction", type=float, default=0.25)
     train_gate.add_argument("--bank-dir", help="keep the training banks on disk here (large models / many rows)")
     _add_model_arguments(train_gate)
+
+    pretrain = commands.add_parser(
+        "pretrain-compressor", help="train the memory tokens (continuation loss through a compressed block)"
+    )
+    pretrain.add_argument("--out", required=True, help="new folder: the model with trained memory weights + metrics")
+    pretrain.add_argument("--text", help="a UTF-8 text file to train on (default: CPython's bundled docs)")
+    pretrain.add_argument("--continuation-tokens", type=int, default=128)
+    pretrain.add_argument("--epochs", type=float, default=1.0)
+    pretrain.add_argument("--learning-rate", type=float, default=2e-4)
+    pretrain.add_argument("--batch-size", type=int, default=2)
+    pretrain.add_argument("--max-train-rows", type=int, help="at most this many training windows")
+    pretrain.add_argument("--max-eval-rows", type=int, default=32, help="held-out windows (default 32)")
+    pretrain.add_argument("--compressor-lora-r", type=int, help="also train a compressor LoRA adapter of this rank")
+    pretrain.add_argument("--seed", type=int, default=0)
+    _add_model_arguments(pretrain)
     return parser
 
 
@@ -141,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "push": run_push,
             "eval": run_eval_command,
             "train-gate": run_train_gate,
+            "pretrain-compressor": run_pretrain_compressor,
         }
         return commands[args.command](args)
     except KeyboardInterrupt:
@@ -340,6 +357,49 @@ def run_train_gate(args: argparse.Namespace) -> int:
     (out / "gate_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(_metrics_table(result.metrics_before, result.metrics))
     print(f"wrote {out} (gate adapter in {out / 'gate'})")
+    return 0
+
+
+def run_pretrain_compressor(args: argparse.Namespace) -> int:
+    from .training.compressor import CompressorPretrainingConfig, offline_corpus, pretrain_compressor
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty: choose a new folder for the trained model (nothing is overwritten)")
+    train_text = eval_text = None
+    if args.text:
+        text = Path(args.text).read_text(encoding="utf-8")
+        cut = int(len(text) * 0.9)  # the last tenth is held out
+        train_text, eval_text = text[:cut], text[cut:]
+    model, tokenizer = load_model(args)
+    config = CompressorPretrainingConfig(
+        output_dir=str(out / "trainer"),
+        continuation_tokens=args.continuation_tokens,
+        num_train_epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        max_train_rows=args.max_train_rows,
+        max_eval_rows=args.max_eval_rows,
+        compressor_lora_r=args.compressor_lora_r,
+        seed=args.seed,
+        disable_tqdm=args.quiet,
+    )
+    if train_text is None:
+        train_text, eval_text = offline_corpus(config.eval_fraction)
+    result = pretrain_compressor(model, tokenizer, config, train_text, eval_text)
+    if (out / "trainer").is_dir() and not any((out / "trainer").iterdir()):
+        (out / "trainer").rmdir()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    metrics = {"train_rows": result.train_rows, "eval_rows": result.eval_rows, "before": result.before}
+    metrics["after"] = result.after
+    (out / "compressor_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    lines = [f"{'held-out loss (nats/token)':<28}{'before':>8}{'after':>8}", "-" * 44]
+    for name in ("compressed", "raw", "none"):
+        lines.append(f"{name:<28}{result.before[name]:>8.3f}{result.after[name]:>8.3f}")
+    print("\n".join(lines))
+    print(f"wrote {out}")
     return 0
 
 
