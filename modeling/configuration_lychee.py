@@ -152,10 +152,7 @@ class LycheeMemoryConfig(PreTrainedConfig):
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}.")
-        if not 0.0 <= self.gate_threshold <= 1.0:
-            raise ValueError(f"gate_threshold={self.gate_threshold} must lie in [0, 1] (it is a probability).")
-        if self.gate_max_blocks is not None and (not isinstance(self.gate_max_blocks, int) or self.gate_max_blocks < 1):
-            raise ValueError(f"gate_max_blocks must be a positive integer or None, got {self.gate_max_blocks!r}.")
+        check_gate_policy(self.gate_threshold, self.gate_max_blocks)
         if not isinstance(self.gate_batch_size, int) or self.gate_batch_size < 1:
             raise ValueError(f"gate_batch_size must be a positive integer, got {self.gate_batch_size!r}.")
 
@@ -235,6 +232,14 @@ class LycheeMemoryConfig(PreTrainedConfig):
                 f"{self.template_length('update')} + 2 x memory_budget {self.memory_budget}), beyond the "
                 f"backbone's max_position_embeddings {max_positions}: lower memory_budget or chunk_size."
             )
+
+
+def check_gate_policy(threshold: float, max_blocks: int | None) -> None:
+    """Validates the gate policy knobs, from the config or from one `generate` call's overrides."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"gate_threshold={threshold} must lie in [0, 1] (it is a probability).")
+    if max_blocks is not None and (not isinstance(max_blocks, int) or max_blocks < 1):
+        raise ValueError(f"gate_max_blocks must be a positive integer or None, got {max_blocks!r}.")
 
 
 def _check_ids_in_vocab(name: str, ids: list[int], vocab_size: int) -> None:

@@ -15,6 +15,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.utils import logging
 
 from .adapters_lychee import role_adapter
+from .configuration_lychee import check_gate_policy
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
 
@@ -136,10 +137,7 @@ class GatePolicy:
         policy = cls(config.gate_threshold, config.gate_max_blocks, config.gate_keep_last)
         for name, value in overrides.items():
             setattr(policy, name.removeprefix("gate_"), value)
-        if not 0.0 <= policy.threshold <= 1.0:
-            raise ValueError(f"gate_threshold={policy.threshold} must lie in [0, 1] (it is a probability).")
-        if policy.max_blocks is not None and (not isinstance(policy.max_blocks, int) or policy.max_blocks < 1):
-            raise ValueError(f"gate_max_blocks must be a positive integer or None, got {policy.max_blocks!r}.")
+        check_gate_policy(policy.threshold, policy.max_blocks)
         return policy
 
     def decide(self, score: float, is_last: bool, kept_so_far: int) -> tuple[bool, str]:
@@ -213,7 +211,7 @@ class ReasonerLoop:
                     )
                 elapsed = time.perf_counter() - started
                 for row, memory, count in zip(active, new_memories, decoded):
-                    changed = not torch.equal(memory.cpu(), memories[row].cpu())
+                    changed = not torch.equal(memory, memories[row])
                     memories[row] = memory
                     if self.model.gate.reads_memory and changed:  # the blocks ahead need scores for the new memory
                         self._scores[row] = None
