@@ -126,3 +126,17 @@ def test_gate_rows_can_keep_their_banks_on_disk(tokenizer, tmp_path):
     assert len(list((tmp_path / "banks").iterdir())) == 2
     assert [r.label for r in on_disk] == [r.label for r in in_memory]
     assert torch.equal(on_disk[1].block.keys, in_memory[1].block.keys)
+
+
+def test_evaluate_gate_survives_extreme_logits():
+    from types import SimpleNamespace
+
+    from lychee_hf.training.gate import evaluate_gate
+
+    class FixedTrainer:
+        def predict(self, dataset):
+            return SimpleNamespace(predictions=torch.tensor([-1000.0, 1000.0]).numpy())
+
+    rows = [SimpleNamespace(label=0), SimpleNamespace(label=1)]
+    metrics = evaluate_gate(FixedTrainer(), rows, threshold=0.5)
+    assert metrics["precision"] == metrics["recall"] == metrics["auroc"] == 1.0

@@ -15,7 +15,6 @@ is weighted binary cross-entropy on logit(yes) - logit(no)) are the pair; `train
 returns the held-out precision, recall, F1 and AUROC.
 """
 
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,7 +295,8 @@ def train_gate(
 def evaluate_gate(trainer: GateTrainer, rows: list[GateRow], threshold: float) -> dict:
     """Precision / recall / F1 / AUROC of the gate on `rows` (P(related) = sigmoid of the trainer's logits)."""
     prediction = trainer.predict(ListDataset(rows))
-    scores = [1 / (1 + math.exp(-float(logit))) for logit in prediction.predictions.reshape(-1)]
+    # torch's sigmoid saturates where 1 / (1 + math.exp(-x)) overflows (logits below about -710).
+    scores = torch.sigmoid(torch.as_tensor(prediction.predictions, dtype=torch.float64).reshape(-1)).tolist()
     return classification_metrics(scores, [row.label for row in rows], threshold)
 
 
