@@ -224,9 +224,7 @@ def run_compress(args: argparse.Namespace) -> int:
     from .documents import read_documents
 
     documents = read_documents(args.context, args.field)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: choose a new folder for the bank (nothing is overwritten)")
+    out = _new_folder(args.out, "the bank")
     model, tokenizer = load_model(args)
     for index, text in enumerate(documents):
         target = out if len(documents) == 1 else out / f"{index:05d}"
@@ -320,9 +318,7 @@ def run_train_gate(args: argparse.Namespace) -> int:
     from .eval.tasks import parse_length
     from .training.gate import GateTrainingConfig, train_gate
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: choose a new folder for the trained model (nothing is overwritten)")
+    out = _new_folder(args.out, "the trained model")
     settings = EvalSettings(task=args.task, n=args.n, seed=args.seed, data=args.data)
     model, tokenizer = load_model(args)
     examples = examples_for(settings, tokenizer, parse_length(args.length))
@@ -341,10 +337,7 @@ def run_train_gate(args: argparse.Namespace) -> int:
         disable_tqdm=args.quiet,
     )
     result = train_gate(model, tokenizer, examples, config)
-    if (out / "trainer").is_dir() and not any((out / "trainer").iterdir()):
-        (out / "trainer").rmdir()  # the Trainer's output_dir, empty with save_strategy="no"
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    _save_trained(model, tokenizer, out)
     metrics = {
         "task": args.task,
         "examples": len(examples),
@@ -361,12 +354,10 @@ def run_train_gate(args: argparse.Namespace) -> int:
 
 
 def run_pretrain_compressor(args: argparse.Namespace) -> int:
-    from .training.compressor import CompressorPretrainingConfig, offline_corpus, pretrain_compressor
+    from .training.compressor import CompressorPretrainingConfig, pretrain_compressor
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: choose a new folder for the trained model (nothing is overwritten)")
-    train_text = eval_text = None
+    out = _new_folder(args.out, "the trained model")
+    train_text = eval_text = None  # None: CPython's bundled docs
     if args.text:
         text = Path(args.text).read_text(encoding="utf-8")
         cut = int(len(text) * 0.9)  # the last tenth is held out
@@ -385,13 +376,8 @@ def run_pretrain_compressor(args: argparse.Namespace) -> int:
         seed=args.seed,
         disable_tqdm=args.quiet,
     )
-    if train_text is None:
-        train_text, eval_text = offline_corpus(config.eval_fraction)
     result = pretrain_compressor(model, tokenizer, config, train_text, eval_text)
-    if (out / "trainer").is_dir() and not any((out / "trainer").iterdir()):
-        (out / "trainer").rmdir()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    _save_trained(model, tokenizer, out)
     metrics = {"train_rows": result.train_rows, "eval_rows": result.eval_rows, "before": result.before}
     metrics["after"] = result.after
     (out / "compressor_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -412,6 +398,23 @@ def _metrics_table(before: dict, after: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+def _new_folder(path: str, what: str) -> Path:
+    """`path` as a folder to write `what` into: refused if it already holds anything (nothing is overwritten)."""
+    out = Path(path)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty: choose a new folder for {what} (nothing is overwritten)")
+    return out
+
+
+def _save_trained(model, tokenizer, out: Path) -> None:
+    """Writes a trained model and its tokenizer to `out`, dropping the Trainer's output_dir if it stayed empty."""
+    trainer_dir = out / "trainer"  # save_strategy="no" leaves it empty
+    if trainer_dir.is_dir() and not any(trainer_dir.iterdir()):
+        trainer_dir.rmdir()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
 def load_model(args: argparse.Namespace):
     """The model and tokenizer named by `--model` (default: the embedded model), with the CLI's overrides."""
     import torch

@@ -21,17 +21,17 @@ import math
 from dataclasses import dataclass
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names, role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
-from .data import ListDataset
+from .data import ListDataset, LycheeTrainingArguments
 
 IGNORE_INDEX = -100
 
 
 @dataclass
-class CompressorPretrainingConfig(TrainingArguments):
+class CompressorPretrainingConfig(LycheeTrainingArguments):
     """`TrainingArguments` for compressor pretraining, plus the objective's and the trainable weights' settings.
 
     Args:
@@ -47,14 +47,10 @@ class CompressorPretrainingConfig(TrainingArguments):
     eval_fraction: float = 0.1
     max_train_rows: int | None = None
     max_eval_rows: int | None = None
-    remove_unused_columns: bool = False
-    report_to: str | list[str] | None = "none"
     learning_rate: float = 2e-4
     num_train_epochs: float = 1.0
     per_device_train_batch_size: int = 2
     per_device_eval_batch_size: int = 2
-    logging_steps: int = 10
-    save_strategy: str = "no"
 
     def __post_init__(self):
         super().__post_init__()

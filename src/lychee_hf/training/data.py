@@ -1,6 +1,20 @@
-"""A map-style dataset over an in-memory list of rows (gate rows, reasoner steps): the Trainer's input."""
+"""What the trainers share: a map-style dataset over in-memory rows, and the `TrainingArguments` defaults."""
+
+from dataclasses import dataclass
 
 from torch.utils.data import Dataset
+from transformers import TrainingArguments
+
+
+@dataclass
+class LycheeTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the defaults every lychee-hf trainer wants: rows are not model-forward dicts
+    (keep every column), nothing is reported to an outside service, and no checkpoints unless asked for."""
+
+    remove_unused_columns: bool = False
+    report_to: str | list[str] | None = "none"
+    logging_steps: int = 10
+    save_strategy: str = "no"
 
 
 class ListDataset(Dataset):

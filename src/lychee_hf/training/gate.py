@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 from transformers.utils import logging
 
 from ..bank_tools import compress_to_disk
@@ -29,7 +29,7 @@ from ..eval.tasks import EvalExample, supporting_chunks
 from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names
 from ..modeling.gate_lychee import gate_prompt
 from ..modeling.memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
-from .data import ListDataset
+from .data import ListDataset, LycheeTrainingArguments
 from .teacher import gold_memory_texts
 
 logger = logging.get_logger(__name__)
@@ -38,7 +38,7 @@ TEACHERS = ("gold", "initial")
 
 
 @dataclass
-class GateTrainingConfig(TrainingArguments):
+class GateTrainingConfig(LycheeTrainingArguments):
     """`TrainingArguments` for the gate, plus the adapter, teacher and class-balance settings.
 
     Args:
@@ -68,15 +68,10 @@ class GateTrainingConfig(TrainingArguments):
     eval_fraction: float = 0.25
     decision_threshold: float = 0.5
     bank_dir: str | None = None
-    # TrainingArguments defaults that suit this trainer: rows are not model-forward dicts, and nothing is sent out.
-    remove_unused_columns: bool = False
-    report_to: str | list[str] | None = "none"
     learning_rate: float = 5e-4
     num_train_epochs: float = 3.0
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 8
-    logging_steps: int = 10
-    save_strategy: str = "no"
 
     def __post_init__(self):
         super().__post_init__()
