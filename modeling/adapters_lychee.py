@@ -97,9 +97,10 @@ def adapter_weights(model: nn.Module, role: str) -> list[torch.Tensor]:
     weights = []
     for layer in tuner_layers(model):
         for attribute in layer.adapter_layer_names:
-            modules = getattr(layer, attribute)
-            if role in modules:
-                weights += list(modules[role].parameters()) if isinstance(modules[role], nn.Module) else []
+            entries = getattr(layer, attribute)  # a ModuleDict (lora_A/B) or a ParameterDict (lora_embedding_A/B)
+            if role in entries:
+                entry = entries[role]
+                weights += list(entry.parameters()) if isinstance(entry, nn.Module) else [entry]
     return weights
 
 
@@ -119,7 +120,6 @@ def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 PEFT_KEY_PREFIX = "base_model.model."
 
