@@ -13,8 +13,8 @@ this file works on those layers directly (peft stays optional: without it there 
 
 import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -62,32 +62,81 @@ def check_adapter_names(model: nn.Module) -> None:
 
 
 @contextmanager
-def role_adapter(model: nn.Module, role: str) -> Iterator[None]:
-    """Within the block, only `role`'s adapter is active (none if it has none); the previous state comes back.
+def role_adapter(model: nn.Module, role: str | None) -> Iterator[None]:
+    """Within the block, only `role`'s adapter is active (none if it has none, or if `role` is `None`); the
+    previous state comes back.
 
     Trainability (`requires_grad`) of every adapter weight is restored too: PEFT's `set_adapter` marks the active
     adapter trainable, which must not leak into a training run that only reads another role's output.
     """
-    if role not in ROLES:
+    if role is not None and role not in ROLES:
         raise ValueError(f"Unknown role {role!r}; roles are {list(ROLES)}.")
     layers = tuner_layers(model)
     if not layers:
         yield
         return
-    saved = [(layer, list(layer.active_adapters), bool(layer.disable_adapters)) for layer in layers]
+    with _keeping_trainability(layers):
+        saved = _adapter_state(layers)
+        try:
+            for layer in layers:
+                if role in _layer_adapters(layer):
+                    layer.set_adapter(role)
+                    layer.enable_adapters(True)
+                else:
+                    layer.enable_adapters(False)
+            yield
+        finally:
+            _apply_adapter_state(saved)
+
+
+def checkpoint_context_fn(model: nn.Module) -> Callable[[], tuple[AbstractContextManager, AbstractContextManager]]:
+    """A `context_fn` for `torch.utils.checkpoint`: recomputation runs with the adapters of its forward pass.
+
+    Activation checkpointing recomputes a layer during backward, after `role_adapter` has switched the adapters
+    back; without this, a compression pass (compressor role) would be recomputed with the reasoner adapter on and
+    torch would refuse the mismatch (or, worse, differentiate another function). The snapshot is taken when the
+    checkpointed layer runs forward and reapplied around its recomputation.
+    """
+
+    def context_fn() -> tuple[AbstractContextManager, AbstractContextManager]:
+        layers = tuner_layers(model)
+        if not layers:
+            return nullcontext(), nullcontext()
+        return nullcontext(), _adapter_state_applied(layers, _adapter_state(layers))
+
+    return context_fn
+
+
+AdapterState = list[tuple[nn.Module, list[str], bool]]
+
+
+def _adapter_state(layers: list[nn.Module]) -> AdapterState:
+    return [(layer, list(layer.active_adapters), bool(layer.disable_adapters)) for layer in layers]
+
+
+def _apply_adapter_state(state: AdapterState) -> None:
+    for layer, active, disabled in state:
+        layer.set_adapter(active)
+        layer.enable_adapters(not disabled)
+
+
+@contextmanager
+def _adapter_state_applied(layers: list[nn.Module], state: AdapterState) -> Iterator[None]:
+    with _keeping_trainability(layers):
+        current = _adapter_state(layers)
+        _apply_adapter_state(state)
+        try:
+            yield
+        finally:
+            _apply_adapter_state(current)
+
+
+@contextmanager
+def _keeping_trainability(layers: list[nn.Module]) -> Iterator[None]:
     trainable = {parameter: parameter.requires_grad for layer in layers for parameter in layer.parameters()}
     try:
-        for layer in layers:
-            if role in _layer_adapters(layer):
-                layer.set_adapter(role)
-                layer.enable_adapters(True)
-            else:
-                layer.enable_adapters(False)
         yield
     finally:
-        for layer, active, disabled in saved:
-            layer.set_adapter(active)
-            layer.enable_adapters(not disabled)
         for parameter, requires_grad in trainable.items():
             parameter.requires_grad_(requires_grad)
 

@@ -151,6 +151,23 @@ class MemoryRouting:
     exported: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
+@dataclass
+class BlockStates:
+    """A block prefix's per-layer K/V as a call argument, for layers that run without the cache (never stored).
+
+    transformers' gradient-checkpointed decoder layers drop `past_key_values` in training, and with it a block
+    read as prefix. `LycheeMemoryForCausalLM.forward(memory_blocks=...)` passes the same K/V both ways: a layer
+    that still has the cache reads it there, a layer that lost it prepends these instead, so the result (and the
+    gradient into the compressor) is the same with checkpointing on or off.
+
+    Attributes:
+        layers (`list[tuple[torch.Tensor, torch.Tensor]]`): per layer (keys, values), each (B, H_kv, S, D), keys
+            already rotated as the cache holds them.
+    """
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+
 class LycheeAttention(nn.Module):
     """Stock-compatible rotary self-attention with optional memory-token routing and pre-rotary K/V export."""
 
@@ -207,6 +224,7 @@ class LycheeAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         past_key_values=None,
         memory_routing: MemoryRouting | None = None,
+        block_states: BlockStates | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
@@ -225,6 +243,10 @@ class LycheeAttention(nn.Module):
         query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
         if past_key_values is not None:
             key, value = past_key_values.update(key, value, self.layer_idx)
+        elif block_states is not None:  # a checkpointed layer in training: the cache holding the block was dropped
+            prefix_key, prefix_value = block_states.layers[self.layer_idx]
+            key = torch.cat([prefix_key.to(key), key], dim=2)
+            value = torch.cat([prefix_value.to(value), value], dim=2)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward

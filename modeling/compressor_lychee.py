@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import DynamicCache
 
-from .attention_lychee import LowRankDelta, MemoryProjections, MemoryRouting, apply_rotary
+from .attention_lychee import BlockStates, LowRankDelta, MemoryProjections, MemoryRouting, apply_rotary
 from .configuration_lychee import LycheeMemoryConfig
 
 
@@ -179,7 +179,10 @@ class LycheeCompressor(LycheePreTrainedModel):
         prefix_len = sum(k.shape[2] for k, _ in prefix.get(0, []))
         full_mask = torch.cat([slot_mask.new_ones(batch, prefix_len), slot_mask], dim=1)
         positions = positions_from_mask(full_mask)  # (B, P + S): earlier memory tokens at 0..P-1
-        cache = self._prefix_cache(backbone, prefix, positions[:, :prefix_len]) if prefix_len else None
+        layers = self._prefix_layers(backbone, prefix, positions[:, :prefix_len]) if prefix_len else None
+        # As in the reasoner's forward: checkpointed layers in training drop the cache and read `block_states`.
+        cache = DynamicCache(ddp_cache_data=layers) if layers else None
+        states = BlockStates(layers) if layers else None
 
         routing = MemoryRouting(export_index=memory_slots, projections=self.layers)
         backbone(
@@ -189,12 +192,13 @@ class LycheeCompressor(LycheePreTrainedModel):
             past_key_values=cache,
             use_cache=False,
             memory_routing=routing,
+            block_states=states,
         )
         return routing
 
     @staticmethod
-    def _prefix_cache(backbone, prefix, prefix_positions) -> DynamicCache:
-        """Earlier windows' memory K/V, keys rotated at their new compact positions, as a prefilled cache.
+    def _prefix_layers(backbone, prefix, prefix_positions) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Earlier windows' memory K/V per layer, keys rotated at their new compact positions.
 
         Each layer's K/V stay on the device of the layer that exported them (the layer that reads them next).
         """
@@ -205,7 +209,7 @@ class LycheeCompressor(LycheePreTrainedModel):
             keys = torch.cat([k for k, _ in prefix[layer_idx]], dim=2)  # (B, H_kv, P, D)
             values = torch.cat([v for _, v in prefix[layer_idx]], dim=2)
             layers.append((apply_rotary(keys, cos.to(keys.device), sin.to(keys.device)), values))
-        return DynamicCache(ddp_cache_data=layers)
+        return layers
 
 
 def _stack_layers(

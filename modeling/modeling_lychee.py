@@ -22,6 +22,7 @@ from .adapters_lychee import (
     adapter_weights,
     base_state_dict,
     check_adapter_names,
+    checkpoint_context_fn,
     load_role_adapter,
     role_adapter,
     save_role_adapter,
@@ -105,7 +106,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             Other arguments as for the backbone's `…ForCausalLM.forward`.
         """
         if memory_blocks is not None:
-            attention_mask, position_ids, past_key_values = self._block_prefix_inputs(
+            attention_mask, position_ids, past_key_values, kwargs["block_states"] = self._block_prefix_inputs(
                 memory_blocks, input_ids if input_ids is not None else inputs_embeds, attention_mask, past_key_values
             )
         outputs = self.model(
@@ -130,17 +131,30 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             raise ValueError("Pass either memory_blocks or past_key_values, not both.")
         if len(blocks) != inputs.shape[0]:
             raise ValueError(f"Got {len(blocks)} memory_blocks for {inputs.shape[0]} rows: pass one block per row.")
-        if self.is_activation_checkpointing and self.training:
-            # transformers' checkpointed layers drop the cache in training: the block prefix would vanish silently.
-            raise ValueError(
-                "memory_blocks cannot be read with gradient checkpointing on (the block prefix would be dropped): "
-                "call model.gradient_checkpointing_disable()."
-            )
         prefix = block_prefix(self, blocks)
         if attention_mask is None:
             attention_mask = torch.ones(inputs.shape[:2], dtype=torch.long, device=self.device)
         inputs = prefix.forward_inputs(attention_mask.to(self.device))
-        return inputs["attention_mask"], inputs["position_ids"], prefix.cache
+        # The cache carries the block (and sizes the causal mask); under gradient checkpointing in training,
+        # transformers' layers drop it, and they read the same K/V from `block_states` instead.
+        return inputs["attention_mask"], inputs["position_ids"], prefix.cache, prefix.block_states()
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None, *args, **kwargs):
+        """`PreTrainedModel.activation_checkpointing_enable`, made safe for role adapters and block prefixes.
+
+        Always non-reentrant: block prefixes reach the layers as arguments (`block_states`), which reentrant
+        checkpointing would not differentiate. Recomputation runs with the adapters active in its forward pass
+        (`checkpoint_context_fn`), so a compression pass is recomputed as the compressor, not as the reasoner.
+        """
+        options = dict(activation_checkpointing_kwargs or {})
+        if options.get("use_reentrant"):
+            raise ValueError(
+                "LycheeMemory checkpoints without reentrancy (the block prefix is a layer argument that reentrant "
+                "checkpointing does not differentiate): drop use_reentrant=True."
+            )
+        options["use_reentrant"] = False
+        options.setdefault("context_fn", checkpoint_context_fn(self))
+        return super().activation_checkpointing_enable(options, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
-from .attention_lychee import apply_rotary
+from .attention_lychee import BlockStates, apply_rotary
 from .compressor_lychee import positions_from_mask
 from .memory_bank_lychee import LycheeMemoryBlock
 
@@ -36,6 +36,10 @@ class BlockPrefix:
         inputs = self.forward_inputs(prompt_mask)
         inputs["position_ids"] = torch.cat([self.positions, inputs["position_ids"]], dim=1)
         return inputs
+
+    def block_states(self) -> BlockStates:
+        """The same K/V as a per-layer argument, for decoder layers that run without the cache (checkpointing)."""
+        return BlockStates([(layer.keys, layer.values) for layer in self.cache.layers])
 
     def forward_inputs(self, prompt_mask: torch.Tensor) -> dict:
         """`attention_mask` over [slots, prompt] and the prompt's own `position_ids`, for a direct forward."""

@@ -33,6 +33,8 @@ class LycheeBlockTrace:
             (`gate_keep_last`) or `"block limit"` (related, but `gate_max_blocks` blocks were read already).
         memory_ids (`list[int]`): the working memory after this step (unchanged when skipped).
         tokens_decoded (`int`): tokens the memory update generated (0 when skipped).
+        generated_ids (`list[int]`): those tokens, through the first stop id (empty when skipped): what the
+            reasoner wrote, before pad/eos removal and the budget cut made it `memory_ids` (RL scores these).
         prompt_tokens (`int`): prompt tokens the memory update prefilled after the block (0 when skipped).
         compress_seconds / gate_seconds / reason_seconds (`float`): wall time; compression and reasoning are
             batched across rows, so rows of one batch share those figures.
@@ -46,6 +48,7 @@ class LycheeBlockTrace:
     memory_ids: list[int]
     gate_decision: str = ""
     tokens_decoded: int = 0
+    generated_ids: list[int] = field(default_factory=list)
     prompt_tokens: int = 0
     compress_seconds: float = 0.0
     gate_seconds: float = 0.0
@@ -204,18 +207,19 @@ class ReasonerLoop:
                     for r in active
                 ]
                 with role_adapter(self.model, "reasoner"):
-                    new_memories, decoded = self.update_memories(
+                    new_memories, generated = self.update_memories(
                         [banks[r].block(step) for r in active],
                         [questions[r] for r in active],
                         [memories[r] for r in active],
                     )
                 elapsed = time.perf_counter() - started
-                for row, memory, count in zip(active, new_memories, decoded):
+                for row, memory, written in zip(active, new_memories, generated):
                     changed = not torch.equal(memory, memories[row])
                     memories[row] = memory
                     if self.model.gate.reads_memory and changed:  # the blocks ahead need scores for the new memory
                         self._scores[row] = None
-                    records[row].tokens_decoded, records[row].reason_seconds = count, elapsed
+                    records[row].generated_ids, records[row].tokens_decoded = written, len(written)
+                    records[row].reason_seconds = elapsed
                     records[row].prompt_tokens = prompt_lengths[active.index(row)]
             for row, record in records.items():
                 record.memory_ids = memories[row].tolist()
@@ -247,8 +251,12 @@ class ReasonerLoop:
 
     def update_memories(
         self, blocks: list[LycheeMemoryBlock], questions: list[torch.LongTensor], memories: list[torch.LongTensor]
-    ) -> tuple[list[torch.LongTensor], list[int]]:
-        """One batched memory update: each row reads its block as prefix and writes a new memory."""
+    ) -> tuple[list[torch.LongTensor], list[list[int]]]:
+        """One batched memory update: each row reads its block as prefix and writes a new memory.
+
+        Returns:
+            `(memories, generated)`: per row the new memory (1-D ids) and the generated ids through the first stop.
+        """
         config = self.model.config
         eos_ids, pad_id = stop_and_pad_ids(self.update_config)
         prompts = [build_prompt(config.update_template_ids, q, m) for q, m in zip(questions, memories)]
@@ -264,8 +272,8 @@ class ReasonerLoop:
         generated = sequences[:, prompt_ids.shape[1] :]
         drop = sorted(set(eos_ids) | {pad_id})
         new_memories = [clean_memory(row, drop, config.memory_budget) for row in generated]
-        decoded = [count_decoded(row, eos_ids, pad_id) for row in generated]
-        return new_memories, decoded
+        written = [row[: count_decoded(row, eos_ids, pad_id)].tolist() for row in generated]
+        return new_memories, written
 
 
 def count_decoded(generated: torch.LongTensor, eos_ids: list[int], pad_id: int) -> int:

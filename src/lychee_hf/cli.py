@@ -9,6 +9,7 @@
     lychee-hf push FOLDER --repo-id ORG/NAME [--private] [--revision BRANCH] [--commit-message M] [--dry-run]
     lychee-hf train-gate --task niah --length 4k --n 64 --out DIR [--epochs 3] [--teacher gold]
     lychee-hf pretrain-compressor --ratio 4 --out DIR [--continuation-tokens 128] [--max-train-rows N]
+    lychee-hf train-rl --task niah,vt --lengths 1k,2k --n 16 --out DIR [--num-generations 4] [--max-steps N]
 
 Errors print one line on stderr and exit with status 2 (set LYCHEE_HF_DEBUG=1 for the traceback).
 """
@@ -101,6 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--compressor-lora-r", type=int, help="also train a compressor LoRA adapter of this rank")
     pretrain.add_argument("--seed", type=int, default=0)
     _add_model_arguments(pretrain)
+
+    rl = commands.add_parser(
+        "train-rl", help="end-to-end GRPO: reasoner adapter + compressor, rewarded on the final answer"
+    )
+    rl.add_argument("--task", default="niah,vt", help="comma-separated generated tasks (mhqa, niah, vt)")
+    rl.add_argument("--data", help="your questions instead: JSONL in the MemAgent/verl schema")
+    rl.add_argument("--lengths", default="1k", help="curriculum: comma-separated context lengths, shortest first")
+    rl.add_argument("--n", type=int, default=16, help="examples per task and length (default 16)")
+    rl.add_argument("--seed", type=int, default=1000, help="generator seed of the first stage (default 1000)")
+    rl.add_argument("--held-out-seed", type=int, default=0, help="eval seed training must not use (default 0)")
+    rl.add_argument("--out", required=True, help="new folder: the trained model + rl_log.json")
+    rl.add_argument("--num-generations", type=int, default=4, help="episodes per question (default 4)")
+    rl.add_argument("--questions-per-step", type=int, default=1, help="questions per optimizer step (default 1)")
+    rl.add_argument("--epochs", type=float, default=1.0)
+    rl.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (default: one epoch)")
+    rl.add_argument("--learning-rate", type=float, default=1e-5)
+    rl.add_argument("--beta", type=float, default=0.0, help="KL coefficient against the adapter-free reference")
+    rl.add_argument("--temperature", type=float, default=1.0)
+    rl.add_argument("--reward", choices=["sub_em", "em", "f1"], default="sub_em")
+    rl.add_argument("--format-reward", type=float, default=0.0, help="bonus for a non-empty answer that stops")
+    rl.add_argument("--lora-r", type=int, default=8, help="rank of a new reasoner adapter")
+    rl.add_argument("--max-completion-length", type=int, help="tokens per memory update (default: memory budget)")
+    rl.add_argument("--no-compressor", action="store_true", help="train the reasoner adapter only")
+    rl.add_argument("--gradient-checkpointing", action="store_true")
+    rl.add_argument("--max-minutes", type=float, help="stop cleanly after this much wall time (steps so far kept)")
+    _add_model_arguments(rl)
     return parser
 
 
@@ -158,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             "eval": run_eval_command,
             "train-gate": run_train_gate,
             "pretrain-compressor": run_pretrain_compressor,
+            "train-rl": run_train_rl,
         }
         return commands[args.command](args)
     except KeyboardInterrupt:
@@ -387,6 +415,69 @@ def run_pretrain_compressor(args: argparse.Namespace) -> int:
     print("\n".join(lines))
     print(f"wrote {out}")
     return 0
+
+
+def run_train_rl(args: argparse.Namespace) -> int:
+    from .eval.tasks import parse_length
+    from .training.curriculum import check_disjoint_seeds, curriculum_examples
+    from .training.data import TimeLimitCallback
+    from .training.rl import LycheeGRPOConfig, train_rl
+
+    out = _new_folder(args.out, "the trained model")
+    lengths = [parse_length(text) for text in args.lengths.split(",")]
+    if not args.data:
+        check_disjoint_seeds(args.seed, len(lengths), args.held_out_seed)
+    model, tokenizer = load_model(args)
+    if args.data:
+        from .eval.loaders import load_memagent_jsonl
+
+        examples = load_memagent_jsonl(args.data)
+    else:
+        examples = curriculum_examples(tokenizer, args.task.split(","), lengths, args.n, args.seed)
+    config = LycheeGRPOConfig(
+        output_dir=str(out / "trainer"),
+        num_generations=args.num_generations,
+        per_device_train_batch_size=args.num_generations * args.questions_per_step,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        beta=args.beta,
+        temperature=args.temperature,
+        reward=args.reward,
+        format_reward=args.format_reward,
+        reasoner_lora_r=args.lora_r,
+        reasoner_lora_alpha=2 * args.lora_r,
+        max_completion_length=args.max_completion_length,
+        train_compressor=not args.no_compressor,
+        activation_checkpointing=args.gradient_checkpointing,
+        seed=args.seed,
+        disable_tqdm=args.quiet,
+    )
+    started = time.perf_counter()
+    callbacks = [TimeLimitCallback(args.max_minutes)] if args.max_minutes else None
+    result = train_rl(model, tokenizer, examples, config, callbacks=callbacks)
+    seconds = time.perf_counter() - started
+    _save_trained(model, tokenizer, out)
+    log = [entry for entry in result.trainer.state.log_history if "reward" in entry]
+    record = {"examples": len(examples), "seconds": seconds, "config": json.loads(config.to_json_string()), "log": log}
+    (out / "rl_log.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(_reward_table(log))
+    print(f"wrote {out} ({len(examples)} questions, {seconds:.0f} s; reasoner adapter in {out / 'reasoner'})")
+    return 0
+
+
+def _reward_table(log: list[dict], rows: int = 5) -> str:
+    """Mean reward over consecutive slices of the training log (at most `rows` lines)."""
+    if not log:
+        return "no training steps were logged"
+    size = max(1, -(-len(log) // rows))
+    lines = [f"{'steps':<12}{'reward':>8}{'correct':>9}{'turns':>7}", "-" * 36]
+    for start in range(0, len(log), size):
+        part = log[start : start + size]
+        mean = {key: sum(entry[key] for entry in part) / len(part) for key in ("reward", "answer_correct", "turns")}
+        steps = f"{part[0]['step']}-{part[-1]['step']}"
+        lines.append(f"{steps:<12}{mean['reward']:>8.3f}{mean['answer_correct']:>9.3f}{mean['turns']:>7.2f}")
+    return "\n".join(lines)
 
 
 def _metrics_table(before: dict, after: dict) -> str:

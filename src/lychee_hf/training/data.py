@@ -1,9 +1,10 @@
 """What the trainers share: a map-style dataset over in-memory rows, and the `TrainingArguments` defaults."""
 
+import time
 from dataclasses import dataclass
 
 from torch.utils.data import Dataset
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 
 
 @dataclass
@@ -26,3 +27,18 @@ class ListDataset(Dataset):
 
     def __getitem__(self, index: int):
         return self.rows[index]
+
+
+class TimeLimitCallback(TrainerCallback):
+    """Ends training cleanly (the model keeps every step taken) once `minutes` of wall time have passed."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.started = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() - self.started >= self.seconds:
+            control.should_training_stop = True

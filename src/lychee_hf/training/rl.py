@@ -1,0 +1,539 @@
+"""End-to-end GRPO over whole episodes: the reasoner adapter, and the compressor through the blocks it read.
+
+An episode is one question over one document, answered by the model's own loop (`generate(..., memory=bank)`):
+every memory update after a kept block, then the final answer from the memory alone. `num_generations` episodes
+are sampled per question (the group). A rule reward scores each episode's final answer (sub-EM, EM or token F1
+against the gold answers, plus an optional format term); the group-normalised advantage of an episode is shared
+by every token of every turn of it. The gate is part of the environment here: its decisions are taken as they
+came (it trains separately, as a classifier).
+
+Log-probabilities are recomputed with gradients after sampling: the document's kept chunks are compressed again
+with the compressor in the graph (`compressor` role), and every turn is one teacher-forced forward of the
+reasoner (`reasoner` role) reading its block as prefix (`forward(memory_blocks=...)`, which keeps the prefix
+under gradient checkpointing). So the gradient of the answer reward reaches the reasoner adapter and, through the
+blocks' K/V, the memory-token embedding and projections: end to end, as in the paper. Sampling is plain
+temperature sampling (`top_k=0`, `top_p=1` by default), so the sampled distribution is the one the loss scores.
+
+The objective and the config names follow TRL's `GRPOConfig` (`num_generations`, `beta`, `epsilon`,
+`epsilon_high`, `loss_type`, `scale_rewards`, `temperature`, `max_completion_length`). TRL's `GRPOTrainer`
+itself recomputes log-probs by re-running the model on prompt + completion ids, which cannot carry a block
+prefix nor the compressor; `LycheeGRPOTrainer` is instead a thin `transformers.Trainer` (TRL's own base): the
+optimiser, schedule, gradient accumulation, logging, mixed precision and `accelerate launch` (DDP/FSDP) are the
+Trainer's. One policy update per batch of rollouts (TRL's `num_iterations=1`), so the clipped ratio is 1 in the
+forward pass and matters through its gradient only, exactly as in TRL at that setting.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, SequentialSampler
+from transformers import GenerationConfig, Trainer
+from transformers.utils import logging
+
+from ..eval.metrics import exact_match, substring_match, token_f1
+from ..eval.tasks import EvalExample
+from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names, role_adapter
+from ..modeling.memory_bank_lychee import LycheeMemoryBlock
+from ..modeling.reasoner_lychee import build_prompt, count_decoded, left_pad, stop_and_pad_ids
+from .data import ListDataset, LycheeTrainingArguments
+
+logger = logging.get_logger(__name__)
+
+REWARDS = {"sub_em": substring_match, "em": exact_match, "f1": token_f1}
+LOSS_TYPES = ("dapo", "grpo")
+REWARD_SCALINGS = ("group", "batch", "none")
+
+
+@dataclass
+class LycheeGRPOConfig(LycheeTrainingArguments):
+    """`TrainingArguments` for end-to-end GRPO, with TRL's `GRPOConfig` names where they mean the same.
+
+    Args:
+        num_generations (`int`, *optional*, defaults to 4): episodes sampled per question (the group).
+        per_device_train_batch_size (`int`, *optional*, defaults to 4): episodes per device and step, a multiple
+            of `num_generations` (as in TRL: 8 with 4 generations = 2 questions).
+        temperature / top_p / top_k: sampling of every turn (`top_k=0`: off). The loss scores log-softmax of
+            logits / temperature, so keep `top_p=1` and `top_k=0` for an exact on-policy objective.
+        max_completion_length (`int`, *optional*): tokens per memory update (default: the model's `memory_budget`).
+        max_answer_length (`int`, *optional*): tokens of the final answer (default: `max_answer_tokens`).
+        beta (`float`, *optional*, defaults to 0.0): KL coefficient against the reference: the backbone without
+            the reasoner adapter reading the same blocks (k3 estimator). 0 (TRL's and DAPO's default) loads no
+            reference pass.
+        epsilon / epsilon_high (`float`, *optional*, defaults to 0.2 / 0.28): the ratio is clipped to
+            [1 - epsilon, 1 + epsilon_high] (DAPO's clip-higher; set both to 0.2 for GRPO's symmetric clip).
+        loss_type (`str`, *optional*, defaults to `"dapo"`): `"dapo"` averages over every completion token of the
+            batch; `"grpo"` averages per episode first, then over episodes.
+        scale_rewards (`str`, *optional*, defaults to `"group"`): divide advantages by the group's reward std
+            (`"group"`), the batch's (`"batch"`) or not at all (`"none"`, Dr. GRPO).
+        reward (`str`, *optional*, defaults to `"sub_em"`): answer reward, `"sub_em"`, `"em"` or `"f1"`.
+        format_reward (`float`, *optional*, defaults to 0.0): added when the answer stops by itself (eos within
+            `max_answer_length`) and is non-empty.
+        reasoner_lora_r / reasoner_lora_alpha (`int`, *optional*, defaults to 8 / 16): the `reasoner` LoRA adapter
+            created when the model has none (an existing one is trained further).
+        train_compressor (`bool`, *optional*, defaults to `True`): also train the memory-token embedding and
+            projections (and a `compressor` adapter if the model has one), through the blocks.
+        logprob_batch_size (`int`, *optional*, defaults to 8): turns per teacher-forced forward.
+    """
+
+    num_generations: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_completion_length: int | None = None
+    max_answer_length: int | None = None
+    beta: float = 0.0
+    epsilon: float = 0.2
+    epsilon_high: float = 0.28
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
+    reward: str = "sub_em"
+    format_reward: float = 0.0
+    reasoner_lora_r: int = 8
+    reasoner_lora_alpha: int = 16
+    train_compressor: bool = True
+    logprob_batch_size: int = 8
+    learning_rate: float = 1e-5
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 4
+    max_grad_norm: float = 1.0
+    logging_steps: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations must be at least 2 (advantages compare a group), got {self.num_generations}."
+            )
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) counts episodes and must be a "
+                f"multiple of num_generations ({self.num_generations}): e.g. {self.num_generations} for one "
+                "question per step."
+            )
+        for name, value, allowed in (
+            ("loss_type", self.loss_type, LOSS_TYPES),
+            ("scale_rewards", self.scale_rewards, REWARD_SCALINGS),
+            ("reward", self.reward, tuple(REWARDS)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive for sampling, got {self.temperature}.")
+        if not 0 <= self.epsilon < 1 or self.epsilon_high < 0:
+            raise ValueError(
+                f"epsilon must be in [0, 1) and epsilon_high >= 0, got {self.epsilon}, {self.epsilon_high}."
+            )
+
+    @property
+    def questions_per_device(self) -> int:
+        return self.per_device_train_batch_size // self.num_generations
+
+
+@dataclass
+class Turn:
+    """One generation of an episode: a memory update after block `block_index`, or the final answer (`None`).
+
+    Attributes:
+        block_index (`int` or `None`): the block read as prefix.
+        prompt_ids (`torch.LongTensor`): (L,) the prompt after the block.
+        completion_ids (`torch.LongTensor`): (T,) what was sampled, through the first stop id.
+    """
+
+    block_index: int | None
+    prompt_ids: torch.LongTensor
+    completion_ids: torch.LongTensor
+
+
+@dataclass
+class Episode:
+    """One sampled trajectory: its turns (memory updates, then the final answer), answer text and reward."""
+
+    turns: list[Turn]
+    answer: str
+    reward: float
+    advantage: float = 0.0
+
+
+@dataclass
+class RolloutGroup:
+    """The `num_generations` episodes of one question, and what recomputing their blocks needs."""
+
+    example: EvalExample
+    context_ids: torch.LongTensor
+    episodes: list[Episode] = field(default_factory=list)
+
+    def kept_blocks(self) -> list[int]:
+        return sorted({t.block_index for e in self.episodes for t in e.turns if t.block_index is not None})
+
+
+RewardFunc = Callable[..., list[float]]
+
+
+def episode_rewards(
+    answers: list[str], stopped: list[bool], gold: list[str], config: LycheeGRPOConfig, reward_funcs=None
+) -> list[float]:
+    """Rewards of a group's final answers.
+
+    The rule reward is `config.reward` (sub-EM, EM or F1 against `gold`), plus `format_reward` for a non-empty
+    answer that ended with a stop id. `reward_funcs`, as in TRL, replace the rule: each is called as
+    `func(completions=answers, answers=[gold] * len(answers))` and returns one float per answer; they are summed.
+    """
+    if reward_funcs:
+        totals = [0.0] * len(answers)
+        for func in reward_funcs:
+            values = func(completions=answers, answers=[gold] * len(answers))
+            if len(values) != len(answers):
+                raise ValueError(f"reward function {func!r} returned {len(values)} rewards for {len(answers)} answers.")
+            totals = [total + float(value) for total, value in zip(totals, values)]
+        return totals
+    return [
+        REWARDS[config.reward](answer, gold) + (config.format_reward if done and answer.strip() else 0.0)
+        for answer, done in zip(answers, stopped)
+    ]
+
+
+def sampling_configs(model, config: LycheeGRPOConfig) -> tuple[GenerationConfig, GenerationConfig]:
+    """(final answer, memory update) decoding: the model's stop ids with the config's sampling settings."""
+    answer = GenerationConfig.from_dict(model.generation_config.to_dict())
+    answer.update(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
+    answer.max_new_tokens = config.max_answer_length or model.config.max_answer_tokens
+    memory = GenerationConfig.from_dict(answer.to_dict())
+    memory.max_new_tokens = config.max_completion_length or model.config.memory_budget
+    return answer, memory
+
+
+@torch.no_grad()
+def sample_group(model, tokenizer, example: EvalExample, config: LycheeGRPOConfig, reward_funcs=None) -> RolloutGroup:
+    """Samples `num_generations` episodes of `example` with the model's own loop and scores them.
+
+    The document is compressed once (no gradients); every episode reads the same bank, and the gate decides
+    per episode (a memory-reading gate may differ between episodes).
+    """
+    device = model.device
+    context = torch.tensor([tokenizer.encode(example.context, add_special_tokens=False)], device=device)
+    question = torch.tensor(tokenizer.encode(example.question, add_special_tokens=False), device=device)
+    answer_config, memory_config = sampling_configs(model, config)
+    bank = model.compress(context, show_progress=False)
+    questions = question[None].expand(config.num_generations, -1)
+    output = model.generate(
+        input_ids=questions,
+        memory=bank,
+        generation_config=answer_config,
+        memory_generation_config=memory_config,
+        return_dict_in_generate=True,
+        show_progress=False,
+    )
+    eos_ids, pad_id = stop_and_pad_ids(answer_config)
+    group, answers, stops = RolloutGroup(example, context[0]), [], []
+    for row, trace in enumerate(output.trace):
+        memory = torch.tensor(model.config.initial_memory_ids or [], dtype=torch.long, device=device)
+        turns = []
+        for record in trace:
+            if record.kept:
+                prompt = build_prompt(model.config.update_template_ids, question, memory)
+                turns.append(Turn(record.block_index, prompt, torch.tensor(record.generated_ids, device=device)))
+            memory = torch.tensor(record.memory_ids, dtype=torch.long, device=device)
+        generated = output.sequences[row, question.numel() :]
+        length = count_decoded(generated, eos_ids, pad_id)
+        completion = generated[:length]
+        stops.append(bool(length) and int(completion[-1]) in eos_ids)
+        turns.append(Turn(None, build_prompt(model.config.final_template_ids, question, memory), completion))
+        answers.append(tokenizer.decode(completion, skip_special_tokens=True).strip())
+        group.episodes.append(Episode(turns, answers[-1], 0.0))
+    rewards = episode_rewards(answers, stops, example.answers, config, reward_funcs)
+    for episode, reward in zip(group.episodes, rewards):
+        episode.reward = reward
+    return group
+
+
+def assign_advantages(groups: list[RolloutGroup], scale_rewards: str = "group") -> None:
+    """Group-normalised advantages: reward minus the group mean, divided by the group's (or batch's) std."""
+    rewards = torch.tensor([[e.reward for e in g.episodes] for g in groups], dtype=torch.float64)  # (Q, G)
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    if scale_rewards == "group":
+        centred = centred / (rewards.std(dim=1, keepdim=True) + 1e-4)
+    elif scale_rewards == "batch":
+        centred = centred / (rewards.std() + 1e-4)
+    for group, advantages in zip(groups, centred.tolist()):
+        for episode, advantage in zip(group.episodes, advantages):
+            episode.advantage = advantage
+
+
+def recompute_blocks(
+    model, context_ids: torch.LongTensor, indices: list[int], grad: bool
+) -> dict[int, LycheeMemoryBlock]:
+    """Blocks `indices` of a document compressed again, with the compressor in the graph when `grad`.
+
+    Args:
+        model (`LycheeMemoryForCausalLM`): the unwrapped model.
+        context_ids (`torch.LongTensor`): (N,) the document.
+        indices (`list[int]`): which chunks (of `chunk_size` tokens) to compress.
+        grad (`bool`): keep gradients (for end-to-end training of the compressor).
+    """
+    if not indices:
+        return {}
+    size = model.config.chunk_size
+    ids = torch.full((len(indices), size), model._pad_id(), dtype=torch.long, device=model.device)
+    mask = torch.zeros_like(ids)
+    for row, index in enumerate(indices):
+        chunk = context_ids[index * size : (index + 1) * size]
+        ids[row, : chunk.numel()], mask[row, : chunk.numel()] = chunk, 1
+    with torch.set_grad_enabled(grad), role_adapter(model, "compressor"):
+        keys, values, slot_mask = model.compressor(backbone=model.model, chunk_ids=ids, chunk_mask=mask)
+    return {
+        index: LycheeMemoryBlock(keys[row], values[row], slot_mask[row], (index * size, index * size + size))
+        for row, index in enumerate(indices)
+    }
+
+
+def turn_logprobs(
+    model,
+    turns: list[Turn],
+    blocks: list[LycheeMemoryBlock | None],
+    temperature: float = 1.0,
+    forward=None,
+    role: str | None = "reasoner",
+) -> list[torch.Tensor]:
+    """Per-token log-probabilities of each turn's completion, teacher-forced, in one forward.
+
+    Args:
+        model (`LycheeMemoryForCausalLM`): the unwrapped model.
+        turns (`list[Turn]`): all memory updates or all final answers (a forward reads blocks for every row or
+            for none).
+        blocks (`list`): the block each turn reads (`None` for final answers).
+        temperature (`float`): logits are divided by it, as when sampling.
+        forward (`nn.Module`, *optional*): what to call instead of `model` (a distributed wrapper).
+        role (`str`, *optional*): the adapter to run with (`None`: every adapter off, the reference).
+
+    Returns:
+        `list[torch.Tensor]`: per turn, (T,) log-probs of its completion tokens.
+    """
+    forward = forward or model
+    _, pad_id = stop_and_pad_ids(model.generation_config)
+    sequences = [torch.cat([t.prompt_ids, t.completion_ids]) for t in turns]
+    ids, mask = left_pad(sequences, pad_id)
+    longest = max(t.completion_ids.numel() for t in turns)
+    readings = {"memory_blocks": blocks} if blocks[0] is not None else {}
+    with role_adapter(model, role):
+        logits = forward(input_ids=ids, attention_mask=mask, logits_to_keep=longest + 1, **readings).logits
+    # logits[:, j] predicts the token after position (length - longest - 1 + j): the last `longest` tokens.
+    logprobs = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
+    targets = ids[:, -longest:]
+    token_logprobs = logprobs.gather(-1, targets[..., None])[..., 0]  # (B, longest)
+    return [row[longest - t.completion_ids.numel() :] for row, t in zip(token_logprobs, turns)]
+
+
+def episode_logprobs(
+    model,
+    group: RolloutGroup,
+    blocks: dict[int, LycheeMemoryBlock],
+    config: LycheeGRPOConfig,
+    forward=None,
+    role="reasoner",
+) -> list[list[torch.Tensor]]:
+    """Log-probs of every turn of every episode of `group`: per episode, per turn, (T,) tensors.
+
+    Memory updates are batched `logprob_batch_size` at a time (each row reads its own block), final answers too.
+    """
+    flat = [(e, t, turn) for e, episode in enumerate(group.episodes) for t, turn in enumerate(episode.turns)]
+    result: list[list] = [[None] * len(episode.turns) for episode in group.episodes]
+    for with_block in (True, False):
+        items = [item for item in flat if (item[2].block_index is not None) == with_block]
+        for start in range(0, len(items), config.logprob_batch_size):
+            batch = items[start : start + config.logprob_batch_size]
+            turns = [turn for _, _, turn in batch]
+            readings = [blocks[turn.block_index] if with_block else None for turn in turns]
+            for (e, t, _), logprobs in zip(
+                batch, turn_logprobs(model, turns, readings, config.temperature, forward, role)
+            ):
+                result[e][t] = logprobs
+    return result
+
+
+def grpo_loss(
+    logprobs: list[list[torch.Tensor]],
+    advantages: list[float],
+    config: LycheeGRPOConfig,
+    reference: list[list[torch.Tensor]] | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped policy-gradient loss (+ beta * KL) over the turns of a batch of episodes.
+
+    Args:
+        logprobs: per episode, per turn, (T,) log-probs with gradients.
+        advantages: per episode, shared by all of its tokens.
+        config: `epsilon`, `epsilon_high`, `beta`, `loss_type`.
+        reference: the reference's log-probs, same layout (needed when `beta > 0`).
+
+    Returns:
+        `(loss, stats)`: stats hold the clipped-token fraction and the mean KL.
+    """
+    per_episode, counts, clipped, kls = [], [], 0.0, []
+    for e, (turns, advantage) in enumerate(zip(logprobs, advantages)):
+        current = torch.cat(turns)  # (T_episode,)
+        ratio = torch.exp(current - current.detach())  # one update per rollout batch: old = current, detached
+        bounded = torch.clamp(ratio, 1 - config.epsilon, 1 + config.epsilon_high)
+        per_token = -torch.minimum(ratio * advantage, bounded * advantage)
+        clipped += float(((ratio < 1 - config.epsilon) | (ratio > 1 + config.epsilon_high)).sum())
+        if config.beta:
+            gap = torch.cat(reference[e]) - current
+            kl = torch.exp(gap) - gap - 1
+            per_token = per_token + config.beta * kl
+            kls.append(float(kl.mean()))
+        per_episode.append(per_token)
+        counts.append(current.numel())
+    total = sum(counts)
+    if config.loss_type == "dapo":
+        loss = torch.cat(per_episode).sum() / max(total, 1)
+    else:
+        loss = torch.stack([tokens.mean() for tokens in per_episode]).mean()
+    stats = {"clip_ratio": clipped / max(total, 1), "kl": sum(kls) / len(kls) if kls else 0.0}
+    return loss, stats
+
+
+class LycheeGRPOTrainer(Trainer):
+    """A `Trainer` whose step samples episodes with the model's own loop and takes one GRPO step on them.
+
+    Rows of `train_dataset` are `EvalExample`s, read in order (a length curriculum stays a curriculum).
+    `reward_funcs` (optional, TRL-style callables, see `episode_rewards`) replace the config's rule reward.
+    Metrics logged per step: `reward` (mean), `reward_std`, `answer_correct`, `turns` (per episode),
+    `completion_tokens`, `clip_ratio`, `kl`.
+    """
+
+    def __init__(self, model, args: LycheeGRPOConfig, train_dataset, processing_class, reward_funcs=None, **kwargs):
+        super().__init__(
+            model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
+        )
+        self.reward_funcs = list(reward_funcs or [])
+        self._metrics: dict[str, list[float]] = {}
+
+    def get_train_dataloader(self) -> DataLoader:
+        loader = DataLoader(
+            self.train_dataset,
+            batch_size=self.args.questions_per_device,
+            sampler=SequentialSampler(self.train_dataset),
+            collate_fn=list,
+        )
+        return self.accelerator.prepare(loader)
+
+    def compute_loss(self, model, inputs: list[EvalExample], return_outputs: bool = False, num_items_in_batch=None):
+        unwrapped = self.accelerator.unwrap_model(model)
+        was_training = unwrapped.training
+        unwrapped.eval()  # sampling: no dropout
+        groups = [
+            sample_group(unwrapped, self.processing_class, example, self.args, self.reward_funcs) for example in inputs
+        ]
+        unwrapped.train(was_training)
+        assign_advantages(groups, self.args.scale_rewards)
+        logprobs, references, advantages = [], [], []
+        grad = any(p.requires_grad for name, p in unwrapped.named_parameters() if _is_compressor_weight(name))
+        for group in groups:
+            blocks = recompute_blocks(unwrapped, group.context_ids, group.kept_blocks(), grad)
+            logprobs += episode_logprobs(unwrapped, group, blocks, self.args, forward=model)
+            if self.args.beta:
+                with torch.no_grad():
+                    detached = {i: _detached(b) for i, b in blocks.items()}
+                    references += episode_logprobs(unwrapped, group, detached, self.args, role=None)
+            advantages += [episode.advantage for episode in group.episodes]
+        loss, stats = grpo_loss(logprobs, advantages, self.args, references or None)
+        self._record(groups, stats)
+        return (loss, None) if return_outputs else loss
+
+    def _record(self, groups: list[RolloutGroup], stats: dict[str, float]) -> None:
+        episodes = [e for g in groups for e in g.episodes]
+        rewards = torch.tensor([e.reward for e in episodes])
+        correct = [REWARDS[self.args.reward](e.answer, g.example.answers) for g in groups for e in g.episodes]
+        values = {
+            "reward": float(rewards.mean()),
+            "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+            "answer_correct": sum(correct) / len(correct),
+            "turns": sum(len(e.turns) for e in episodes) / len(episodes),
+            "completion_tokens": sum(t.completion_ids.numel() for e in episodes for t in e.turns) / len(episodes),
+            **stats,
+        }
+        for key, value in values.items():
+            self._metrics.setdefault(key, []).append(value)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if self._metrics and "loss" in logs:  # a training log: add the rollout metrics since the last one
+            logs = {**logs, **{key: sum(v) / len(v) for key, v in self._metrics.items()}}
+            self._metrics = {}
+        super().log(logs, *args, **kwargs)
+
+
+def _detached(block: LycheeMemoryBlock) -> LycheeMemoryBlock:
+    return LycheeMemoryBlock(block.keys.detach(), block.values.detach(), block.mask, block.span)
+
+
+def _is_compressor_weight(name: str) -> bool:
+    return name.startswith("compressor.") or ("lora_" in name and ".compressor." in name)
+
+
+def prepare_for_rl(model, config: LycheeGRPOConfig) -> None:
+    """Adds a `reasoner` LoRA adapter if the model has none, and marks what RL trains: the reasoner adapter and,
+    with `train_compressor` (and a model in `memory_tokens` mode), the compressor's weights and adapter."""
+    if "reasoner" not in adapter_names(model):
+        from peft import LoraConfig
+
+        lora = LoraConfig(
+            r=config.reasoner_lora_r,
+            lora_alpha=config.reasoner_lora_alpha,
+            lora_dropout=0.0,
+            target_modules=BACKBONE_LORA_TARGETS,
+        )
+        model.add_adapter(lora, adapter_name="reasoner")
+    train_compressor = config.train_compressor and model.config.compression_mode == "memory_tokens"
+    if config.train_compressor and not train_compressor:
+        logger.warning("train_compressor is ignored: a lossless model has no compressor weights to train.")
+    for name, parameter in model.named_parameters():
+        reasoner = "lora_" in name and ".reasoner." in name
+        parameter.requires_grad_(reasoner or (train_compressor and _is_compressor_weight(name)))
+
+
+@dataclass
+class RLResult:
+    """The trainer (its `state.log_history` holds the per-step metrics) and the training rows used."""
+
+    trainer: LycheeGRPOTrainer
+    train_rows: int
+
+
+def train_rl(
+    model,
+    tokenizer,
+    examples: list[EvalExample],
+    config: LycheeGRPOConfig,
+    reward_funcs: list[RewardFunc] | None = None,
+    callbacks: list | None = None,
+) -> RLResult:
+    """Runs end-to-end GRPO on `examples` (in order) and leaves the trained weights in `model`.
+
+    Args:
+        model (`LycheeMemoryForCausalLM`): the model to train (its role adapters travel along; the reasoner
+            adapter is created if missing).
+        tokenizer: its tokenizer.
+        examples (`list[EvalExample]`): questions with gold answers (e.g. `curriculum_examples` or
+            `load_memagent_jsonl`).
+        config (`LycheeGRPOConfig`): training settings.
+        reward_funcs (`list[Callable]`, *optional*): custom rewards instead of the rule (see `episode_rewards`).
+        callbacks (`list[TrainerCallback]`, *optional*): e.g. `TimeLimitCallback(minutes)`.
+
+    Returns:
+        `RLResult`.
+    """
+    if not examples:
+        raise ValueError("train_rl needs at least one example.")
+    if model.config.update_template_ids is None:
+        raise ValueError("The model has no prompt templates: build it with from_backbone(model, tokenizer).")
+    prepare_for_rl(model, config)
+    trainer = LycheeGRPOTrainer(model, config, ListDataset(examples), tokenizer, reward_funcs, callbacks=callbacks)
+    trainer.train()
+    model.eval()
+    model.set_adapter("reasoner")
+    return RLResult(trainer, len(examples))
+
+
+def steps_for(examples: int, config: LycheeGRPOConfig) -> int:
+    """Optimizer steps of one epoch over `examples` questions (for schedules and progress estimates)."""
+    return math.ceil(examples / config.questions_per_device / config.gradient_accumulation_steps)
