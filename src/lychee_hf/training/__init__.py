@@ -1,8 +1,12 @@
-"""Training: the gate classifier (`gate.py`), reasoner fine-tuning rows (`reasoner.py`) and compressor
-pretraining (`compressor.py`), on `transformers.Trainer`."""
+"""Training: the gate classifier (`gate.py`), reasoner fine-tuning rows (`reasoner.py`), compressor pretraining
+(`compressor.py`) and end-to-end GRPO of reasoner + compressor (`rl.py`, rows from `curriculum.py`), all on
+`transformers.Trainer`."""
 
 from .compressor import CompressorPretrainingConfig, CompressorTrainer, pretrain_compressor
+from .curriculum import check_disjoint_seeds, curriculum_examples
+from .data import TimeLimitCallback
 from .gate import GateTrainer, GateTrainingConfig, GateTrainingResult, build_gate_rows, train_gate
+from .rl import LycheeGRPOConfig, LycheeGRPOTrainer, RLResult, train_rl
 
 __all__ = [
     "CompressorPretrainingConfig",
@@ -10,7 +14,14 @@ __all__ = [
     "GateTrainer",
     "GateTrainingConfig",
     "GateTrainingResult",
+    "LycheeGRPOConfig",
+    "LycheeGRPOTrainer",
+    "RLResult",
+    "TimeLimitCallback",
     "build_gate_rows",
+    "check_disjoint_seeds",
+    "curriculum_examples",
     "pretrain_compressor",
     "train_gate",
+    "train_rl",
 ]

@@ -1,0 +1,68 @@
+"""The trained default's weights: exported small (fp16, low-rank, PEFT layout) and applied back exactly."""
+
+import json
+
+import pytest
+import torch
+
+from lychee_hf import LycheeMemoryForCausalLM
+from lychee_hf.default_model import SHIPPED_WEIGHTS, apply_shipped_weights, export_shipped_weights
+from lychee_hf.training.rl import LycheeGRPOConfig, prepare_for_rl
+from tiny import document_ids, question_ids, tiny_lychee
+
+pytest.importorskip("peft")
+
+
+def trained_tiny(tmp_path, seed: int = 0) -> LycheeMemoryForCausalLM:
+    """A tiny model with low-rank memory projections and a reasoner adapter, weights moved off their init and
+    rounded to fp16 (what shipping keeps), so that a reload can be compared bit for bit."""
+    torch.manual_seed(seed)
+    model = tiny_lychee(memory_projection_rank=4, compression_mode="memory_tokens")
+    prepare_for_rl(model, LycheeGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name or name.startswith("compressor."):
+                parameter.add_(0.05 * torch.randn_like(parameter))
+            if parameter.requires_grad:
+                parameter.copy_(parameter.half().float())
+    return model.eval()
+
+
+def test_export_writes_small_fp16_files_in_peft_layout(tmp_path):
+    written = export_shipped_weights(trained_tiny(tmp_path), tmp_path / "weights", {"steps": 3})
+    names = sorted(path.relative_to(tmp_path / "weights").as_posix() for path in written)
+    assert names == [
+        "compressor.safetensors",
+        "reasoner/adapter_config.json",
+        "reasoner/adapter_model.safetensors",
+        "training.json",
+    ]
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(tmp_path / "weights" / "compressor.safetensors").values()} == {torch.float16}
+    assert json.loads((tmp_path / "weights" / "training.json").read_text()) == {"steps": 3}
+
+
+def test_applied_weights_reproduce_the_trained_model(tokenizer, tmp_path):
+    trained = trained_tiny(tmp_path)
+    export_shipped_weights(trained, tmp_path / "weights", {})
+    fresh = tiny_lychee(memory_projection_rank=4, compression_mode="memory_tokens", seed=0)
+    assert apply_shipped_weights(fresh, tmp_path / "weights") == ["compressor", "reasoner"]
+    fresh.set_adapter("reasoner")
+    context, question = document_ids(tokenizer, 100), question_ids(tokenizer)
+    expected = trained.generate(input_ids=question, context_ids=context, do_sample=False)
+    assert torch.equal(fresh.generate(input_ids=question, context_ids=context, do_sample=False), expected)
+
+
+def test_full_memory_projections_are_not_exported(tmp_path):
+    with pytest.raises(ValueError, match="memory_projection_rank"):
+        export_shipped_weights(tiny_lychee(), tmp_path, {})
+
+
+def test_the_package_ships_its_trained_default_weights():
+    assert (SHIPPED_WEIGHTS / "reasoner" / "adapter_model.safetensors").is_file()
+    assert (SHIPPED_WEIGHTS / "compressor.safetensors").is_file()
+    provenance = json.loads((SHIPPED_WEIGHTS / "training.json").read_text())
+    assert {"compressor_pretraining", "rl"} <= set(provenance)
+    size = sum(path.stat().st_size for path in SHIPPED_WEIGHTS.rglob("*") if path.is_file())
+    assert size < 10 * 2**20  # a few MB inside the wheel
