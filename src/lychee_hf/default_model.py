@@ -13,8 +13,8 @@ chunk's own K/V): at this training budget the compressed reading does not hold u
 training section); `compression_ratio` > 0 overrides (`lychee-hf ask --ratio 4`) read through the pretrained
 memory tokens. Its prompts are its own: SmolLM2-135M cannot follow the authors' long instructions and invents
 answers for passages that do not hold one, so the default reads 256-token blocks, asks the question in a short
-prompt right after the block, and uses the weight-free query-likelihood gate to read only the blocks that make the question
-markedly more likely (see `LycheeQueryLikelihoodGate`).
+prompt right after the block, and uses the weight-free query-likelihood gate to read only the blocks that make the
+question markedly more likely (see `LycheeQueryLikelihoodGate`).
 """
 
 import hashlib

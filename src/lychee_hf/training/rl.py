@@ -23,7 +23,6 @@ Trainer's. One policy update per batch of rollouts (TRL's `num_iterations=1`), s
 forward pass and matters through its gradient only, exactly as in TRL at that setting.
 """
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -397,8 +396,8 @@ class LycheeGRPOTrainer(Trainer):
 
     Rows of `train_dataset` are `EvalExample`s, read in order (a length curriculum stays a curriculum).
     `reward_funcs` (optional, TRL-style callables, see `episode_rewards`) replace the config's rule reward.
-    Metrics logged per step: `reward` (mean), `reward_std`, `answer_correct`, `turns` (per episode),
-    `completion_tokens`, `clip_ratio`, `kl`.
+    Metrics logged per step: `reward` (mean), `reward/<task>` (when the step had that task), `reward_std`,
+    `answer_correct`, `turns` (per episode), `completion_tokens`, `clip_ratio`, `kl`.
     """
 
     def __init__(self, model, args: LycheeGRPOConfig, train_dataset, processing_class, reward_funcs=None, **kwargs):
@@ -452,6 +451,9 @@ class LycheeGRPOTrainer(Trainer):
             "completion_tokens": sum(t.completion_ids.numel() for e in episodes for t in e.turns) / len(episodes),
             **stats,
         }
+        for group in groups:  # per task, as TRL logs per reward function: a task mix hides progress otherwise
+            key = f"reward/{group.example.task}"
+            self._metrics.setdefault(key, []).append(sum(e.reward for e in group.episodes) / len(group.episodes))
         for key, value in values.items():
             self._metrics.setdefault(key, []).append(value)
 
@@ -534,6 +536,23 @@ def train_rl(
     return RLResult(trainer, len(examples))
 
 
-def steps_for(examples: int, config: LycheeGRPOConfig) -> int:
-    """Optimizer steps of one epoch over `examples` questions (for schedules and progress estimates)."""
-    return math.ceil(examples / config.questions_per_device / config.gradient_accumulation_steps)
+@torch.no_grad()
+def evaluate_policy(model, tokenizer, examples: list[EvalExample], config: LycheeGRPOConfig) -> dict[str, float]:
+    """Mean reward of `num_generations` sampled episodes per held-out example: what GRPO optimises, measured.
+
+    Greedy accuracy can saturate while the sampled policy still improves; this reports the latter.
+
+    Returns:
+        `dict`: `reward` over all episodes, `reward/<task>` per task, and `n` (examples).
+    """
+    was_training = model.training
+    model.eval()
+    per_task: dict[str, list[float]] = {}
+    for example in examples:
+        group = sample_group(model, tokenizer, example, config)
+        per_task.setdefault(example.task, []).extend(e.reward for e in group.episodes)
+    model.train(was_training)
+    everything = [r for rewards in per_task.values() for r in rewards]
+    result = {"reward": sum(everything) / len(everything), "n": len(examples)}
+    result.update({f"reward/{task}": sum(r) / len(r) for task, r in per_task.items()})
+    return result
