@@ -102,7 +102,7 @@ def test_grpo_loss_gradient_is_the_advantage_weighted_score(tmp_path):
     episodes = [[logprobs[:2]], [logprobs[2:]]]
     loss, stats = grpo_loss(episodes, [2.0, -1.0], config(tmp_path, loss_type="dapo"))
     loss.backward()
-    assert float(loss) == pytest.approx(-(2 + 2 - 1) / 3) and stats["clip_ratio"] == 0.0
+    assert float(loss.detach()) == pytest.approx(-(2 + 2 - 1) / 3) and stats["clip_ratio"] == 0.0
     assert logprobs.grad.tolist() == pytest.approx([-2 / 3, -2 / 3, 1 / 3])
 
 
