@@ -394,6 +394,30 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         banks, _ = self._compress_documents(_unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu)
         return banks
 
+    def compress_chunks(self, chunks: list[torch.LongTensor], spans: list[tuple[int, int]]) -> list[LycheeMemoryBlock]:
+        """Compresses chunks of at most `chunk_size` ids, one block each, in one batch with the `compressor` adapter.
+
+        Gradients are kept (training reads the blocks end to end); `compress` and `generate` call it under
+        inference mode.
+
+        Args:
+            chunks (`list[torch.LongTensor]`): 1-D token ids, each at most `chunk_size` long (shorter ones are
+                padded and their padding masked).
+            spans (`list[tuple[int, int]]`): each chunk's [start, end) in its document, stored in the block.
+
+        Returns:
+            `list[LycheeMemoryBlock]`, one per chunk.
+        """
+        ids = torch.full((len(chunks), self.config.chunk_size), self._pad_id(), dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(ids)
+        for row, chunk in enumerate(chunks):
+            ids[row, : chunk.numel()] = chunk
+            mask[row, : chunk.numel()] = 1
+        with role_adapter(self, "compressor"):
+            # By keyword: accelerate's hook on an offloaded compressor moves positional tensors and modules.
+            keys, values, slot_mask = self.compressor(backbone=self.model, chunk_ids=ids, chunk_mask=mask)
+        return [LycheeMemoryBlock(keys[row], values[row], slot_mask[row], span) for row, span in enumerate(spans)]
+
     def _compress_documents(
         self, documents: list[torch.LongTensor], show_progress: bool | None, offload_to_cpu: bool
     ) -> tuple[list[LycheeMemoryBank], list[list[float]]]:
@@ -415,18 +439,12 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         )
         for first in range(0, len(chunks), config.compress_batch_size):
             batch = chunks[first : first + config.compress_batch_size]
-            ids = torch.full((len(batch), config.chunk_size), self._pad_id(), dtype=torch.long, device=self.device)
-            mask = torch.zeros_like(ids)
-            for row, (doc, start, end) in enumerate(batch):
-                ids[row, : end - start] = documents[doc][start:end]
-                mask[row, : end - start] = 1
             started = time.perf_counter()
-            with role_adapter(self, "compressor"):
-                # By keyword: accelerate's hook on an offloaded compressor moves positional tensors and modules.
-                keys, values, slot_mask = self.compressor(backbone=self.model, chunk_ids=ids, chunk_mask=mask)
+            batch_blocks = self.compress_chunks(
+                [documents[doc][start:end] for doc, start, end in batch], [(start, end) for _, start, end in batch]
+            )
             elapsed = (time.perf_counter() - started) / len(batch)
-            for row, (doc, start, end) in enumerate(batch):
-                block = LycheeMemoryBlock(keys[row], values[row], slot_mask[row], (start, end))
+            for (doc, _, _), block in zip(batch, batch_blocks):
                 blocks[doc].append(block.to("cpu") if offload_to_cpu else block)
                 seconds[doc].append(elapsed)
             progress.update(len(batch))

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from transformers import Trainer
 
-from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names, role_adapter
+from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
-from .data import ListDataset, LycheeTrainingArguments
+from .data import ListDataset, LycheeTrainingArguments, add_role_adapter, train_only
 
 IGNORE_INDEX = -100
 
@@ -98,11 +98,7 @@ def collate_continuations(rows: list[ContinuationRow]) -> dict:
 
 def compressed_blocks(model, chunk_ids: torch.LongTensor) -> list[LycheeMemoryBlock]:
     """Compresses full chunks (B, chunk_size) into blocks, gradients kept, with the `compressor` adapter on."""
-    mask = torch.ones_like(chunk_ids)
-    with role_adapter(model, "compressor"):
-        keys, values, slots = model.compressor(backbone=model.model, chunk_ids=chunk_ids, chunk_mask=mask)
-    span = (0, chunk_ids.shape[1])
-    return [LycheeMemoryBlock(keys[i], values[i], slots[i], span) for i in range(chunk_ids.shape[0])]
+    return model.compress_chunks(list(chunk_ids), [(0, chunk_ids.shape[1])] * chunk_ids.shape[0])
 
 
 def continuation_loss(model, inputs: dict, reading: str = "compressed", forward=None) -> torch.Tensor:
@@ -215,12 +211,6 @@ def pretrain_compressor(
 
 
 def _mark_trainable(model, config: CompressorPretrainingConfig) -> None:
-    if config.compressor_lora_r and "compressor" not in adapter_names(model):
-        from peft import LoraConfig
-
-        lora = LoraConfig(
-            r=config.compressor_lora_r, lora_alpha=2 * config.compressor_lora_r, target_modules=BACKBONE_LORA_TARGETS
-        )
-        model.add_adapter(lora, adapter_name="compressor")
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name.startswith("compressor.") or ("lora_" in name and ".compressor." in name))
+    if config.compressor_lora_r:
+        add_role_adapter(model, "compressor", config.compressor_lora_r, 2 * config.compressor_lora_r)
+    train_only(model, ["compressor"])

@@ -1,10 +1,14 @@
-"""What the trainers share: a map-style dataset over in-memory rows, and the `TrainingArguments` defaults."""
+"""What the trainers share: a map-style dataset over in-memory rows, the `TrainingArguments` defaults, which
+weights a role owns (and the helpers that add and unfreeze them), and a wall-time limit."""
 
 import time
 from dataclasses import dataclass
 
+from torch import nn
 from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainingArguments
+
+from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names
 
 
 @dataclass
@@ -16,6 +20,30 @@ class LycheeTrainingArguments(TrainingArguments):
     report_to: str | list[str] | None = "none"
     logging_steps: int = 10
     save_strategy: str = "no"
+
+
+def role_weight(name: str, role: str) -> bool:
+    """Whether parameter `name` belongs to `role`: its LoRA adapter's weights, and for the compressor also the
+    memory-token embedding and projections (`compressor.*`)."""
+    return ("lora_" in name and f".{role}." in name) or (role == "compressor" and name.startswith("compressor."))
+
+
+def add_role_adapter(
+    model: nn.Module, role: str, r: int, alpha: int, dropout: float = 0.0, target_modules=BACKBONE_LORA_TARGETS
+) -> None:
+    """Adds a LoRA adapter named `role` over the backbone's decoder projections, unless the model has one."""
+    if role in adapter_names(model):
+        return
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
+    model.add_adapter(lora, adapter_name=role)
+
+
+def train_only(model: nn.Module, roles: list[str]) -> None:
+    """Marks exactly the weights of `roles` trainable (`role_weight`); everything else is frozen."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(any(role_weight(name, role) for role in roles))
 
 
 class ListDataset(Dataset):

@@ -26,10 +26,10 @@ from transformers.utils import logging
 from ..bank_tools import compress_to_disk
 from ..eval.metrics import classification_metrics
 from ..eval.tasks import EvalExample, supporting_chunks
-from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names
+from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS
 from ..modeling.gate_lychee import gate_prompt
 from ..modeling.memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
-from .data import ListDataset, LycheeTrainingArguments
+from .data import ListDataset, LycheeTrainingArguments, add_role_adapter, train_only
 from .teacher import gold_memory_texts
 
 logger = logging.get_logger(__name__)
@@ -296,15 +296,5 @@ def evaluate_gate(trainer: GateTrainer, rows: list[GateRow], threshold: float) -
 
 
 def _add_trainable_gate_adapter(model, config: GateTrainingConfig) -> None:
-    from peft import LoraConfig
-
-    if "gate" not in adapter_names(model):
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-        )
-        model.add_adapter(lora, adapter_name="gate")
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(".gate." in name and "lora_" in name)
+    add_role_adapter(model, "gate", config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    train_only(model, ["gate"])

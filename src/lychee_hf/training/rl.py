@@ -33,10 +33,10 @@ from transformers.utils import logging
 
 from ..eval.metrics import exact_match, substring_match, token_f1
 from ..eval.tasks import EvalExample
-from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names, role_adapter
+from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
 from ..modeling.reasoner_lychee import build_prompt, count_decoded, left_pad, stop_and_pad_ids
-from .data import ListDataset, LycheeTrainingArguments
+from .data import ListDataset, LycheeTrainingArguments, add_role_adapter, role_weight, train_only
 
 logger = logging.get_logger(__name__)
 
@@ -274,17 +274,10 @@ def recompute_blocks(
     if not indices:
         return {}
     size = model.config.chunk_size
-    ids = torch.full((len(indices), size), model._pad_id(), dtype=torch.long, device=model.device)
-    mask = torch.zeros_like(ids)
-    for row, index in enumerate(indices):
-        chunk = context_ids[index * size : (index + 1) * size]
-        ids[row, : chunk.numel()], mask[row, : chunk.numel()] = chunk, 1
-    with torch.set_grad_enabled(grad), role_adapter(model, "compressor"):
-        keys, values, slot_mask = model.compressor(backbone=model.model, chunk_ids=ids, chunk_mask=mask)
-    return {
-        index: LycheeMemoryBlock(keys[row], values[row], slot_mask[row], (index * size, index * size + size))
-        for row, index in enumerate(indices)
-    }
+    spans = [(index * size, min((index + 1) * size, context_ids.numel())) for index in indices]
+    with torch.set_grad_enabled(grad):
+        blocks = model.compress_chunks([context_ids[start:end] for start, end in spans], spans)
+    return dict(zip(indices, blocks))
 
 
 def turn_logprobs(
@@ -426,7 +419,7 @@ class LycheeGRPOTrainer(Trainer):
         unwrapped.train(was_training)
         assign_advantages(groups, self.args.scale_rewards)
         logprobs, references, advantages = [], [], []
-        grad = any(p.requires_grad for name, p in unwrapped.named_parameters() if _is_compressor_weight(name))
+        grad = any(p.requires_grad for name, p in unwrapped.named_parameters() if role_weight(name, "compressor"))
         for group in groups:
             blocks = recompute_blocks(unwrapped, group.context_ids, group.kept_blocks(), grad)
             logprobs += episode_logprobs(unwrapped, group, blocks, self.args, forward=model)
@@ -468,29 +461,14 @@ def _detached(block: LycheeMemoryBlock) -> LycheeMemoryBlock:
     return LycheeMemoryBlock(block.keys.detach(), block.values.detach(), block.mask, block.span)
 
 
-def _is_compressor_weight(name: str) -> bool:
-    return name.startswith("compressor.") or ("lora_" in name and ".compressor." in name)
-
-
 def prepare_for_rl(model, config: LycheeGRPOConfig) -> None:
     """Adds a `reasoner` LoRA adapter if the model has none, and marks what RL trains: the reasoner adapter and,
     with `train_compressor` (and a model in `memory_tokens` mode), the compressor's weights and adapter."""
-    if "reasoner" not in adapter_names(model):
-        from peft import LoraConfig
-
-        lora = LoraConfig(
-            r=config.reasoner_lora_r,
-            lora_alpha=config.reasoner_lora_alpha,
-            lora_dropout=0.0,
-            target_modules=BACKBONE_LORA_TARGETS,
-        )
-        model.add_adapter(lora, adapter_name="reasoner")
+    add_role_adapter(model, "reasoner", config.reasoner_lora_r, config.reasoner_lora_alpha)
     train_compressor = config.train_compressor and model.config.compression_mode == "memory_tokens"
     if config.train_compressor and not train_compressor:
         logger.warning("train_compressor is ignored: a lossless model has no compressor weights to train.")
-    for name, parameter in model.named_parameters():
-        reasoner = "lora_" in name and ".reasoner." in name
-        parameter.requires_grad_(reasoner or (train_compressor and _is_compressor_weight(name)))
+    train_only(model, ["reasoner", "compressor"] if train_compressor else ["reasoner"])
 
 
 @dataclass
