@@ -90,7 +90,7 @@ def main() -> None:
     print(f"{'reasoner':<22}{'accuracy':>10}")
     print(f"{'before (no adapter)':<22}{before:>10.3f}")
     print(f"{'after (LoRA, PEFT)':<22}{after:>10.3f}")
-    print(f"adapter saved to {args.out}/reasoner; load it with model.load_adapter(..., adapter_name='reasoner')")
+    print(f"adapter saved to {args.out}/reasoner; load it with model.load_role_adapter({args.out!r}, 'reasoner')")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,13 @@ for named adapters (`<folder>/<role>/adapter_config.json` + `adapter_model.safet
 phase with its role's adapter active and every other adapter off: compression with `compressor`, gating with
 `gate`, memory updates and the final answer with `reasoner`. A role without an adapter runs the plain backbone.
 
-Adapters may come from transformers' integration (`model.load_adapter` / `model.add_adapter`) or from
-`peft.get_peft_model(model, config, adapter_name="reasoner")`: both put PEFT tuner layers into the modules, and
-this file works on those layers directly (peft stays optional: without it there are no adapters).
+Everything here goes through peft's own public API (`inject_adapter_in_model`, `set_peft_model_state_dict`,
+`get_peft_model_state_dict`, and the tuner layers' `set_adapter` / `enable_adapters`), never through transformers'
+PEFT integration methods (`model.load_adapter`, `set_adapter`, ...): those check a minimum peft version that a
+transformers release can raise past the newest peft (5.24 asks for peft 0.22, which does not exist yet), which
+would lock every role adapter out. Adapters added by `peft.get_peft_model(model, config, adapter_name=...)` or by
+transformers' integration (where it runs) are tuner layers too, and work the same. peft stays optional: without
+it there are no adapters.
 """
 
 import os
@@ -57,7 +61,7 @@ def check_adapter_names(model: nn.Module) -> None:
         raise ValueError(
             f"Adapter(s) {unknown} are not LycheeMemory roles {list(ROLES)}: generate activates an adapter only "
             "in its role's phase. Name it after its role, e.g. peft.get_peft_model(model, lora_config, "
-            "adapter_name='reasoner') or model.load_adapter(path, adapter_name='gate')."
+            "adapter_name='reasoner') or model.load_role_adapter(path, 'gate')."
         )
 
 
@@ -78,15 +82,31 @@ def role_adapter(model: nn.Module, role: str | None) -> Iterator[None]:
     with _keeping_trainability(layers):
         saved = _adapter_state(layers)
         try:
-            for layer in layers:
-                if role in _layer_adapters(layer):
-                    layer.set_adapter(role)
-                    layer.enable_adapters(True)
-                else:
-                    layer.enable_adapters(False)
+            _activate(layers, role)
             yield
         finally:
             _apply_adapter_state(saved)
+
+
+def activate_role_adapter(model: nn.Module, role: str | None) -> None:
+    """From now on only `role`'s adapter is active (`None`: every adapter off), trainability unchanged.
+
+    What the model runs as outside `generate`'s phases (a plain forward, chat, training a role's adapter).
+    """
+    if role is not None and role not in adapter_names(model):
+        raise ValueError(f"This model has no {role!r} adapter (it has {adapter_names(model)}).")
+    layers = tuner_layers(model)
+    with _keeping_trainability(layers):
+        _activate(layers, role)
+
+
+def _activate(layers: list[nn.Module], role: str | None) -> None:
+    for layer in layers:
+        if role in _layer_adapters(layer):
+            layer.set_adapter(role)
+            layer.enable_adapters(True)
+        else:
+            layer.enable_adapters(False)
 
 
 def checkpoint_context_fn(model: nn.Module) -> Callable[[], tuple[AbstractContextManager, AbstractContextManager]]:
@@ -173,6 +193,23 @@ ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 PEFT_KEY_PREFIX = "base_model.model."
 
 
+def add_role_adapter(model: nn.Module, peft_config, role: str) -> None:
+    """Adds a new, trainable adapter named `role` configured by `peft_config` (e.g. a `peft.LoraConfig`).
+
+    `inject_adapter_in_model` creates the tuner layers and records the config in `model.peft_config`, which is
+    what `get_peft_model_state_dict` and `save_role_adapter` read.
+    """
+    if role not in ROLES:
+        raise ValueError(f"Adapter name {role!r} is not a LycheeMemory role {list(ROLES)}: name it after its role.")
+    if role in adapter_names(model):
+        raise ValueError(f"This model already has a {role!r} adapter.")
+    from peft import inject_adapter_in_model
+
+    with warnings.catch_warnings():  # several adapters in one model is the point here
+        warnings.filterwarnings("ignore", message=".*multiple adapters.*")
+        inject_adapter_in_model(peft_config, model, adapter_name=role)
+
+
 def save_role_adapter(model: nn.Module, role: str, directory: str | os.PathLike) -> None:
     """Writes `role`'s adapter as PEFT does for a named adapter: config + safetensors weights in `directory`."""
     from peft import get_peft_model_state_dict
@@ -189,10 +226,11 @@ def load_role_adapter(model: nn.Module, source: str | os.PathLike, role: str, **
     """Loads the PEFT adapter in `source`'s subfolder `role` (local folder or Hub repo) as adapter `role`.
 
     Strict: every weight the adapter's config creates must be in the file, and the file may hold no other.
-    Frozen (inference mode); `set_adapter` / PEFT's usual calls make it trainable again.
+    Frozen (the config's inference mode, as `PeftModel.from_pretrained`); `train_only` or `requires_grad_` make it
+    trainable again.
     """
     try:
-        from peft import PeftConfig, inject_adapter_in_model, set_peft_model_state_dict
+        from peft import PeftConfig, set_peft_model_state_dict
     except ImportError as error:
         raise ImportError(
             f"This checkpoint holds a {role!r} adapter, and loading adapters needs peft: pip install peft "
@@ -203,9 +241,7 @@ def load_role_adapter(model: nn.Module, source: str | os.PathLike, role: str, **
 
     config = PeftConfig.from_pretrained(source, subfolder=role, **hub_kwargs)
     config.inference_mode = True
-    with warnings.catch_warnings():  # several adapters in one model is the point here
-        warnings.filterwarnings("ignore", message=".*multiple adapters.*")
-        inject_adapter_in_model(config, model, adapter_name=role)
+    add_role_adapter(model, config, role)
     weights = load_file(cached_file(source, ADAPTER_WEIGHTS_FILE, subfolder=role, **hub_kwargs))
     weights = {key.removeprefix(PEFT_KEY_PREFIX): tensor for key, tensor in weights.items()}
     result = set_peft_model_state_dict(model, weights, adapter_name=role)
@@ -215,6 +251,3 @@ def load_role_adapter(model: nn.Module, source: str | os.PathLike, role: str, **
             f"The {role!r} adapter in {source} does not match its config: missing {missing[:3]}, unexpected "
             f"{list(result.unexpected_keys)[:3]}. Re-save it with model.save_pretrained."
         )
-    model.peft_config[role] = config
-    # transformers' own adapter methods (set_adapter, disable_adapters, ...) check this flag.
-    model._hf_peft_config_loaded = True

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from .compat_lychee import pop_cache
+
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
@@ -155,7 +157,7 @@ class MemoryRouting:
 class BlockStates:
     """A block prefix's per-layer K/V as a call argument, for layers that run without the cache (never stored).
 
-    transformers' gradient-checkpointed decoder layers drop `past_key_values` in training, and with it a block
+    transformers' gradient-checkpointed decoder layers drop the cache in training, and with it a block
     read as prefix. `LycheeMemoryForCausalLM.forward(memory_blocks=...)` passes the same K/V both ways: a layer
     that still has the cache reads it there, a layer that lost it prepends these instead, so the result (and the
     gradient into the compressor) is the same with checkpointing on or off.
@@ -222,11 +224,11 @@ class LycheeAttention(nn.Module):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        past_key_values=None,
         memory_routing: MemoryRouting | None = None,
         block_states: BlockStates | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cache = pop_cache(kwargs)  # the decoder layer passes it as `cache` (5.24+) or `past_key_values`
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         query, key, value = self._project(hidden_states, memory_routing)
@@ -241,8 +243,8 @@ class LycheeAttention(nn.Module):
 
         cos, sin = position_embeddings
         query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
         elif block_states is not None:  # a checkpointed layer in training: the cache holding the block was dropped
             prefix_key, prefix_value = block_states.layers[self.layer_idx]
             key = torch.cat([prefix_key.to(key), key], dim=2)

@@ -17,6 +17,7 @@ from transformers import initialization as init
 from transformers.cache_utils import DynamicCache
 
 from .attention_lychee import BlockStates, LowRankDelta, MemoryProjections, MemoryRouting, apply_rotary
+from .compat_lychee import CACHE_ARG, LEGACY_CACHE_ARG, cache_kwargs
 from .configuration_lychee import LycheeMemoryConfig
 
 
@@ -57,7 +58,7 @@ class LycheePreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     # accelerate's device hooks move every tensor-like argument, modules included (`Module.to`): the compressor's
     # `backbone` argument must stay where it is (pass it by keyword; positional arguments cannot be skipped).
-    _skip_keys_device_placement = ["past_key_values", "backbone"]
+    _skip_keys_device_placement = sorted({CACHE_ARG, LEGACY_CACHE_ARG, "backbone"})
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -189,7 +190,7 @@ class LycheeCompressor(LycheePreTrainedModel):
             inputs_embeds=embeds,
             attention_mask=full_mask,
             position_ids=positions[:, prefix_len:],
-            past_key_values=cache,
+            **cache_kwargs(cache),
             use_cache=False,
             memory_routing=routing,
             block_states=states,

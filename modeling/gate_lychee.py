@@ -22,6 +22,7 @@ Gate types (`config.gate_type`):
 import torch
 
 from .adapters_lychee import adapter_names, role_adapter
+from .compat_lychee import cache_kwargs
 from .compressor_lychee import LycheePreTrainedModel
 from .configuration_lychee import LycheeMemoryConfig
 from .memory_bank_lychee import LycheeMemoryBank
@@ -103,7 +104,7 @@ class LycheeQueryLikelihoodGate(LycheeGate):
         def score(blocks):
             prefix = block_prefix(model, blocks)
             ids = prompt.expand(len(blocks), -1)
-            logits = model(ids, past_key_values=prefix.cache, **prefix.forward_inputs(torch.ones_like(ids))).logits
+            logits = model(ids, **cache_kwargs(prefix.cache), **prefix.forward_inputs(torch.ones_like(ids))).logits
             # Token t is predicted by the logits at t - 1; the first question token by the prompt's last piece-0
             # token (or, with an empty piece 0, it is not scored).
             log_probs = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
@@ -122,7 +123,7 @@ class LycheeClassifierGate(LycheeGate):
         if "gate" not in adapter_names(model):
             raise ValueError(
                 "gate_type='classifier' needs a trained gate adapter, and this model has none: train one with "
-                "`lychee-hf train-gate`, load one with model.load_adapter(path, adapter_name='gate'), or use "
+                "`lychee-hf train-gate`, load one with model.load_role_adapter(path, 'gate'), or use "
                 "gate_type='query_likelihood'."
             )
         prompt = gate_prompt(self.config, question_ids, memory_ids)

@@ -18,8 +18,10 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import logging
 
 from .adapters_lychee import (
+    activate_role_adapter,
     adapter_names,
     adapter_weights,
+    add_role_adapter,
     base_state_dict,
     check_adapter_names,
     checkpoint_context_fn,
@@ -28,6 +30,7 @@ from .adapters_lychee import (
     save_role_adapter,
 )
 from .attention_lychee import install_lychee_attention
+from .compat_lychee import cache_kwargs, output_cache, pop_cache
 from .compressor_lychee import LycheeCompressor, LycheePreTrainedModel
 from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig
 from .gate_lychee import GATE_CLASSES
@@ -87,7 +90,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -98,24 +101,27 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         """The backbone causal LM (the reasoner): what `generate` decodes with; the training entry point.
 
         Args:
+            cache (`Cache`, *optional*): the K/V cache (transformers 5.24's name; `past_key_values=` is accepted
+                too, as transformers 5.23 and earlier pass it).
             memory_blocks (`list[LycheeMemoryBlock]`, *optional*): one block per row, read as attention prefix
                 (placed by `config.position_scheme`, as in `generate`'s memory updates). `input_ids`,
                 `attention_mask` (left padding) and `labels` then cover the prompt only; `position_ids` and
-                `past_key_values` are derived from the blocks. This is how a reasoner or gate adapter trains on
-                what it reads in `generate`.
+                the cache are derived from the blocks. This is how a reasoner or gate adapter trains on what it
+                reads in `generate`.
             Other arguments as for the backbone's `…ForCausalLM.forward`.
         """
+        cache = pop_cache(kwargs, cache)
         if memory_blocks is not None:
-            attention_mask, position_ids, past_key_values, kwargs["block_states"] = self._block_prefix_inputs(
-                memory_blocks, input_ids if input_ids is not None else inputs_embeds, attention_mask, past_key_values
+            attention_mask, position_ids, cache, kwargs["block_states"] = self._block_prefix_inputs(
+                memory_blocks, input_ids if input_ids is not None else inputs_embeds, attention_mask, cache
             )
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            **cache_kwargs(cache),
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -124,11 +130,11 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **cache_kwargs(output_cache(outputs)))
 
-    def _block_prefix_inputs(self, blocks, inputs, attention_mask, past_key_values):
-        if past_key_values is not None:
-            raise ValueError("Pass either memory_blocks or past_key_values, not both.")
+    def _block_prefix_inputs(self, blocks, inputs, attention_mask, cache):
+        if cache is not None:
+            raise ValueError("Pass either memory_blocks or a cache, not both.")
         if len(blocks) != inputs.shape[0]:
             raise ValueError(f"Got {len(blocks)} memory_blocks for {inputs.shape[0]} rows: pass one block per row.")
         prefix = block_prefix(self, blocks)
@@ -273,7 +279,10 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 "A model with role adapters is pushed with model.push_to_hub(repo_id) or `lychee-hf push`."
             )
         kwargs.setdefault("state_dict", base_state_dict(self))
-        # transformers saves only the active adapter of a model with adapters; the backbone must be saved too.
+        # Adapters added through transformers' integration (`model.add_adapter` / `load_adapter`, where the
+        # installed transformers allows them) set this flag, and `PreTrainedModel.save_pretrained` then writes only
+        # the active adapter (its documented `save_peft_format` behaviour): the backbone must be saved here too.
+        # lychee-hf's own adapter functions never set it.
         had_adapters = getattr(self, "_hf_peft_config_loaded", False)
         self._hf_peft_config_loaded = False
         try:
@@ -282,6 +291,35 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             self._hf_peft_config_loaded = had_adapters
         for role in roles:
             save_role_adapter(self, role, os.path.join(save_directory, role))
+
+    def add_role_adapter(self, peft_config, role: str) -> None:
+        """Adds a new trainable adapter for `role` (`"compressor"`, `"gate"` or `"reasoner"`).
+
+        Through peft's own API, so it works whatever minimum peft transformers' integration (`add_adapter`) asks.
+
+        Args:
+            peft_config (`peft.PeftConfig`): e.g. `LoraConfig(r=16, target_modules=BACKBONE_LORA_TARGETS)`.
+            role (`str`): the adapter's name, which is its role.
+        """
+        add_role_adapter(self, peft_config, role)
+
+    def load_role_adapter(self, source: str | os.PathLike, role: str, **hub_kwargs) -> None:
+        """Loads a saved role adapter (frozen): `source/<role>/adapter_config.json` + `adapter_model.safetensors`.
+
+        Args:
+            source (`str` or `os.PathLike`): a folder or Hub repo holding the adapter in subfolder `role` (what
+                `save_pretrained` or `PeftModel.save_pretrained` of a named adapter writes).
+            role (`str`): which role's adapter to load.
+            **hub_kwargs: `revision`, `token`, `cache_dir`, ... for a Hub repo.
+        """
+        load_role_adapter(self, source, role, **hub_kwargs)
+
+    def activate_role_adapter(self, role: str | None) -> None:
+        """Runs as `role` outside `generate` (a plain forward, chat, training): only its adapter on; `None`: none.
+
+        `generate` switches adapters per phase by itself and restores this choice afterwards.
+        """
+        activate_role_adapter(self, role)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, load_role_adapters: bool = True, **kwargs):
@@ -304,10 +342,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             for role in roles:
                 load_role_adapter(model, pretrained_model_name_or_path, role, **hub_kwargs)
             # Outside generate's phases (a plain forward or chat), the model is the reasoner.
-            if "reasoner" in roles:
-                model.set_adapter("reasoner")
-            else:
-                model.disable_adapters()
+            activate_role_adapter(model, "reasoner" if "reasoner" in roles else None)
         elif roles:
             model.config.role_adapters = None
         return loaded

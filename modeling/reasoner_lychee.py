@@ -15,6 +15,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.utils import logging
 
 from .adapters_lychee import role_adapter
+from .compat_lychee import cache_kwargs
 from .configuration_lychee import check_gate_policy
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
@@ -265,7 +266,7 @@ class ReasonerLoop:
         sequences = GenerationMixin.generate(
             self.model,
             input_ids=prompt_ids,
-            past_key_values=prefix.cache,
+            **cache_kwargs(prefix.cache),
             generation_config=self.update_config,
             **prefix.generate_inputs(prompt_mask),
         )

@@ -8,7 +8,12 @@ import torch
 peft = pytest.importorskip("peft")
 
 from lychee_hf import LycheeMemoryForCausalLM  # noqa: E402
-from lychee_hf.modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names, role_adapter  # noqa: E402
+from lychee_hf.modeling.adapters_lychee import (  # noqa: E402
+    BACKBONE_LORA_TARGETS,
+    adapter_names,
+    role_adapter,
+    tuner_layers,
+)
 from tiny import document_ids, question_ids, tiny_lychee  # noqa: E402
 
 
@@ -20,7 +25,7 @@ def _lora(rank: int = 4) -> "peft.LoraConfig":
 def _with_adapters(*roles, **knobs):
     model = tiny_lychee(**knobs)
     for role in roles:
-        model.add_adapter(_lora(), adapter_name=role)
+        model.add_role_adapter(_lora(), role)
     return model
 
 
@@ -50,24 +55,31 @@ def test_memory_updates_and_answer_run_with_the_reasoner_adapter_only(tokenizer)
     assert with_others[1] != reasoner[1]
 
 
+@pytest.mark.compat
 def test_role_adapter_restores_the_active_adapter_and_trainability():
     model = _with_adapters("gate", "reasoner")
-    model.set_adapter("reasoner")
+    model.activate_role_adapter("reasoner")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     with role_adapter(model, "gate"):
         pass
     with role_adapter(model, "compressor"):  # no compressor adapter: every adapter is off inside
         x = torch.tensor([[5, 6, 7]])
         off = model(x).logits
-    assert model.active_adapters() == ["reasoner"]
+    assert {tuple(layer.active_adapters) for layer in tuner_layers(model)} == {("reasoner",)}
+    assert not any(layer.disable_adapters for layer in tuner_layers(model))
     assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable
-    model.disable_adapters()
+    model.activate_role_adapter(None)
     assert torch.allclose(model(x).logits, off)
+
+
+def test_add_role_adapter_refuses_a_name_that_is_not_a_role():
+    with pytest.raises(ValueError, match="not a LycheeMemory role"):
+        tiny_lychee().add_role_adapter(_lora(), "default")
 
 
 def test_an_adapter_not_named_after_a_role_is_refused(tokenizer):
     model = tiny_lychee()
-    model.add_adapter(_lora(), adapter_name="default")
+    peft.inject_adapter_in_model(_lora(), model, adapter_name="default")
     with pytest.raises(ValueError, match="not LycheeMemory roles.*adapter_name='reasoner'"):
         model.generate(input_ids=question_ids(tokenizer), context_ids=document_ids(tokenizer, 64))
 
@@ -88,6 +100,7 @@ def test_save_pretrained_writes_each_role_adapter_in_peft_layout(tmp_path):
     assert "model.layers.0.self_attn.q_proj.weight" in names
 
 
+@pytest.mark.compat
 def test_from_pretrained_loads_every_role_adapter_to_identical_outputs(tmp_path, tokenizer):
     model = _with_adapters("compressor", "gate", "reasoner", gate_type="query_likelihood")
     doc, question = document_ids(tokenizer, 150), question_ids(tokenizer)
@@ -100,17 +113,19 @@ def test_from_pretrained_loads_every_role_adapter_to_identical_outputs(tmp_path,
     assert adapter_names(bare) == []
 
 
+@pytest.mark.compat
 def test_a_saved_role_adapter_loads_with_plain_peft(tmp_path):
     model = _with_adapters("reasoner")
     model.save_pretrained(tmp_path)
     base = LycheeMemoryForCausalLM.from_pretrained(tmp_path, load_role_adapters=False)
     wrapped = peft.PeftModel.from_pretrained(base, tmp_path / "reasoner", adapter_name="reasoner")
     x = torch.tensor([[5, 6, 7, 8]])
-    model.set_adapter("reasoner")
+    model.activate_role_adapter("reasoner")
     with torch.no_grad():
         assert torch.allclose(wrapped(input_ids=x).logits, model(x).logits, atol=1e-6)
 
 
+@pytest.mark.compat
 def test_get_peft_model_trains_a_reasoner_adapter_on_block_prefixed_prompts(tmp_path, tokenizer):
     model = tiny_lychee()
     block = model.compress(document_ids(tokenizer, 64)).block(0)

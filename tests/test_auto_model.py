@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -28,6 +29,7 @@ def test_save_writes_auto_map_and_the_modeling_files(tmp_path, tokenizer):
         "configuration_lychee.py",
         "compressor_lychee.py",
         "attention_lychee.py",
+        "compat_lychee.py",
         "gate_lychee.py",
         "reasoner_lychee.py",
         "memory_bank_lychee.py",
@@ -37,6 +39,7 @@ def test_save_writes_auto_map_and_the_modeling_files(tmp_path, tokenizer):
     assert (tmp_path / "model.safetensors").exists()
 
 
+@pytest.mark.compat
 def test_load_reports_no_missing_or_unexpected_weights(tmp_path, tokenizer):
     _saved(tmp_path, tokenizer)
     _, info = LycheeMemoryForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
@@ -53,6 +56,7 @@ def test_import_registers_auto_classes_without_remote_code(tmp_path, tokenizer):
     )
 
 
+@pytest.mark.compat
 def test_fresh_process_without_lychee_hf_loads_remote_code_with_same_output(tmp_path, tokenizer):
     model = _saved(tmp_path, tokenizer)
     doc, question = document_ids(tokenizer, 100), question_ids(tokenizer)

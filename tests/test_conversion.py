@@ -25,6 +25,7 @@ def converted(tmp_path_factory):
     return source, destination, report
 
 
+@pytest.mark.compat
 def test_every_source_tensor_is_converted_or_reported_dropped(converted):
     source, _, report = converted
     total = len(load_file(source / "model.safetensors"))
@@ -85,6 +86,7 @@ def test_the_converted_templates_are_the_authors_prompts(converted, tokenizer):
     assert tokenizer.decode(config["initial_memory_ids"]) == "No previous memory"
 
 
+@pytest.mark.compat
 def test_fresh_process_remote_code_load_gives_the_same_greedy_output(converted, tokenizer, tmp_path):
     _, destination, _ = converted
     doc, question = document_ids(tokenizer, 150), question_ids(tokenizer)

@@ -48,7 +48,7 @@ def test_applied_weights_reproduce_the_trained_model(tokenizer, tmp_path):
     export_shipped_weights(trained, tmp_path / "weights", {})
     fresh = tiny_lychee(memory_projection_rank=4, compression_mode="memory_tokens", seed=0)
     assert apply_shipped_weights(fresh, tmp_path / "weights") == ["compressor", "reasoner"]
-    fresh.set_adapter("reasoner")
+    fresh.activate_role_adapter("reasoner")
     context, question = document_ids(tokenizer, 100), question_ids(tokenizer)
     expected = trained.generate(input_ids=question, context_ids=context, do_sample=False)
     assert torch.equal(fresh.generate(input_ids=question, context_ids=context, do_sample=False), expected)

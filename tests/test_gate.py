@@ -14,7 +14,7 @@ from lychee_hf.modeling.adapters_lychee import BACKBONE_LORA_TARGETS  # noqa: E4
 def _classifier_model(**knobs):
     model = tiny_lychee(gate_type="classifier", **knobs)
     lora = peft.LoraConfig(r=4, target_modules=BACKBONE_LORA_TARGETS, init_lora_weights=False)
-    model.add_adapter(lora, adapter_name="gate")
+    model.add_role_adapter(lora, "gate")
     return model
 
 

@@ -4,11 +4,13 @@ import pytest
 import torch
 
 from lychee_hf import LycheeGate, LycheeGenerateOutput
+from lychee_hf.modeling.compat_lychee import cache_kwargs
 from lychee_hf.modeling.prefix_lychee import block_prefix
 from lychee_hf.modeling.reasoner_lychee import build_prompt, clean_memory
 from tiny import document_ids, question_ids, tiny_lychee
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_generate_with_context_returns_question_then_answer_and_a_trace(kind, tokenizer):
     model = tiny_lychee(kind)
@@ -34,6 +36,7 @@ def test_generate_without_context_is_the_plain_backbone(tokenizer):
     assert out[0, prompt.shape[1]] == logits.argmax(-1)
 
 
+@pytest.mark.compat
 def test_generate_from_a_bank_equals_generate_from_context(tokenizer):
     model = tiny_lychee()
     doc, question = document_ids(tokenizer, 150), question_ids(tokenizer)
@@ -52,6 +55,7 @@ def _plain_reading_of_first_update(model, tokenizer, chunk, question):
     return clean_memory(out[0, ids.shape[1] :], [tokenizer.eos_token_id, tokenizer.pad_token_id], config.memory_budget)
 
 
+@pytest.mark.compat
 def test_lossless_block_equals_reading_the_chunk_as_plain_text(tokenizer):
     model = tiny_lychee(compression_mode="lossless", position_scheme="sequential")
     chunk, question = document_ids(tokenizer, 64), question_ids(tokenizer)
@@ -59,7 +63,7 @@ def test_lossless_block_equals_reading_the_chunk_as_plain_text(tokenizer):
     prompt = question[0]
     with torch.no_grad():
         with_block = model(
-            prompt[None], past_key_values=prefix.cache, **prefix.forward_inputs(torch.ones(1, prompt.numel()))
+            prompt[None], **cache_kwargs(prefix.cache), **prefix.forward_inputs(torch.ones(1, prompt.numel()))
         ).logits[:, -1]
         plain = model(torch.cat([chunk, prompt[None]], dim=1)).logits[:, -1]
     torch.testing.assert_close(with_block, plain, rtol=1e-4, atol=1e-4)
@@ -130,6 +134,7 @@ def _answer(sequences, question_len, eos):
     return answer[: answer.index(eos) + 1] if eos in answer else answer
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("scheme", ["reference", "sequential"])
 def test_padded_batch_equals_rows_run_alone(scheme, tokenizer):
     model = tiny_lychee(position_scheme=scheme)
@@ -203,6 +208,7 @@ def test_sampling_settings_reach_the_decoding(tokenizer):
     assert not torch.equal(first, second)
 
 
+@pytest.mark.compat
 def test_streamer_receives_the_final_answer(tokenizer):
     from transformers import TextIteratorStreamer
 

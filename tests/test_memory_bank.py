@@ -25,6 +25,7 @@ def saved(model, doc, tmp_path):
     return tmp_path / "bank"
 
 
+@pytest.mark.compat
 def test_save_load_round_trip_gives_identical_answers(model, doc, saved, tokenizer):
     question = question_ids(tokenizer)
     loaded = LycheeMemoryBank.from_pretrained(saved)
@@ -41,6 +42,7 @@ def test_saved_bank_is_safetensors_plus_json_manifest(saved):
     assert not list(saved.glob("*.bin")) and not list(saved.glob("*.pt"))
 
 
+@pytest.mark.compat
 def test_streaming_from_disk_equals_in_memory(model, doc, saved, tokenizer):
     question = question_ids(tokenizer)
     mapped = LycheeMemoryBank.from_pretrained(saved, verify_checksums=False)

@@ -134,7 +134,7 @@ def test_role_adapters_load_in_full_precision_on_a_quantized_backbone(bits, tmp_
 
     model = tiny_lychee(gate_type="classifier")
     for role in ("gate", "reasoner"):
-        model.add_adapter(peft.LoraConfig(r=4, target_modules=BACKBONE_LORA_TARGETS), adapter_name=role)
+        model.add_role_adapter(peft.LoraConfig(r=4, target_modules=BACKBONE_LORA_TARGETS), role)
     model.save_pretrained(tmp_path)
     loaded = LycheeMemoryForCausalLM.from_pretrained(tmp_path, quantization_config=CONFIGS[bits])
     assert adapter_names(loaded) == ["gate", "reasoner"]

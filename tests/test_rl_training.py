@@ -5,6 +5,7 @@ import torch
 
 from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.modeling.adapters_lychee import role_adapter
+from lychee_hf.modeling.compat_lychee import cache_kwargs, output_cache
 from lychee_hf.modeling.prefix_lychee import block_prefix
 from lychee_hf.training.compressor import compressed_blocks
 from lychee_hf.training.curriculum import check_disjoint_seeds, curriculum_examples
@@ -143,7 +144,7 @@ def _incremental_logprobs(model, turn, block, temperature: float) -> torch.Tenso
     else:
         cache, attention, positions = None, mask, torch.arange(prompt.shape[1])[None]
     out = model(
-        input_ids=prompt, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True
+        input_ids=prompt, attention_mask=attention, position_ids=positions, use_cache=True, **cache_kwargs(cache)
     )
     logprobs = []
     for token in turn.completion_ids:
@@ -154,8 +155,8 @@ def _incremental_logprobs(model, turn, block, temperature: float) -> torch.Tenso
             input_ids=token.view(1, 1),
             attention_mask=attention,
             position_ids=positions,
-            past_key_values=out.past_key_values,
             use_cache=True,
+            **cache_kwargs(output_cache(out)),
         )
     return torch.stack(logprobs)
 

@@ -25,7 +25,7 @@ from transformers import Trainer
 
 from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
-from .data import ListDataset, LycheeTrainingArguments, add_role_adapter, train_only
+from .data import ListDataset, LycheeTrainingArguments, add_role_lora, train_only
 
 IGNORE_INDEX = -100
 
@@ -212,5 +212,5 @@ def pretrain_compressor(
 
 def _mark_trainable(model, config: CompressorPretrainingConfig) -> None:
     if config.compressor_lora_r:
-        add_role_adapter(model, "compressor", config.compressor_lora_r, 2 * config.compressor_lora_r)
+        add_role_lora(model, "compressor", config.compressor_lora_r, 2 * config.compressor_lora_r)
     train_only(model, ["compressor"])

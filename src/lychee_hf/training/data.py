@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainingArguments
 
-from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names
+from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names, add_role_adapter
 
 
 @dataclass
@@ -28,7 +28,7 @@ def role_weight(name: str, role: str) -> bool:
     return ("lora_" in name and f".{role}." in name) or (role == "compressor" and name.startswith("compressor."))
 
 
-def add_role_adapter(
+def add_role_lora(
     model: nn.Module, role: str, r: int, alpha: int, dropout: float = 0.0, target_modules=BACKBONE_LORA_TARGETS
 ) -> None:
     """Adds a LoRA adapter named `role` over the backbone's decoder projections, unless the model has one."""
@@ -37,7 +37,7 @@ def add_role_adapter(
     from peft import LoraConfig
 
     lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
-    model.add_adapter(lora, adapter_name=role)
+    add_role_adapter(model, lora, role)
 
 
 def train_only(model: nn.Module, roles: list[str]) -> None:

@@ -29,7 +29,7 @@ from ..eval.tasks import EvalExample, supporting_chunks
 from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS
 from ..modeling.gate_lychee import gate_prompt
 from ..modeling.memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
-from .data import ListDataset, LycheeTrainingArguments, add_role_adapter, train_only
+from .data import ListDataset, LycheeTrainingArguments, add_role_lora, train_only
 from .teacher import gold_memory_texts
 
 logger = logging.get_logger(__name__)
@@ -296,5 +296,5 @@ def evaluate_gate(trainer: GateTrainer, rows: list[GateRow], threshold: float) -
 
 
 def _add_trainable_gate_adapter(model, config: GateTrainingConfig) -> None:
-    add_role_adapter(model, "gate", config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    add_role_lora(model, "gate", config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
     train_only(model, ["gate"])

@@ -36,7 +36,7 @@ from ..eval.tasks import EvalExample
 from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
 from ..modeling.reasoner_lychee import build_prompt, count_decoded, left_pad, stop_and_pad_ids
-from .data import ListDataset, LycheeTrainingArguments, add_role_adapter, role_weight, train_only
+from .data import ListDataset, LycheeTrainingArguments, add_role_lora, role_weight, train_only
 
 logger = logging.get_logger(__name__)
 
@@ -464,7 +464,7 @@ def _detached(block: LycheeMemoryBlock) -> LycheeMemoryBlock:
 def prepare_for_rl(model, config: LycheeGRPOConfig) -> None:
     """Adds a `reasoner` LoRA adapter if the model has none, and marks what RL trains: the reasoner adapter and,
     with `train_compressor` (and a model in `memory_tokens` mode), the compressor's weights and adapter."""
-    add_role_adapter(model, "reasoner", config.reasoner_lora_r, config.reasoner_lora_alpha)
+    add_role_lora(model, "reasoner", config.reasoner_lora_r, config.reasoner_lora_alpha)
     train_compressor = config.train_compressor and model.config.compression_mode == "memory_tokens"
     if config.train_compressor and not train_compressor:
         logger.warning("train_compressor is ignored: a lossless model has no compressor weights to train.")
@@ -510,7 +510,7 @@ def train_rl(
     trainer = LycheeGRPOTrainer(model, config, ListDataset(examples), tokenizer, reward_funcs, callbacks=callbacks)
     trainer.train()
     model.eval()
-    model.set_adapter("reasoner")
+    model.activate_role_adapter("reasoner")
     return RLResult(trainer, len(examples))
 
 
