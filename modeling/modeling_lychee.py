@@ -5,9 +5,7 @@ K/V block, lets the gate skip blocks, lets the reasoner rewrite a working memory
 from question + memory. Without `context_ids` (or `memory`) it is the plain backbone.
 """
 
-import contextlib
 import copy
-import hashlib
 import os
 import time
 
@@ -20,7 +18,6 @@ from transformers.utils import logging
 from .adapters_lychee import (
     activate_role_adapter,
     adapter_names,
-    adapter_weights,
     add_role_adapter,
     base_state_dict,
     check_adapter_names,
@@ -33,7 +30,9 @@ from .attention_lychee import install_lychee_attention
 from .compat_lychee import cache_kwargs, output_cache, pop_cache
 from .compressor_lychee import LycheeCompressor, LycheePreTrainedModel
 from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig
+from .fingerprint_lychee import weights_digest
 from .gate_lychee import GATE_CLASSES
+from .kv_quant_lychee import check_bank_dtype
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
 from .reasoner_lychee import (
@@ -349,7 +348,11 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
 
     # ----------------------------------------------------------------------------------------- compression
     def memory_fingerprint(self) -> dict:
-        """The settings a memory bank must share with this model to be read by it."""
+        """The settings a memory bank must share with this model to be read by it.
+
+        `weights_digest` covers every weight that can change a block's K/V (backbone, compressor, compressor
+        adapter); it is computed once and cached until those weights change.
+        """
         config, text = self.config, self.config.text_config
         return {
             "architecture": text.model_type,
@@ -365,33 +368,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             "weights_digest": self._weights_digest(),
         }
 
-    def _weights_digest(self) -> str:
-        """A short hash of the weights that shape a block's K/V (first/last layer projections, memory embedding)."""
-        modules = [
-            self.compressor.memory_embedding,
-            self.compressor.layers[0].k_proj,
-            self.compressor.layers[-1].v_proj,
-            self.model.layers[0].self_attn.k_proj,
-            self.model.layers[-1].self_attn.v_proj,
-        ]
-        with contextlib.ExitStack() as stack:
-            for module in modules:  # offloaded weights (device maps) sit on "meta" until their hook loads them
-                if getattr(module, "_hf_hook", None) is not None:
-                    from accelerate.utils import align_module_device
-
-                    stack.enter_context(align_module_device(module))
-            tensors = [
-                self.compressor.memory_embedding.weight,
-                *self.compressor.layers[0].k_proj.parameters(),
-                *self.compressor.layers[-1].v_proj.parameters(),
-                self.model.layers[0].self_attn.k_proj.weight,
-                self.model.layers[-1].self_attn.v_proj.weight,
-                *adapter_weights(self, "compressor"),  # a compressor adapter changes every block's K/V
-            ]
-            digest = hashlib.sha256()
-            for tensor in tensors:
-                digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+    def _weights_digest(self, refresh: bool = False) -> str:
+        """A hash of every weight that can change a block's K/V, cached per model (see `fingerprint_lychee.py`)."""
+        return weights_digest(self, refresh=refresh)
 
     @torch.inference_mode()
     def compress(
@@ -400,6 +379,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         show_progress: bool | None = None,
         offload_to_cpu: bool = False,
+        bank_dtype: str | None = None,
     ) -> LycheeMemoryBank:
         """Compresses one document into a reusable memory bank (`generate(..., memory=bank)` reads it).
 
@@ -408,12 +388,18 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             attention_mask (`torch.Tensor`, *optional*): same shape; 0 marks padding to drop.
             show_progress (`bool`, *optional*): progress bar over chunks (default: on for 8+ chunks).
             offload_to_cpu (`bool`): keep the blocks in host memory (they move to the device one at a time).
+            bank_dtype (`str`, *optional*): store the blocks as `"float32"`, `"float16"`, `"bfloat16"`, `"int8"`
+                or `"int4"` (each block is converted as it is made, on the device; int8/int4 are dequantized
+                block by block when read). Default: exactly as computed, in the model's dtype.
+                `save_pretrained` then writes this format.
 
         Returns:
             `LycheeMemoryBank` with one block per `chunk_size` tokens.
         """
         context_ids, attention_mask = self._check_context(context_ids, attention_mask, single=True)
-        banks, _ = self._compress_documents(_unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu)
+        banks, _ = self._compress_documents(
+            _unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu, bank_dtype
+        )
         return banks[0]
 
     @torch.inference_mode()
@@ -423,10 +409,13 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         show_progress: bool | None = None,
         offload_to_cpu: bool = False,
+        bank_dtype: str | None = None,
     ) -> list[LycheeMemoryBank]:
         """`compress` for a (B, N) batch of (padded) documents: one bank per row."""
         context_ids, attention_mask = self._check_context(context_ids, attention_mask, single=False)
-        banks, _ = self._compress_documents(_unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu)
+        banks, _ = self._compress_documents(
+            _unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu, bank_dtype
+        )
         return banks
 
     def compress_chunks(self, chunks: list[torch.LongTensor], spans: list[tuple[int, int]]) -> list[LycheeMemoryBlock]:
@@ -454,10 +443,16 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         return [LycheeMemoryBlock(keys[row], values[row], slot_mask[row], span) for row, span in enumerate(spans)]
 
     def _compress_documents(
-        self, documents: list[torch.LongTensor], show_progress: bool | None, offload_to_cpu: bool
+        self,
+        documents: list[torch.LongTensor],
+        show_progress: bool | None,
+        offload_to_cpu: bool,
+        bank_dtype: str | None = None,
     ) -> tuple[list[LycheeMemoryBank], list[list[float]]]:
         """Chunks every document, compresses the chunks in batches, and returns banks + seconds per block."""
         config = self.config
+        if bank_dtype is not None:
+            check_bank_dtype(bank_dtype)
         chunks = []  # (document index, start, end)
         for doc, ids in enumerate(documents):
             chunks += [
@@ -480,12 +475,13 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             )
             elapsed = (time.perf_counter() - started) / len(batch)
             for (doc, _, _), block in zip(batch, batch_blocks):
+                block = block.astype(bank_dtype) if bank_dtype is not None else block
                 blocks[doc].append(block.to("cpu") if offload_to_cpu else block)
                 seconds[doc].append(elapsed)
             progress.update(len(batch))
         progress.close()
         fingerprint = self.memory_fingerprint()
-        banks = [LycheeMemoryBank(doc_blocks, fingerprint) for doc_blocks in blocks]
+        banks = [LycheeMemoryBank(doc_blocks, fingerprint, bank_dtype) for doc_blocks in blocks]
         return banks, seconds
 
     # ----------------------------------------------------------------------------------------- generation
