@@ -64,7 +64,7 @@ def _cache_key(name: str, tensor: torch.Tensor) -> tuple:
 
 def _kv_tensors(model: nn.Module, materialize: bool) -> Iterator[tuple[str, torch.Tensor]]:
     """`(name, tensor)` of every covered parameter and buffer, in module order, names without adapters."""
-    skipped = _other_adapter_prefixes(model)
+    skipped = _other_adapter_prefixes(model) | {"model.norm"}  # the final norm only feeds the LM head
     for prefix, root in (("model", model.model), ("compressor", model.compressor)):
         for name, tensor in _walk(root, prefix, materialize):
             if not any(name == p or name.startswith(p + ".") for p in skipped):
