@@ -33,7 +33,7 @@ from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig
 from .fingerprint_lychee import weights_digest
 from .gate_lychee import GATE_CLASSES
 from .kv_quant_lychee import check_bank_dtype
-from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
+from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock, MemoryBankError
 from .prefix_lychee import block_prefix
 from .reasoner_lychee import (
     GATE_POLICY_KWARGS,
@@ -627,6 +627,11 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         for bank in {id(b): b for b in banks}.values():
             if not len(bank):
                 raise ValueError("A memory bank is empty: compress a non-empty document.")
+            if not bank.complete:
+                raise MemoryBankError(
+                    f"A memory bank covers only {bank.num_tokens} tokens of its document (its writing did not "
+                    "finish): complete it with `lychee-hf compress ... --resume` before asking questions."
+                )
             bank.check_compatible(expected)
         return banks
 

@@ -12,7 +12,7 @@ from lychee_hf.bank_tools import compress_to_disk
 from lychee_hf.cli import main
 from lychee_hf.modeling import memory_bank_lychee
 from lychee_hf.modeling.memory_bank_lychee import MemoryBankError
-from tiny import document_ids, tiny_lychee, tiny_tokenizer
+from tiny import document_ids, question_ids, tiny_lychee, tiny_tokenizer
 
 TEXT = "Alice was born in Paris. Paris is the capital of France. " * 12 + "The secret code is 4721. " * 3
 
@@ -50,6 +50,14 @@ def test_an_interrupted_compress_leaves_a_bank_that_readers_refuse(model, doc, t
     interrupted(model, doc, tmp_path / "bank")
     with pytest.raises(MemoryBankError, match=r"incomplete: its writing stopped after 128 of 300 tokens.*--resume"):
         LycheeMemoryBank.from_pretrained(tmp_path / "bank")
+
+
+def test_generate_refuses_an_unfinished_bank_opened_on_purpose(model, doc, tmp_path, tokenizer):
+    interrupted(model, doc, tmp_path / "bank")
+    partial = LycheeMemoryBank.from_pretrained(tmp_path / "bank", allow_incomplete=True)
+    assert len(partial) == 2 and not partial.complete
+    with pytest.raises(MemoryBankError, match="covers only 128 tokens.*--resume"):
+        model.generate(input_ids=question_ids(tokenizer), memory=partial)
 
 
 def test_a_full_disk_during_compress_leaves_a_bank_that_readers_refuse(model, doc, tmp_path, monkeypatch):
