@@ -196,6 +196,18 @@ def question(tokenizer) -> torch.LongTensor:
     return torch.tensor([tokenizer.encode("What is the special magic number?", add_special_tokens=False)]).to(device())
 
 
+def ask(model, bank, settings: Settings, tokenizer, **kwargs) -> torch.LongTensor:
+    """One question from `bank`, every memory update and the answer of a fixed length (random weights)."""
+    return model.generate(
+        input_ids=question(tokenizer),
+        memory=bank,
+        generation_config=fixed_length(settings.answer_tokens),
+        memory_generation_config=fixed_length(settings.update_tokens),
+        show_progress=False,
+        **kwargs,
+    )
+
+
 # --------------------------------------------------------------------------------------------- checks
 def check_matmul(settings: Settings):
     n, dtype = settings.matmul_size, settings.dtype
@@ -241,13 +253,7 @@ def check_attention(model, settings: Settings, tokenizer):
             model.set_attn_implementation(implementation)
             with torch.inference_mode():
                 bank = model.compress(ids, show_progress=False)
-                answer = model.generate(
-                    input_ids=question(tokenizer),
-                    memory=bank,
-                    generation_config=fixed_length(settings.answer_tokens),
-                    memory_generation_config=fixed_length(settings.update_tokens),
-                    show_progress=False,
-                )
+                answer = ask(model, bank, settings, tokenizer)
             block = bank.block(0)
             if reference is None:
                 reference = (block, answer)
@@ -284,14 +290,7 @@ def check_host_bank(model, settings: Settings, tokenizer):
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         with timed() as t:
-            model.generate(
-                input_ids=question(tokenizer),
-                memory=bank,
-                generation_config=fixed_length(settings.answer_tokens),
-                memory_generation_config=fixed_length(settings.update_tokens),
-                show_progress=False,
-                gate_max_blocks=2,
-            )
+            ask(model, bank, settings, tokenizer, gate_max_blocks=2)
         peak = mib(torch.cuda.max_memory_allocated() - before) if torch.cuda.is_available() else "n/a (no CUDA)"
         yield (
             f"{tokens:,} tokens ({len(bank)} blocks on the host)",
@@ -348,13 +347,7 @@ def check_bitsandbytes(folder: str, settings: Settings, tokenizer):
         weights = loaded.get_memory_footprint()
         with torch.inference_mode():
             bank = loaded.compress(random_ids(settings.bnb_tokens, tokenizer, seed=3), show_progress=False)
-            loaded.generate(
-                input_ids=question(tokenizer),
-                memory=bank,
-                generation_config=fixed_length(settings.answer_tokens),
-                memory_generation_config=fixed_length(settings.update_tokens),
-                show_progress=False,
-            )
+            ask(loaded, bank, settings, tokenizer)
         results[name] = (weights, torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None)
         del loaded, bank
     (base_name, base), (_, nf4) = results.items()
