@@ -25,6 +25,9 @@ from torch import nn
 from .adapters_lychee import tuner_layers
 
 KV_ROLE = "compressor"  # the only role adapter that changes a block's K/V
+# 2: every weight that shapes a block's K/V. Banks without it carry the version-1 digest of five tensors, which
+# cannot tell two models apart reliably; they are refused with a request to recompress.
+WEIGHTS_DIGEST_VERSION = 2
 
 
 def weights_digest(model: nn.Module, refresh: bool = False) -> str:

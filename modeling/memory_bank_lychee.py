@@ -246,6 +246,12 @@ class LycheeMemoryBank:
 
     def check_compatible(self, expected_fingerprint: dict) -> None:
         """Raises `MemoryBankError` naming every setting in which this bank differs from `expected_fingerprint`."""
+        if "weights_digest_version" in expected_fingerprint and "weights_digest_version" not in self.fingerprint:
+            raise MemoryBankError(
+                "This memory bank was written by an older lychee-hf whose fingerprint hashed only five weight tensors, "
+                "so it cannot be checked against this model: recompress the document with this model "
+                "(`lychee-hf compress`)."
+            )
         differing = [
             f"{key}: bank has {self.fingerprint.get(key)!r}, model has {expected_fingerprint.get(key)!r}"
             for key in _differing_keys(self.fingerprint, expected_fingerprint)

@@ -30,7 +30,7 @@ from .attention_lychee import install_lychee_attention
 from .compat_lychee import cache_kwargs, output_cache, pop_cache
 from .compressor_lychee import LycheeCompressor, LycheePreTrainedModel
 from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig
-from .fingerprint_lychee import weights_digest
+from .fingerprint_lychee import WEIGHTS_DIGEST_VERSION, weights_digest
 from .gate_lychee import GATE_CLASSES
 from .kv_quant_lychee import check_bank_dtype
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock, MemoryBankError
@@ -366,6 +366,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             "memory_token_placement": config.memory_token_placement,
             "dtype": str(self.dtype).replace("torch.", ""),
             "weights_digest": self._weights_digest(),
+            "weights_digest_version": WEIGHTS_DIGEST_VERSION,
         }
 
     def _weights_digest(self, refresh: bool = False) -> str:

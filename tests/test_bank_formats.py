@@ -156,7 +156,8 @@ def test_unknown_bank_dtype_is_refused(model, doc):
 
 # --------------------------------------------------------------------------------------------- version 1
 def write_version_1_bank(bank: LycheeMemoryBank, directory) -> None:
-    """A bank as lychee-hf wrote it before format version 2: one file per block, model dtype, no `complete`."""
+    """A bank as lychee-hf wrote it before format version 2: one file per block, model dtype, no `complete`, and
+    a fingerprint from before the full weights digest."""
     import hashlib
 
     directory.mkdir(parents=True)
@@ -170,7 +171,7 @@ def write_version_1_bank(bank: LycheeMemoryBank, directory) -> None:
     manifest = {
         "format": "lychee-memory-bank",
         "version": 1,
-        "fingerprint": bank.fingerprint,
+        "fingerprint": {k: v for k, v in bank.fingerprint.items() if k != "weights_digest_version"},
         "block_shape": list(bank.block(0).keys.shape),
         "dtype": "float32",
         "num_tokens": bank.num_tokens,
@@ -179,18 +180,27 @@ def write_version_1_bank(bank: LycheeMemoryBank, directory) -> None:
     (directory / "bank.json").write_text(json.dumps(manifest))
 
 
-def test_a_version_1_bank_still_answers(model, exact, tmp_path, tokenizer):
+def test_a_version_1_bank_still_loads_block_for_block(exact, tmp_path):
     write_version_1_bank(exact, tmp_path / "v1")
     old = LycheeMemoryBank.from_pretrained(tmp_path / "v1")
-    question = question_ids(tokenizer)
-    assert old.spans == exact.spans
-    assert torch.equal(model.generate(input_ids=question, memory=old), model.generate(input_ids=question, memory=exact))
+    assert old.spans == exact.spans and old.verify() == len(exact)
+    for index in range(len(exact)):
+        assert torch.equal(old.block(index).keys, exact.block(index).keys)
+        assert torch.equal(old.block(index).values, exact.block(index).values)
+
+
+def test_a_bank_with_the_old_five_tensor_digest_is_refused_asking_to_recompress(model, exact, tmp_path, tokenizer):
+    write_version_1_bank(exact, tmp_path / "v1")
+    with pytest.raises(MemoryBankError, match="older lychee-hf.*recompress"):
+        model.generate(input_ids=question_ids(tokenizer), memory=LycheeMemoryBank.from_pretrained(tmp_path / "v1"))
 
 
 def test_a_version_1_bank_cannot_grow_and_names_the_converter(model, exact, tmp_path, tokenizer):
     write_version_1_bank(exact, tmp_path / "v1")
     old = LycheeMemoryBank.from_pretrained(tmp_path / "v1")
-    old.append(model.compress(document_ids(tokenizer, 40, seed=9)))
+    more = model.compress(document_ids(tokenizer, 40, seed=9))
+    more.fingerprint = old.fingerprint  # the same old settings: what stops it is the format
+    old.append(more)
     with pytest.raises(MemoryBankError, match="lychee-hf bank convert"):
         old.save_pretrained(tmp_path / "v1")
 
