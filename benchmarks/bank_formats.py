@@ -34,7 +34,7 @@ from lychee_hf import LycheeMemoryBank, LycheeMemoryForCausalLM
 from lychee_hf.eval.metrics import substring_match
 from lychee_hf.eval.tasks import TASKS, parse_length
 from lychee_hf.modeling.fingerprint_lychee import hash_tensors
-from lychee_hf.modeling.kv_quant_lychee import BANK_DTYPES, QuantizedKV
+from lychee_hf.modeling.kv_quant_lychee import BANK_DTYPES, KEY_GROUP_SIZE, VALUE_GROUP_SIZE, QuantizedKV
 
 MODES = {"lossless": {"compression_mode": "lossless"}, "ratio4": {"compression_mode": "memory_tokens"}}
 PARAMS_7B = 7.6e9  # Qwen2.5-7B
@@ -181,6 +181,10 @@ def main() -> None:
     parser.add_argument("--modes", default="lossless,ratio4")
     parser.add_argument("--formats", default=",".join(BANK_DTYPES))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--groups",
+        help="override quantization groups, e.g. int4=32/32 (slots per key group / channels per value group)",
+    )
     parser.add_argument("--verbose", action="store_true", help="print every answer")
     args = parser.parse_args()
     if args.model is None:
@@ -192,10 +196,14 @@ def main() -> None:
     args.formats = args.formats.split(",")
     if args.formats[0] != "float32":
         raise SystemExit("--formats must start with float32 (the reference)")
+    for override in args.groups.split(",") if args.groups else []:
+        name, sizes = override.split("=")
+        KEY_GROUP_SIZE[name], VALUE_GROUP_SIZE[name] = (int(x) for x in sizes.split("/"))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     print(
         f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; tasks {args.tasks}, lengths "
-        f"{args.lengths}, n={args.n} per task and length, seed {args.seed}, greedy"
+        f"{args.lengths}, n={args.n} per task and length, seed {args.seed}, greedy; groups (key/value) "
+        + ", ".join(f"{k} {KEY_GROUP_SIZE[k]}/{VALUE_GROUP_SIZE[k]}" for k in KEY_GROUP_SIZE)
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
