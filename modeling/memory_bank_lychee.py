@@ -285,6 +285,7 @@ class LycheeMemoryBank:
             max_shard_size (`int`): bytes per shard file (a block larger than this gets a shard of its own).
             complete (`bool`): False leaves the bank marked unfinished (more blocks follow).
         """
+        self._check_spans()
         directory = Path(save_directory)
         manifest = self._existing_manifest(directory)
         if manifest is not None:
@@ -307,6 +308,17 @@ class LycheeMemoryBank:
         writer.flush()
         manifest.complete = complete
         write_manifest(directory, manifest)
+
+    def _check_spans(self) -> None:
+        """Refuses to save what could not be read back: blocks must cover the document from 0, in order."""
+        end = 0
+        for index, (start, stop) in enumerate(self.spans):
+            if start != end or stop <= start:
+                raise MemoryBankError(
+                    f"Block {index} spans [{start}, {stop}) but the blocks before it end at {end}: a saved bank holds "
+                    "one document's blocks in order (build it with compress / append)."
+                )
+            end = stop
 
     @classmethod
     def from_pretrained(

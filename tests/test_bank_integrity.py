@@ -218,6 +218,14 @@ def test_a_tampered_manifest_is_one_clear_error(model, doc, tmp_path, case):
     assert re.search(message, str(error.value)), str(error.value)
 
 
+def test_saving_blocks_out_of_document_order_is_refused_before_writing(model, doc, tmp_path):
+    bank = model.compress(doc)
+    shuffled = LycheeMemoryBank([bank.block(1), bank.block(0)], bank.fingerprint)
+    with pytest.raises(MemoryBankError, match="Block 0 spans \\[64, 128\\) but the blocks before it end at 0"):
+        shuffled.save_pretrained(tmp_path / "bank")
+    assert not (tmp_path / "bank").exists()
+
+
 @pytest.mark.parametrize("content", ["[]", "null", '"text"'])
 def test_a_manifest_that_is_not_an_object_is_one_clear_error(tmp_path, content):
     (tmp_path / "bank.json").write_text(content)

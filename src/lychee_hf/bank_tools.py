@@ -125,9 +125,9 @@ def _resumable_bank(out_dir: Path, fingerprint: dict, document: dict, bank_dtype
     bank = LycheeMemoryBank.from_pretrained(out_dir, allow_incomplete=True)
     bank.check_compatible(fingerprint)
     if bank.document != document:
-        made_from = bank.document.get("num_tokens") if bank.document else None
+        made_from = f"{bank.document.get('num_tokens')} tokens" if bank.document else "no record of its document"
         raise MemoryBankError(
-            f"{out_dir} holds a bank of another document ({made_from} tokens, this one has {document['num_tokens']}): "
+            f"{out_dir} holds a bank of another document ({made_from}; this one has {document['num_tokens']} tokens): "
             "pass --overwrite to replace it, or choose another folder."
         )
     if bank_dtype is not None and bank_dtype != bank.bank_dtype:
