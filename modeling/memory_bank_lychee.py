@@ -1,31 +1,37 @@
 """The compressed document: one K/V block per chunk, plus what made it. Data only, never model state.
 
-A bank lives in memory, on disk, or both: blocks saved with `save_pretrained` are read back lazily, one block
-per access, so a bank far larger than the accelerator (or host memory) streams through the reasoner.
-
-On-disk layout (a folder):
-    bank.json                 manifest: format, version, fingerprint, block shape/dtype, per block its span,
-                              file name and SHA-256
-    block-000000.safetensors  keys (L, H_kv, S, D), values (L, H_kv, S, D), mask (S,) uint8
+A bank lives in memory, on disk, or both: a saved bank (`save_pretrained`, format in `bank_storage_lychee.py`) is
+read back lazily, one block per access out of memory-mapped shards, so a bank far larger than the accelerator (or
+host memory) streams through the reasoner. Blocks may be stored in a smaller format than the model computes in
+(`bank_dtype`: float16, bfloat16, int8 or int4, see `kv_quant_lychee.py`); they are dequantized layer by layer on
+each layer's device as the reasoner reads them (`LycheeMemoryBlock.layer`), never as a whole bank.
 """
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import load_file, save_file
 
-BANK_FORMAT = "lychee-memory-bank"
-BANK_VERSION = 1
-MANIFEST_NAME = "bank.json"
+from .bank_storage_lychee import (
+    DEFAULT_MAX_SHARD_BYTES,
+    MANIFEST_NAME,
+    SHARD_NAME,
+    BlockRecord,
+    Manifest,
+    MemoryBankError,
+    ShardReader,
+    StorageFormat,
+    block_tensors,
+    decode_block,
+    read_manifest,
+    tensors_digest,
+    write_manifest,
+    write_shard,
+)
+from .kv_quant_lychee import FLOAT_STORAGE, QuantizedKV, check_bank_dtype, default_bank_dtype, quantize
 
-
-class MemoryBankError(ValueError):
-    """A memory bank that cannot be used: missing, truncated, corrupted, or made by another model."""
+__all__ = ["LycheeMemoryBank", "LycheeMemoryBlock", "MemoryBankError", "MANIFEST_NAME"]
 
 
 @dataclass
@@ -33,25 +39,38 @@ class LycheeMemoryBlock:
     """One chunk's K/V as the reasoner reads it.
 
     Attributes:
-        keys (`torch.Tensor`): (num_layers, num_kv_heads, slots, head_dim), before rotary embedding.
-        values (`torch.Tensor`): same shape as `keys`.
+        keys (`torch.Tensor` or `QuantizedKV`): (num_layers, num_kv_heads, slots, head_dim), before rotary
+            embedding; a `QuantizedKV` in an int8/int4 bank.
+        values (`torch.Tensor` or `QuantizedKV`): same shape as `keys`.
         mask (`torch.BoolTensor`): (slots,), True where the slot summarises at least one real token.
         span (`tuple[int, int]`): the chunk's [start, end) in the document's (unpadded) token ids.
     """
 
-    keys: torch.Tensor
-    values: torch.Tensor
+    keys: torch.Tensor | QuantizedKV
+    values: torch.Tensor | QuantizedKV
     mask: torch.Tensor
     span: tuple[int, int]
 
     @property
     def num_slots(self) -> int:
-        return self.keys.shape[2]
+        return self.mask.shape[0]
+
+    @property
+    def storage_dtype(self) -> str:
+        """`"int8"` / `"int4"` for quantized K/V, else the tensors' dtype name (`"float16"`, ...)."""
+        if isinstance(self.keys, QuantizedKV):
+            return f"int{self.keys.bits}"
+        return str(self.keys.dtype).replace("torch.", "")
+
+    def layer(self, index: int, device: torch.device | str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer `index`'s (keys, values), each (H, S, D), in `dtype` on `device` (dequantized there if needed)."""
+        return _layer(self.keys, index, device, dtype), _layer(self.values, index, device, dtype)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "LycheeMemoryBlock":
+        """The block on `device`; with `dtype`, as plain tensors of that dtype (dequantized if needed)."""
         return LycheeMemoryBlock(
-            keys=self.keys.to(device=device, dtype=dtype),
-            values=self.values.to(device=device, dtype=dtype),
+            keys=_moved(self.keys, device, dtype),
+            values=_moved(self.values, device, dtype),
             mask=self.mask.to(device=device),
             span=self.span,
         )
@@ -59,14 +78,63 @@ class LycheeMemoryBlock:
     def shifted(self, offset: int) -> "LycheeMemoryBlock":
         return LycheeMemoryBlock(self.keys, self.values, self.mask, (self.span[0] + offset, self.span[1] + offset))
 
+    def astype(self, storage: "StorageFormat | str") -> "LycheeMemoryBlock":
+        """The block in storage format `storage` (a `bank_dtype` name or a `StorageFormat`); itself if already so.
+
+        Raises:
+            `MemoryBankError`: when the K/V do not fit the format's range (float16 past 65504).
+        """
+        storage = StorageFormat.for_dtype(check_bank_dtype(storage)) if isinstance(storage, str) else storage
+        keys = _encoded(self.keys, storage, storage.key_group_size, True, self.mask)
+        values = _encoded(self.values, storage, storage.value_group_size, False, self.mask)
+        return LycheeMemoryBlock(keys, values, self.mask, self.span)
+
+
+def _layer(kv, index: int, device, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(kv, QuantizedKV):
+        return kv.layer(index, device, dtype)
+    return kv[index].to(device=device, dtype=dtype)
+
+
+def _moved(kv, device, dtype: torch.dtype | None):
+    if isinstance(kv, QuantizedKV):
+        return kv.dequantize(device, dtype) if dtype is not None else kv.to(device)
+    return kv.to(device=device, dtype=dtype)
+
+
+def _encoded(kv, storage: StorageFormat, group_size: int | None, per_channel: bool, mask: torch.Tensor):
+    """`kv` (a tensor or `QuantizedKV`) in `storage`'s format."""
+    if isinstance(kv, QuantizedKV):
+        if kv.bits == storage.bits and kv.group_size == group_size:
+            return kv
+        kv = kv.dequantize()
+    if storage.bits is not None:
+        return quantize(kv, storage.bits, group_size, per_channel, mask)
+    target = FLOAT_STORAGE[storage.dtype]
+    if kv.dtype == target:
+        return kv
+    stored = kv.detach().to(target)
+    if target != torch.float32 and not bool(torch.isfinite(stored).all()) and bool(torch.isfinite(kv).all()):
+        raise MemoryBankError(
+            f"This block's K/V reach {float(kv.abs().max()):.4g}, beyond {storage.dtype}'s range: store the bank as "
+            "bfloat16 or int8 (--bank-dtype)."
+        )
+    return stored
+
 
 @dataclass
 class _DiskBlock:
-    """Where a saved block lives and how to check it."""
+    """A saved block: where it lives, how it is stored, how to check it."""
 
-    path: Path
-    sha256: str
-    span: tuple[int, int]
+    record: BlockRecord
+    reader: ShardReader
+    storage: StorageFormat
+    shape: tuple[int, ...]
+    offset: int = 0  # added to the stored span (a bank appended after another)
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return (self.record.span[0] + self.offset, self.record.span[1] + self.offset)
 
 
 class LycheeMemoryBank:
@@ -76,13 +144,25 @@ class LycheeMemoryBank:
         blocks (`list[LycheeMemoryBlock]`, *optional*): in document order.
         fingerprint (`dict`, *optional*): the model settings that made the blocks; a model reads only banks whose
             fingerprint equals its own `memory_fingerprint()`.
+        bank_dtype (`str`, *optional*): the storage format of `blocks` (`None`: as the model computed them).
+
+    Attributes:
+        complete (`bool`): False for a saved bank whose writing has not finished (an interrupted `compress`).
+        document (`dict`, *optional*): `{"num_tokens", "sha256"}` of the whole document, when the writer knew it
+            (`compress_to_disk`); what `compress --resume` checks before continuing.
     """
 
-    def __init__(self, blocks: list[LycheeMemoryBlock] | None = None, fingerprint: dict | None = None):
+    def __init__(
+        self,
+        blocks: list[LycheeMemoryBlock] | None = None,
+        fingerprint: dict | None = None,
+        bank_dtype: str | None = None,
+    ):
         self._entries: list[LycheeMemoryBlock | _DiskBlock] = list(blocks or [])
         self.fingerprint = dict(fingerprint or {})
-        self._expected_shape: tuple[int, ...] | None = None
-        self._expected_dtype: str | None = None
+        self.bank_dtype = check_bank_dtype(bank_dtype) if bank_dtype is not None else None
+        self.complete = True
+        self.document: dict | None = None
         self._verify = True
 
     # ----------------------------------------------------------------------------------------- access
@@ -91,7 +171,10 @@ class LycheeMemoryBank:
 
     def __repr__(self) -> str:
         on_disk = sum(isinstance(e, _DiskBlock) for e in self._entries)
-        return f"LycheeMemoryBank(blocks={len(self)}, tokens={self.num_tokens}, on_disk={on_disk})"
+        return (
+            f"LycheeMemoryBank(blocks={len(self)}, tokens={self.num_tokens}, on_disk={on_disk}, "
+            f"bank_dtype={self.bank_dtype}, complete={self.complete})"
+        )
 
     @property
     def spans(self) -> list[tuple[int, int]]:
@@ -112,6 +195,33 @@ class LycheeMemoryBank:
         """Every block, loaded (for a disk bank this reads the whole bank: prefer `block(i)`)."""
         return [self.block(i) for i in range(len(self))]
 
+    def stored_files(self) -> list[Path]:
+        """The shard (or version-1 block) files this bank's saved blocks are read from, in order."""
+        paths = [entry.reader.directory / entry.record.file for entry in self._entries if isinstance(entry, _DiskBlock)]
+        return list(dict.fromkeys(paths))
+
+    def astype(self, bank_dtype: str) -> "LycheeMemoryBank":
+        """An in-memory copy with every block in storage format `bank_dtype` (reads every block; to rewrite a large
+        saved bank on disk, use `lychee_hf.bank_tools.convert_bank`)."""
+        storage = StorageFormat.for_dtype(check_bank_dtype(bank_dtype))
+        bank = LycheeMemoryBank([self.block(i).astype(storage) for i in range(len(self))], self.fingerprint, bank_dtype)
+        bank.document = self.document
+        return bank
+
+    def verify(self) -> int:
+        """Reads every block and checks it against its checksum; returns the number of blocks checked.
+
+        Raises:
+            `MemoryBankError`: naming the first block that is missing, truncated or corrupted.
+        """
+        verify, self._verify = self._verify, True
+        try:
+            for index in range(len(self)):
+                self.block(index)
+        finally:
+            self._verify = verify
+        return len(self)
+
     def append(self, other: "LycheeMemoryBank") -> None:
         """Adds the blocks of `other` (the document's continuation, compressed by the same model) at the end."""
         if self._entries and other.fingerprint != self.fingerprint:
@@ -120,19 +230,28 @@ class LycheeMemoryBank:
                 + ", ".join(_differing_keys(self.fingerprint, other.fingerprint))
                 + ")."
             )
-        if not self._entries:
+        if not self.fingerprint:
             self.fingerprint = dict(other.fingerprint)
+        if not self._entries:
+            self.bank_dtype = other.bank_dtype
+        elif other.bank_dtype != self.bank_dtype:
+            self.bank_dtype = None  # mixed formats in memory; saving writes one
         offset = self.num_tokens
-        for index in range(len(other)):
-            entry = other._entries[index]
+        for entry in other._entries:
             if isinstance(entry, _DiskBlock):
-                self._entries.append(_DiskBlock(entry.path, entry.sha256, _shift(entry.span, offset)))
-                self._expected_shape, self._expected_dtype = other._expected_shape, other._expected_dtype
+                moved = _DiskBlock(entry.record, entry.reader, entry.storage, entry.shape, entry.offset + offset)
+                self._entries.append(moved)
             else:
                 self._entries.append(entry.shifted(offset))
 
     def check_compatible(self, expected_fingerprint: dict) -> None:
         """Raises `MemoryBankError` naming every setting in which this bank differs from `expected_fingerprint`."""
+        if "weights_digest_version" in expected_fingerprint and "weights_digest_version" not in self.fingerprint:
+            raise MemoryBankError(
+                "This memory bank was written by an older lychee-hf whose fingerprint hashed only five weight tensors, "
+                "so it cannot be checked against this model: recompress the document with this model "
+                "(`lychee-hf compress`)."
+            )
         differing = [
             f"{key}: bank has {self.fingerprint.get(key)!r}, model has {expected_fingerprint.get(key)!r}"
             for key in _differing_keys(self.fingerprint, expected_fingerprint)
@@ -144,148 +263,184 @@ class LycheeMemoryBank:
             )
 
     # ----------------------------------------------------------------------------------------- disk
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Writes the bank as safetensors blocks + `bank.json`.
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        bank_dtype: str | None = None,
+        max_shard_size: int = DEFAULT_MAX_SHARD_BYTES,
+        complete: bool = True,
+    ) -> None:
+        """Writes the bank as safetensors shards + `bank.json`.
 
         Saving into the folder this bank was loaded from (or a folder holding a prefix of it) writes only the new
-        blocks, so a growing document is appended in place. A folder holding anything else is refused, never
-        overwritten.
-        """
-        directory = Path(save_directory)
-        existing = self._existing_prefix(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        records = list(existing)
-        shape, dtype = (self._expected_shape, self._expected_dtype) if existing else (None, None)
-        for index in range(len(existing), len(self)):
-            block = self.block(index)
-            path = directory / f"block-{index:06d}.safetensors"
-            _write_block(block, path)
-            records.append({"file": path.name, "span": list(block.span), "sha256": _sha256(path)})
-            shape, dtype = shape or tuple(block.keys.shape), dtype or str(block.keys.dtype).replace("torch.", "")
-        manifest = {
-            "format": BANK_FORMAT,
-            "version": BANK_VERSION,
-            "fingerprint": self.fingerprint,
-            "block_shape": list(shape) if shape else None,
-            "dtype": dtype,
-            "num_tokens": self.num_tokens,
-            "blocks": records,
-        }
-        temporary = directory / (MANIFEST_NAME + ".tmp")
-        temporary.write_text(json.dumps(manifest, indent=2))
-        os.replace(temporary, directory / MANIFEST_NAME)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, verify_checksums: bool = True) -> "LycheeMemoryBank":
-        """Opens a saved bank. Blocks stay on disk and are read (and checked) one at a time when used.
+        blocks, into new shards, so a growing document is appended in place. A folder holding anything else is
+        refused, never overwritten. While blocks are written the manifest says `complete: false`; readers refuse
+        the bank until the last manifest says `true`.
 
         Args:
-            directory (`str` or `os.PathLike`): a folder written by `save_pretrained`.
-            verify_checksums (`bool`): check each block file's SHA-256 when it is read (then the file is read
-                whole); without it, blocks are memory-mapped.
+            save_directory (`str` or `os.PathLike`): a new or empty folder, or this bank's own.
+            bank_dtype (`str`, *optional*): `"float32"`, `"float16"`, `"bfloat16"`, `"int8"` or `"int4"`
+                (default: the format of a folder being extended, else this bank's `bank_dtype`, else float16 for
+                float32 models and the model's dtype otherwise).
+            max_shard_size (`int`): bytes per shard file (a block larger than this gets a shard of its own).
+            complete (`bool`): False leaves the bank marked unfinished (more blocks follow).
+        """
+        directory = Path(save_directory)
+        manifest = self._existing_manifest(directory)
+        if manifest is not None:
+            if bank_dtype is not None and bank_dtype != manifest.storage.dtype:
+                raise MemoryBankError(
+                    f"{directory} stores {manifest.storage.dtype} blocks, not {bank_dtype}: append in its format "
+                    "(or rewrite it with `lychee-hf bank convert`)."
+                )
+        else:
+            dtype = bank_dtype or self.bank_dtype or default_bank_dtype(self.fingerprint.get("dtype", "float32"))
+            storage = StorageFormat.for_dtype(check_bank_dtype(dtype))
+            manifest = Manifest(2, False, self.fingerprint, storage, None, 0, [], [], self.document)
+            directory.mkdir(parents=True, exist_ok=True)
+        writer = _ShardWriter(directory, manifest, max_shard_size)
+        if len(manifest.blocks) < len(self) or manifest.complete != complete:
+            manifest.complete = False
+            write_manifest(directory, manifest)  # marked unfinished before any shard is written
+        for index in range(len(manifest.blocks), len(self)):
+            writer.add(index, self.block(index))
+        writer.flush()
+        manifest.complete = complete
+        write_manifest(directory, manifest)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike, verify_checksums: bool = True, allow_incomplete: bool = False
+    ) -> "LycheeMemoryBank":
+        """Opens a saved bank. Blocks stay on disk (memory-mapped) and are read (and checked) one at a time.
+
+        Args:
+            directory (`str` or `os.PathLike`): a folder written by `save_pretrained` (format version 1 or 2).
+            verify_checksums (`bool`): check each block against its checksum when it is read.
+            allow_incomplete (`bool`): open a bank whose writing did not finish (to continue it).
+
+        Raises:
+            `MemoryBankError`: a missing, invalid or (unless allowed) incomplete bank, or missing shard files.
         """
         directory = Path(directory)
-        manifest = _read_manifest(directory)
-        bank = cls(fingerprint=manifest["fingerprint"])
-        bank._expected_shape = tuple(manifest["block_shape"]) if manifest["block_shape"] else None
-        bank._expected_dtype = manifest["dtype"]
+        manifest = read_manifest(directory)
+        if not manifest.complete and not allow_incomplete:
+            total = (manifest.document or {}).get("num_tokens", "?")
+            raise MemoryBankError(
+                f"Memory bank {directory} is incomplete: its writing stopped after {manifest.num_tokens} of {total} "
+                "tokens (interrupted or out of disk space). Continue it with `lychee-hf compress ... --resume` or "
+                "replace it with `--overwrite`."
+            )
+        _check_files(directory, manifest)
+        bank = cls(fingerprint=manifest.fingerprint, bank_dtype=manifest.storage.dtype)
+        bank.complete, bank.document = manifest.complete, manifest.document
         bank._verify = verify_checksums
-        for record in manifest["blocks"]:
-            path = directory / record["file"]
-            if not path.is_file():
-                raise MemoryBankError(f"Memory bank {directory} is incomplete: {record['file']} is missing.")
-            bank._entries.append(_DiskBlock(path, record["sha256"], tuple(record["span"])))
+        reader = ShardReader(directory)
+        bank._entries = [_DiskBlock(r, reader, manifest.storage, manifest.block_shape) for r in manifest.blocks]
         return bank
 
     def _read(self, entry: _DiskBlock) -> LycheeMemoryBlock:
-        try:
-            if self._verify:
-                data = entry.path.read_bytes()
-                if hashlib.sha256(data).hexdigest() != entry.sha256:
-                    raise MemoryBankError(f"{entry.path} is corrupted (checksum mismatch): recompress the document.")
-                tensors = load_safetensors_bytes(data)
-            else:
-                tensors = load_file(entry.path)
-        except MemoryBankError:
-            raise
-        except Exception as error:  # safetensors raises several types for truncated/garbled headers
-            raise MemoryBankError(f"{entry.path} is unreadable ({error}): recompress the document.") from error
-        keys, values, mask = tensors.get("keys"), tensors.get("values"), tensors.get("mask")
-        if keys is None or values is None or mask is None:
-            raise MemoryBankError(f"{entry.path} lacks keys, values or mask: it is not a LycheeMemory block.")
-        shape_ok = self._expected_shape is None or tuple(keys.shape) == self._expected_shape
-        dtype_ok = self._expected_dtype is None or str(keys.dtype).replace("torch.", "") == self._expected_dtype
-        if not (shape_ok and dtype_ok and values.shape == keys.shape and mask.shape == keys.shape[2:3]):
+        tensors = entry.reader.read(entry.record, entry.storage, self._verify)
+        path = entry.reader.directory / entry.record.file
+        keys, values, mask = decode_block(tensors, entry.record.prefix, entry.storage, entry.shape)
+        if entry.storage.bits is not None:
+            shapes_ok = keys.has_consistent_shapes() and values.has_consistent_shapes()
+        else:
+            shapes_ok = all(
+                tuple(kv.shape) == entry.shape and str(kv.dtype).replace("torch.", "") == entry.storage.dtype
+                for kv in (keys, values)
+            )
+        if not shapes_ok or tuple(mask.shape) != entry.shape[2:3]:
             raise MemoryBankError(
-                f"{entry.path} holds keys {tuple(keys.shape)} {keys.dtype}, but the manifest says "
-                f"{self._expected_shape} {self._expected_dtype}: the bank is corrupted, recompress the document."
+                f"{path} holds a block of another shape or dtype than the manifest says ({entry.shape}, "
+                f"{entry.storage.dtype}): the bank is corrupted, recompress the document."
             )
         return LycheeMemoryBlock(keys, values, mask.bool(), entry.span)
 
-    def _existing_prefix(self, directory: Path) -> list[dict]:
-        """Manifest records of `directory` that this bank extends; refuses a folder holding something else."""
+    def _existing_manifest(self, directory: Path) -> Manifest | None:
+        """The manifest of `directory` if this bank extends it; None for a new or empty folder; else refused."""
         if not directory.exists() or not any(directory.iterdir()):
-            return []
+            return None
         if not (directory / MANIFEST_NAME).is_file():
             raise MemoryBankError(f"{directory} is not empty and holds no memory bank: choose an empty folder.")
-        manifest = _read_manifest(directory)
-        records = manifest["blocks"]
-        ours = [
-            entry.sha256
-            if isinstance(entry, _DiskBlock) and entry.path.parent.resolve() == directory.resolve()
-            else None
-            for entry in self._entries[: len(records)]
-        ]
+        manifest = read_manifest(directory)
+        prefix = self._entries[: len(manifest.blocks)]
+        ours = [entry.record.sha256 if _saved_in(entry, directory) else None for entry in prefix]
         if (
-            manifest["fingerprint"] != self.fingerprint
-            or len(records) > len(self)
-            or ours != [r["sha256"] for r in records]
+            manifest.fingerprint != self.fingerprint
+            or len(manifest.blocks) > len(self)
+            or ours != [r.sha256 for r in manifest.blocks]
         ):
             raise MemoryBankError(
                 f"{directory} already holds a different memory bank: save to an empty folder (nothing is overwritten)."
             )
-        return records
+        if manifest.version == 1 and len(manifest.blocks) < len(self):
+            raise MemoryBankError(
+                f"{directory} holds a version-1 bank, which cannot grow: rewrite it first with "
+                f"`lychee-hf bank convert {directory} NEW_FOLDER`, then append there."
+            )
+        return manifest
 
 
-def _write_block(block: LycheeMemoryBlock, path: Path) -> None:
-    temporary = path.with_suffix(".tmp")
-    save_file(
-        {
-            "keys": block.keys.detach().contiguous().cpu(),
-            "values": block.values.detach().contiguous().cpu(),
-            "mask": block.mask.to(torch.uint8).cpu(),
-        },
-        temporary,
+class _ShardWriter:
+    """Groups new blocks into shards of about `max_shard_size` bytes and records them in the manifest."""
+
+    def __init__(self, directory: Path, manifest: Manifest, max_shard_size: int):
+        self.directory, self.manifest, self.max_shard_size = directory, manifest, max_shard_size
+        self._tensors: dict[str, torch.Tensor] = {}
+        self._records: list[tuple[tuple[int, int], str]] = []
+        self._bytes = 0
+
+    def add(self, index: int, block: LycheeMemoryBlock) -> None:
+        block = block.astype(self.manifest.storage)
+        shape = tuple(block.keys.shape)
+        if self.manifest.block_shape is None:
+            self.manifest.block_shape = shape
+        elif shape != tuple(self.manifest.block_shape):
+            raise MemoryBankError(f"Block {index} has shape {shape}, the bank {tuple(self.manifest.block_shape)}.")
+        tensors = block_tensors(index, block.keys, block.values, block.mask)
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        if self._tensors and self._bytes + size > self.max_shard_size:
+            self.flush()
+        prefix = f"{index:06d}."
+        self._tensors.update(tensors)
+        self._records.append((block.span, tensors_digest(tensors, prefix)))
+        self._bytes += size
+
+    def flush(self) -> None:
+        """Writes the pending blocks as one shard, then a manifest that lists them (still marked unfinished)."""
+        if not self._tensors:
+            return
+        name = SHARD_NAME.format(len(self.manifest.shards))
+        size = write_shard(self.directory / name, self._tensors)
+        self.manifest.shards.append({"file": name, "bytes": size})
+        for span, sha in self._records:
+            prefix = f"{len(self.manifest.blocks):06d}."
+            self.manifest.blocks.append(BlockRecord(tuple(span), name, prefix, sha, False))
+        self.manifest.num_tokens = self.manifest.blocks[-1].span[1]
+        write_manifest(self.directory, self.manifest)
+        self._tensors, self._records, self._bytes = {}, [], 0
+
+
+def _saved_in(entry, directory: Path) -> bool:
+    """Whether `entry` is a block saved in `directory`, at its own place in that bank."""
+    return (
+        isinstance(entry, _DiskBlock) and entry.offset == 0 and entry.reader.directory.resolve() == directory.resolve()
     )
-    os.replace(temporary, path)
 
 
-def _read_manifest(directory: Path) -> dict:
-    path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise MemoryBankError(f"{directory} holds no memory bank ({MANIFEST_NAME} not found).")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise MemoryBankError(f"{path} is corrupted ({error}): recompress the document.") from error
-    if manifest.get("format") != BANK_FORMAT or manifest.get("version") != BANK_VERSION:
-        raise MemoryBankError(
-            f"{path} is not a {BANK_FORMAT} v{BANK_VERSION} manifest (format {manifest.get('format')!r}, "
-            f"version {manifest.get('version')!r})."
-        )
-    return manifest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for piece in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
-def _shift(span: tuple[int, int], offset: int) -> tuple[int, int]:
-    return (span[0] + offset, span[1] + offset)
+def _check_files(directory: Path, manifest: Manifest) -> None:
+    """Every file the manifest names exists (and shards have their recorded size)."""
+    sizes = {shard["file"]: shard.get("bytes") for shard in manifest.shards}
+    for name in dict.fromkeys(record.file for record in manifest.blocks):
+        path = directory / name
+        if not path.is_file():
+            raise MemoryBankError(f"Memory bank {directory} is incomplete: {name} is missing.")
+        if isinstance(sizes.get(name), int) and path.stat().st_size != sizes[name]:
+            raise MemoryBankError(
+                f"Memory bank {directory} is damaged: {name} has {path.stat().st_size} bytes, the manifest says "
+                f"{sizes[name]}: recompress the document."
+            )
 
 
 def _differing_keys(first: dict, second: dict) -> list[str]:

@@ -5,9 +5,7 @@ K/V block, lets the gate skip blocks, lets the reasoner rewrite a working memory
 from question + memory. Without `context_ids` (or `memory`) it is the plain backbone.
 """
 
-import contextlib
 import copy
-import hashlib
 import os
 import time
 
@@ -20,7 +18,6 @@ from transformers.utils import logging
 from .adapters_lychee import (
     activate_role_adapter,
     adapter_names,
-    adapter_weights,
     add_role_adapter,
     base_state_dict,
     check_adapter_names,
@@ -33,9 +30,11 @@ from .attention_lychee import install_lychee_attention
 from .compat_lychee import cache_kwargs, output_cache, pop_cache
 from .compressor_lychee import LycheeCompressor, LycheePreTrainedModel
 from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig
+from .fingerprint_lychee import WEIGHTS_DIGEST_VERSION, weights_digest
 from .gate_lychee import GATE_CLASSES
+from .kv_quant_lychee import check_bank_dtype
 from .loading_lychee import HUB_KWARGS, check_checkpoint_config, check_loading_info
-from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
+from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock, MemoryBankError
 from .prefix_lychee import block_prefix
 from .reasoner_lychee import (
     GATE_POLICY_KWARGS,
@@ -365,7 +364,11 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
 
     # ----------------------------------------------------------------------------------------- compression
     def memory_fingerprint(self) -> dict:
-        """The settings a memory bank must share with this model to be read by it."""
+        """The settings a memory bank must share with this model to be read by it.
+
+        `weights_digest` covers every weight that can change a block's K/V (backbone, compressor, compressor
+        adapter); it is computed once and cached until those weights change.
+        """
         config, text = self.config, self.config.text_config
         return {
             "architecture": text.model_type,
@@ -379,35 +382,12 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             "memory_token_placement": config.memory_token_placement,
             "dtype": str(self.dtype).replace("torch.", ""),
             "weights_digest": self._weights_digest(),
+            "weights_digest_version": WEIGHTS_DIGEST_VERSION,
         }
 
-    def _weights_digest(self) -> str:
-        """A short hash of the weights that shape a block's K/V (first/last layer projections, memory embedding)."""
-        modules = [
-            self.compressor.memory_embedding,
-            self.compressor.layers[0].k_proj,
-            self.compressor.layers[-1].v_proj,
-            self.model.layers[0].self_attn.k_proj,
-            self.model.layers[-1].self_attn.v_proj,
-        ]
-        with contextlib.ExitStack() as stack:
-            for module in modules:  # offloaded weights (device maps) sit on "meta" until their hook loads them
-                if getattr(module, "_hf_hook", None) is not None:
-                    from accelerate.utils import align_module_device
-
-                    stack.enter_context(align_module_device(module))
-            tensors = [
-                self.compressor.memory_embedding.weight,
-                *self.compressor.layers[0].k_proj.parameters(),
-                *self.compressor.layers[-1].v_proj.parameters(),
-                self.model.layers[0].self_attn.k_proj.weight,
-                self.model.layers[-1].self_attn.v_proj.weight,
-                *adapter_weights(self, "compressor"),  # a compressor adapter changes every block's K/V
-            ]
-            digest = hashlib.sha256()
-            for tensor in tensors:
-                digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+    def _weights_digest(self, refresh: bool = False) -> str:
+        """A hash of every weight that can change a block's K/V, cached per model (see `fingerprint_lychee.py`)."""
+        return weights_digest(self, refresh=refresh)
 
     @torch.inference_mode()
     def compress(
@@ -416,6 +396,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         show_progress: bool | None = None,
         offload_to_cpu: bool = False,
+        bank_dtype: str | None = None,
     ) -> LycheeMemoryBank:
         """Compresses one document into a reusable memory bank (`generate(..., memory=bank)` reads it).
 
@@ -424,12 +405,18 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             attention_mask (`torch.Tensor`, *optional*): same shape; 0 marks padding to drop.
             show_progress (`bool`, *optional*): progress bar over chunks (default: on for 8+ chunks).
             offload_to_cpu (`bool`): keep the blocks in host memory (they move to the device one at a time).
+            bank_dtype (`str`, *optional*): store the blocks as `"float32"`, `"float16"`, `"bfloat16"`, `"int8"`
+                or `"int4"` (each block is converted as it is made, on the device; int8/int4 are dequantized
+                block by block when read). Default: exactly as computed, in the model's dtype.
+                `save_pretrained` then writes this format.
 
         Returns:
             `LycheeMemoryBank` with one block per `chunk_size` tokens.
         """
         context_ids, attention_mask = self._check_context(context_ids, attention_mask, single=True)
-        banks, _ = self._compress_documents(_unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu)
+        banks, _ = self._compress_documents(
+            _unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu, bank_dtype
+        )
         return banks[0]
 
     @torch.inference_mode()
@@ -439,10 +426,13 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         show_progress: bool | None = None,
         offload_to_cpu: bool = False,
+        bank_dtype: str | None = None,
     ) -> list[LycheeMemoryBank]:
         """`compress` for a (B, N) batch of (padded) documents: one bank per row."""
         context_ids, attention_mask = self._check_context(context_ids, attention_mask, single=False)
-        banks, _ = self._compress_documents(_unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu)
+        banks, _ = self._compress_documents(
+            _unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu, bank_dtype
+        )
         return banks
 
     def compress_chunks(self, chunks: list[torch.LongTensor], spans: list[tuple[int, int]]) -> list[LycheeMemoryBlock]:
@@ -470,10 +460,16 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         return [LycheeMemoryBlock(keys[row], values[row], slot_mask[row], span) for row, span in enumerate(spans)]
 
     def _compress_documents(
-        self, documents: list[torch.LongTensor], show_progress: bool | None, offload_to_cpu: bool
+        self,
+        documents: list[torch.LongTensor],
+        show_progress: bool | None,
+        offload_to_cpu: bool,
+        bank_dtype: str | None = None,
     ) -> tuple[list[LycheeMemoryBank], list[list[float]]]:
         """Chunks every document, compresses the chunks in batches, and returns banks + seconds per block."""
         config = self.config
+        if bank_dtype is not None:
+            check_bank_dtype(bank_dtype)
         chunks = []  # (document index, start, end)
         for doc, ids in enumerate(documents):
             chunks += [
@@ -496,12 +492,13 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             )
             elapsed = (time.perf_counter() - started) / len(batch)
             for (doc, _, _), block in zip(batch, batch_blocks):
+                block = block.astype(bank_dtype) if bank_dtype is not None else block
                 blocks[doc].append(block.to("cpu") if offload_to_cpu else block)
                 seconds[doc].append(elapsed)
             progress.update(len(batch))
         progress.close()
         fingerprint = self.memory_fingerprint()
-        banks = [LycheeMemoryBank(doc_blocks, fingerprint) for doc_blocks in blocks]
+        banks = [LycheeMemoryBank(doc_blocks, fingerprint, bank_dtype) for doc_blocks in blocks]
         return banks, seconds
 
     # ----------------------------------------------------------------------------------------- generation
@@ -649,6 +646,11 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         for bank in {id(b): b for b in banks}.values():
             if not len(bank):
                 raise ValueError("A memory bank is empty: compress a non-empty document.")
+            if not bank.complete:
+                raise MemoryBankError(
+                    f"A memory bank covers only {bank.num_tokens} tokens of its document (its writing did not "
+                    "finish): complete it with `lychee-hf compress ... --resume` before asking questions."
+                )
             bank.check_compatible(expected)
         return banks
 

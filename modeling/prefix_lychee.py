@@ -84,8 +84,10 @@ def layer_devices(backbone: nn.Module) -> list[torch.device]:
 def block_prefix(model, blocks: list[LycheeMemoryBlock]) -> BlockPrefix:
     """Stacks `blocks` in the model's dtype, layer i's K/V on layer i's device, placed by `config.position_scheme`.
 
-    Blocks may live anywhere (CPU, another device, just read from disk): each layer's slice moves to its decoder
-    layer's device here, when the block is read, so a model split across devices reads a bank kept on the host.
+    Blocks may live anywhere (CPU, another device, just read from disk) and in any storage format: each layer's
+    slice moves to its decoder layer's device here, when the block is read, and is dequantized there (int8/int4),
+    so a model split across devices reads a bank kept on the host, and never holds more than these blocks in
+    full precision.
     Masks and positions go to `model.device`, where the prompt is.
 
     `reference`: the authors' reasoner never rotates block keys (every slot acts as position 0) and starts the
@@ -94,8 +96,11 @@ def block_prefix(model, blocks: list[LycheeMemoryBlock]) -> BlockPrefix:
     """
     device, dtype = model.device, model.dtype
     devices = layer_devices(model.model)
-    keys = [torch.stack([b.keys[i] for b in blocks]).to(device=d, dtype=dtype) for i, d in enumerate(devices)]
-    values = [torch.stack([b.values[i] for b in blocks]).to(device=d, dtype=dtype) for i, d in enumerate(devices)]
+    keys, values = [], []
+    for i, d in enumerate(devices):  # int8/int4 blocks are dequantized here, one layer at a time, on its device
+        layer = [b.layer(i, d, dtype) for b in blocks]
+        keys.append(torch.stack([k for k, _ in layer]))  # (B, H_kv, S, D)
+        values.append(torch.stack([v for _, v in layer]))
     slot_mask = torch.stack([b.mask for b in blocks]).to(device)  # (B, S)
     batch, slots = slot_mask.shape
     if model.config.position_scheme == "reference":

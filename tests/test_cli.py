@@ -273,3 +273,10 @@ def test_ask_passes_gate_policy_flags_to_generate(checkpoint, context, tmp_path,
     trace = json.loads(out.read_text())["trace"]
     assert sum(step["kept"] for step in trace) == 1
     assert any(step["gate_decision"] == "block limit" for step in trace)
+
+
+def test_the_cli_offers_every_bank_storage_format():
+    from lychee_hf.cli import BANK_DTYPES
+    from lychee_hf.modeling.kv_quant_lychee import BANK_DTYPES as formats
+
+    assert tuple(BANK_DTYPES) == tuple(formats)

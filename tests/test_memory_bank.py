@@ -21,7 +21,7 @@ def doc(tokenizer):
 
 @pytest.fixture
 def saved(model, doc, tmp_path):
-    model.compress(doc).save_pretrained(tmp_path / "bank")
+    model.compress(doc).save_pretrained(tmp_path / "bank", bank_dtype="float32")
     return tmp_path / "bank"
 
 
@@ -35,10 +35,12 @@ def test_save_load_round_trip_gives_identical_answers(model, doc, saved, tokeniz
     )
 
 
-def test_saved_bank_is_safetensors_plus_json_manifest(saved):
+def test_saved_bank_is_safetensors_shards_plus_json_manifest(saved):
     manifest = json.loads((saved / "bank.json").read_text())
-    assert manifest["format"] == "lychee-memory-bank" and manifest["block_shape"] == [2, 2, 16, 16]
-    assert sorted(p.name for p in saved.iterdir()) == ["bank.json"] + [f"block-00000{i}.safetensors" for i in range(3)]
+    assert manifest["format"] == "lychee-memory-bank" and manifest["version"] == 2 and manifest["complete"] is True
+    assert manifest["block_shape"] == [2, 2, 16, 16] and manifest["storage"] == {"dtype": "float32"}
+    assert sorted(p.name for p in saved.iterdir()) == ["bank.json", "shard-00000.safetensors"]
+    assert [b["shard"] for b in manifest["blocks"]] == [0, 0, 0]
     assert not list(saved.glob("*.bin")) and not list(saved.glob("*.pt"))
 
 
@@ -59,18 +61,26 @@ def test_fingerprint_mismatch_is_refused_naming_the_setting(saved, tokenizer):
 
 
 def test_corrupted_block_is_refused(model, saved, tokenizer):
-    path = saved / "block-000001.safetensors"
+    path = saved / "shard-00000.safetensors"
     data = bytearray(path.read_bytes())
-    data[-5] ^= 0xFF
+    data[-5] ^= 0xFF  # inside the last block's tensors
     path.write_bytes(bytes(data))
     bank = LycheeMemoryBank.from_pretrained(saved)
-    with pytest.raises(MemoryBankError, match="block-000001.safetensors is corrupted"):
+    with pytest.raises(MemoryBankError, match="block 000002 in .*shard-00000.safetensors is corrupted"):
         model.generate(input_ids=question_ids(tokenizer), memory=bank)
 
 
-def test_truncated_block_is_refused_even_without_checksums(model, saved, tokenizer):
-    path = saved / "block-000002.safetensors"
+def test_truncated_shard_is_refused_when_the_bank_opens(saved):
+    path = saved / "shard-00000.safetensors"
     path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(MemoryBankError, match="shard-00000.safetensors has 100 bytes"):
+        LycheeMemoryBank.from_pretrained(saved, verify_checksums=False)
+
+
+def test_garbled_shard_header_is_refused_even_without_checksums(model, saved, tokenizer):
+    path = saved / "shard-00000.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(b"\xff" * 16 + data[16:])  # same size, header unreadable
     bank = LycheeMemoryBank.from_pretrained(saved, verify_checksums=False)
     with pytest.raises(MemoryBankError, match="unreadable"):
         model.generate(input_ids=question_ids(tokenizer), memory=bank)
@@ -82,9 +92,9 @@ def test_corrupted_manifest_is_refused(saved):
         LycheeMemoryBank.from_pretrained(saved)
 
 
-def test_missing_block_file_is_refused(saved):
-    (saved / "block-000000.safetensors").unlink()
-    with pytest.raises(MemoryBankError, match="incomplete"):
+def test_missing_shard_file_is_refused(saved):
+    (saved / "shard-00000.safetensors").unlink()
+    with pytest.raises(MemoryBankError, match="shard-00000.safetensors is missing"):
         LycheeMemoryBank.from_pretrained(saved)
 
 
@@ -104,7 +114,7 @@ def test_saving_into_a_folder_with_other_files_is_refused(model, doc, tmp_path):
 def test_appending_a_growing_document_equals_compressing_it_whole(model, tokenizer, tmp_path):
     whole = document_ids(tokenizer, 200, seed=3)
     bank = model.compress(whole[:, :128])
-    bank.save_pretrained(tmp_path / "grow")
+    bank.save_pretrained(tmp_path / "grow", bank_dtype="float32")
     reopened = LycheeMemoryBank.from_pretrained(tmp_path / "grow")
     reopened.append(model.compress(whole[:, 128:]))
     reopened.save_pretrained(tmp_path / "grow")  # writes only the new block
@@ -117,8 +127,8 @@ def test_appending_a_growing_document_equals_compressing_it_whole(model, tokeniz
 
 
 def test_compress_to_disk_streams_blocks_into_a_bank(model, doc, tmp_path, tokenizer):
-    bank = compress_to_disk(model, doc, tmp_path / "disk", chunks_per_write=1)
-    assert len(bank) == 3 and len(list((tmp_path / "disk").glob("block-*.safetensors"))) == 3
+    bank = compress_to_disk(model, doc, tmp_path / "disk", chunks_per_write=1, bank_dtype="float32", max_shard_size=1)
+    assert len(bank) == 3 and len(list((tmp_path / "disk").glob("shard-*.safetensors"))) == 3
     question = question_ids(tokenizer)
     assert torch.equal(
         model.generate(input_ids=question, memory=bank), model.generate(input_ids=question, context_ids=doc)

@@ -82,7 +82,7 @@ def test_a_memory_bank_goes_to_a_dataset_repo(tmp_path, tokenizer):
 
 def test_a_corrupted_bank_is_never_published(tmp_path, tokenizer):
     tiny_lychee().compress(document_ids(tokenizer, 100)).save_pretrained(tmp_path / "bank")
-    block = tmp_path / "bank" / "block-000000.safetensors"
+    block = tmp_path / "bank" / "shard-00000.safetensors"
     block.write_bytes(block.read_bytes()[:-10] + b"0123456789")
     with FakeHub(tmp_path / "hub") as hub:
         code, _, err = run_push(str(tmp_path / "bank"), "--repo-id", "me/bad-bank", endpoint=hub.endpoint)

@@ -2,8 +2,9 @@
 
     lychee-hf ask --context FILE --question "..." [--question "..."] [--model PATH_OR_HUB_ID] [--trace] [--json [OUT]]
     lychee-hf ask --memory BANK_DIR --question "..."
-    lychee-hf compress --context FILE --out BANK_DIR
+    lychee-hf compress --context FILE --out BANK_DIR [--bank-dtype int8] [--resume | --overwrite]
     lychee-hf info PATH
+    lychee-hf bank convert SRC_BANK DST_BANK --bank-dtype int4
     lychee-hf convert SOURCE DESTINATION [--chunk-size N] [--memory-budget N] [--memory-projections lora --rank R]
     lychee-hf eval --task mhqa --lengths 7k,28k --n 16 --method lychee,memagent,full --out DIR
     lychee-hf push FOLDER --repo-id ORG/NAME [--private] [--revision BRANCH] [--commit-message M] [--dry-run]
@@ -40,6 +41,9 @@ EXAMPLES = {
     "convert": """examples:
   lychee-hf convert lerverson/LycheeMemory-7B ./LycheeMemory-7B-hf
   lychee-hf convert SRC DST --memory-projections lora --rank 64""",
+    "bank": """examples:
+  lychee-hf bank convert bank/ bank-int8/ --bank-dtype int8
+  lychee-hf bank convert old-v1-bank/ bank-v2/                # same format, sharded version 2""",
     "push": """examples:
   lychee-hf push ./LycheeMemory-7B-hf --repo-id me/LycheeMemory-7B-hf --private --dry-run
   lychee-hf push bank/ --repo-id me/my-document-bank""",
@@ -139,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--context", required=True, help="the document: plain text, or .jsonl (one bank per line)")
     compress.add_argument("--out", required=True, help="new folder for the bank (numbered subfolders for .jsonl)")
     _add_document_arguments(compress)
+    add_bank_dtype_argument(compress)
+    again = compress.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue an interrupted bank in --out")
+    again.add_argument("--overwrite", action="store_true", help="replace the bank in --out")
     _add_model_arguments(compress)
     _add_block_arguments(compress)
 
@@ -153,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = command("convert", "convert an authors'-format (or stock) checkpoint to lychee-hf")
     add_convert_arguments(convert)
+
+    bank = command("bank", "memory-bank tools: convert a bank to another storage format")
+    add_bank_commands(bank)
 
     push = command("push", "upload a checkpoint (model repo) or a memory bank (dataset repo)")
     add_push_arguments(push)
@@ -260,6 +271,35 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", action="store_true", help="skip the reload-and-generate check (not advised)")
 
 
+# The storage formats of `modeling/kv_quant_lychee.py` (a test keeps them equal), spelled here so that building the
+# parser imports no torch: `lychee-hf --help` stays instant.
+BANK_DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")
+
+
+def add_bank_dtype_argument(parser: argparse.ArgumentParser, default_help: str = "float16 for float32 models") -> None:
+    parser.add_argument(
+        "--bank-dtype",
+        choices=BANK_DTYPES,
+        help=f"storage format of the blocks (int8/int4: quantized K/V; default: {default_help}, else the model's)",
+    )
+
+
+def add_bank_commands(parser: argparse.ArgumentParser) -> None:
+    """`lychee-hf bank ...` subcommands."""
+    tools = parser.add_subparsers(dest="bank_command", required=True, metavar="TOOL", help="convert")
+    convert = tools.add_parser(
+        "convert",
+        help="rewrite a bank in another storage format (or v1 -> sharded v2)",
+        description="Rewrite a bank in another storage format (or a version-1 bank as sharded version 2).",
+        epilog=EXAMPLES["bank"],
+        formatter_class=FORMATTER,
+    )
+    convert.add_argument("source", help="a bank folder")
+    convert.add_argument("destination", help="new folder for the converted bank")
+    add_bank_dtype_argument(convert, default_help="the source's format")
+    convert.add_argument("--max-shard-size", type=float, default=512, help="shard size in MiB (default 512)")
+
+
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `lychee-hf convert` (shared with conversion/convert_reference_checkpoint.py)."""
     parser.add_argument("source", help="folder or Hub id in the authors' format (or a stock Qwen2/Llama checkpoint)")
@@ -316,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             "ask": run_ask,
             "compress": run_compress,
             "info": run_info,
+            "bank": run_bank,
             "convert": run_convert,
             "push": run_push,
             "eval": run_eval_command,
@@ -456,17 +497,27 @@ def _save_partial_results(results: list[dict], args: argparse.Namespace) -> Path
 
 
 def run_compress(args: argparse.Namespace) -> int:
-    from .bank_tools import compress_to_disk
+    from .bank_tools import bank_line, check_new_bank_folder, compress_to_disk
     from .documents import read_documents
 
     documents = read_documents(args.context, args.field, args.encoding)
-    out = _new_folder(args.out, "the bank")
+    out = Path(args.out)
+    if not (args.resume or args.overwrite):
+        check_new_bank_folder(out)
     model, tokenizer = load_model(args)
     for index, text in enumerate(documents):
         target = out if len(documents) == 1 else out / f"{index:05d}"
         ids = _encode(tokenizer, text, args.context)
-        bank = compress_to_disk(model, ids, target, show_progress=None if not args.quiet else False)
-        print(f"{target}: {len(bank)} blocks, {bank.num_tokens} tokens, {_folder_size(target) / 2**20:.1f} MiB")
+        bank = compress_to_disk(
+            model,
+            ids,
+            target,
+            show_progress=None if not args.quiet else False,
+            bank_dtype=args.bank_dtype,
+            resume=args.resume,
+            overwrite=args.overwrite,
+        )
+        print(bank_line(target, bank))
     return 0
 
 
@@ -476,9 +527,9 @@ def run_info(args: argparse.Namespace) -> int:
         from .bank_tools import describe_bank
         from .modeling import LycheeMemoryBank
 
-        summary = {
+        summary = {  # every block is read and checksummed: a damaged bank is an error here, not a surprise later
             "kind": "memory bank",
-            **describe_bank(LycheeMemoryBank.from_pretrained(path)),
+            **describe_bank(LycheeMemoryBank.from_pretrained(path), verify=True),
             "size_mib": round(_folder_size(path) / 2**20, 2),
         }
     elif (path / "config.json").is_file():
@@ -500,6 +551,20 @@ def _applicable_settings(summary: dict) -> dict:
     if summary.get("compression_mode") != "lossless":
         return summary
     return {key: value for key, value in summary.items() if key not in MEMORY_TOKEN_SETTINGS}
+
+
+def run_bank(args: argparse.Namespace) -> int:
+    return {"convert": run_bank_convert}[args.bank_command](args)
+
+
+def run_bank_convert(args: argparse.Namespace) -> int:
+    from .bank_tools import bank_line, convert_bank
+
+    if args.max_shard_size <= 0:
+        raise ValueError(f"--max-shard-size {args.max_shard_size} must be positive (MiB)")
+    bank = convert_bank(args.source, args.destination, args.bank_dtype, int(args.max_shard_size * 2**20))
+    print(bank_line(args.destination, bank))
+    return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:

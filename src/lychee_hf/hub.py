@@ -2,7 +2,9 @@
 
 Before anything is uploaded the folder is checked the way a user will use it: a checkpoint is reloaded with
 `trust_remote_code=True` in a fresh process that cannot import `lychee_hf` and runs a short generate; a bank is
-opened and every block is read and checksummed. A folder that fails is never published.
+opened and every block is read and checksummed. A folder that fails is never published. A bank whose manifest is
+invalid or whose writing never finished is refused even by a dry run or with `check=False`, and only the files its
+manifest lists (plus the card and any other file of yours) are uploaded, never leftovers of an interrupted write.
 """
 
 import json
@@ -13,6 +15,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from .modeling.bank_storage_lychee import BANK_FILE_PATTERN
 from .modeling.memory_bank_lychee import MANIFEST_NAME, LycheeMemoryBank
 
 
@@ -39,8 +42,10 @@ class PublishPlan:
 def plan_upload(folder: str | Path, repo_id: str) -> PublishPlan:
     """Classifies `folder` and lists what would be uploaded, with its card (rendered when the folder has none)."""
     folder = Path(folder)
+    leftovers = set()
     if (folder / MANIFEST_NAME).is_file():
         repo_type = "dataset"
+        leftovers = _bank_leftovers(folder)
     elif (folder / "config.json").is_file():
         repo_type = "model"
     else:
@@ -50,7 +55,9 @@ def plan_upload(folder: str | Path, repo_id: str) -> PublishPlan:
     files = sorted(
         (str(path.relative_to(folder)), path.stat().st_size)
         for path in folder.rglob("*")
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        if path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and path.name not in leftovers
     )
     card_path = folder / "README.md"
     card = card_path.read_text() if card_path.is_file() else _render_card(folder, repo_id, repo_type)
@@ -63,9 +70,7 @@ def check_before_upload(plan: PublishPlan, timeout: int = 600) -> None:
     """Raises `PublishError` unless the folder loads and runs as users will load and run it."""
     if plan.repo_type == "dataset":
         try:
-            bank = LycheeMemoryBank.from_pretrained(plan.folder)
-            for index in range(len(bank)):
-                bank.block(index)
+            LycheeMemoryBank.from_pretrained(plan.folder).verify()
         except ValueError as error:
             raise PublishError(f"the memory bank does not load: {error}") from error
         return
@@ -126,8 +131,22 @@ def push_to_hub(
         repo_type=plan.repo_type,
         revision=revision,
         commit_message=commit_message or default_message,
+        allow_patterns=[path for path, _ in plan.files],  # exactly the planned files
     )
     return str(getattr(info, "commit_url", info))
+
+
+def _bank_leftovers(folder: Path) -> set[str]:
+    """Bank-named files of `folder` that its manifest does not list (an interrupted write's temporaries or shards).
+
+    Raises `PublishError` for a bank that is invalid or unfinished: it must never reach the Hub.
+    """
+    try:
+        bank = LycheeMemoryBank.from_pretrained(folder)
+    except ValueError as error:
+        raise PublishError(f"the memory bank does not load: {error}") from error
+    listed = {path.name for path in bank.stored_files()} | {MANIFEST_NAME}
+    return {p.name for p in folder.iterdir() if BANK_FILE_PATTERN.fullmatch(p.name) and p.name not in listed}
 
 
 def _render_card(folder: Path, repo_id: str, repo_type: str) -> str:

@@ -166,7 +166,10 @@ def _example_rows(model, tokenizer, example: EvalExample, teacher: str, bank_dir
     if bank_dir is None:
         bank = model.compress(ids, show_progress=False, offload_to_cpu=True)
     else:
-        bank = compress_to_disk(model, ids, Path(bank_dir) / _folder_name(example.id), show_progress=False)
+        # In the model's own dtype: the gate trains on the blocks exactly as `generate` computes them.
+        exact = str(model.dtype).replace("torch.", "")
+        folder = Path(bank_dir) / _folder_name(example.id)
+        bank = compress_to_disk(model, ids, folder, show_progress=False, bank_dtype=exact)
     related = set(supporting_chunks(example, tokenizer, config.chunk_size))
     memories = gold_memory_texts(example, tokenizer, config.chunk_size, len(bank))
     question = torch.tensor(tokenizer.encode(example.question, add_special_tokens=False))

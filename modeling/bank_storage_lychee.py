@@ -1,0 +1,430 @@
+"""A memory bank on disk: the manifest (validated as a whole), safetensors shards, lazy memory-mapped reads.
+
+Layout of a bank folder (format version 2):
+
+    bank.json                  manifest: format, version, complete, fingerprint, storage (dtype, groups),
+                               block_shape, num_tokens, shards [{file, bytes}], blocks [{span, shard, sha256}]
+    shard-00000.safetensors    blocks 0..k-1: "000000.keys", "000000.values" (or "000000.keys.codes",
+    shard-00001.safetensors    ".keys.scale", ".keys.zero" for int8/int4) and "000000.mask" (uint8)
+
+A block's `sha256` covers its own tensors (names, dtypes, shapes, bytes), so one block is checked without reading
+its whole shard. `complete` is false while a bank is being written and becomes true only in the last manifest,
+so a bank cut short (interrupt, full disk) is refused on read instead of answering from part of the document.
+Version-1 banks (one `block-NNNNNN.safetensors` per block, a checksum per file, no `complete`) are still read;
+they are rewritten as version 2 by `lychee-hf bank convert`.
+"""
+
+import hashlib
+import json
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
+
+from .kv_quant_lychee import (
+    BANK_DTYPES,
+    FLOAT_STORAGE,
+    KEY_GROUP_SIZE,
+    QUANTIZED_BITS,
+    VALUE_GROUP_SIZE,
+    QuantizedKV,
+)
+
+BANK_FORMAT = "lychee-memory-bank"
+BANK_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MANIFEST_NAME = "bank.json"
+DEFAULT_MAX_SHARD_BYTES = 512 * 2**20
+SHARD_NAME = "shard-{:05d}.safetensors"
+# Every file name a bank writes (manifest, shards, version-1 block files, and their temporary names).
+BANK_FILE_PATTERN = re.compile(r"(bank\.json|shard-\d+\.safetensors|block-\d+\.safetensors)(\.tmp)?")
+_OPEN_SHARDS = 8  # memory-mapped shard handles kept open per bank
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class MemoryBankError(ValueError):
+    """A memory bank that cannot be used: missing, incomplete, corrupted, or made by another model."""
+
+
+@dataclass(frozen=True)
+class StorageFormat:
+    """How a bank stores its blocks' K/V.
+
+    Attributes:
+        dtype (`str`): `"float32"`, `"float16"`, `"bfloat16"`, `"int8"` or `"int4"`.
+        key_group_size / value_group_size (`int`, *optional*): quantization groups (int8/int4 only).
+    """
+
+    dtype: str
+    key_group_size: int | None = None
+    value_group_size: int | None = None
+
+    @classmethod
+    def for_dtype(cls, dtype: str) -> "StorageFormat":
+        if dtype in QUANTIZED_BITS:
+            return cls(dtype, KEY_GROUP_SIZE[dtype], VALUE_GROUP_SIZE[dtype])
+        return cls(dtype)
+
+    @property
+    def bits(self) -> int | None:
+        return QUANTIZED_BITS.get(self.dtype)
+
+    def to_json(self) -> dict:
+        if self.bits is None:
+            return {"dtype": self.dtype}
+        return {
+            "dtype": self.dtype,
+            "keys": {"bits": self.bits, "groups": "per_channel", "group_size": self.key_group_size},
+            "values": {"bits": self.bits, "groups": "per_token", "group_size": self.value_group_size},
+        }
+
+    @classmethod
+    def from_json(cls, value, where: str) -> "StorageFormat":
+        _expect(isinstance(value, dict) and value.get("dtype") in BANK_DTYPES, where, f"storage {value!r}")
+        if value["dtype"] not in QUANTIZED_BITS:
+            return cls(value["dtype"])
+        sizes = []
+        for part in ("keys", "values"):
+            group = value.get(part, {}).get("group_size") if isinstance(value.get(part), dict) else None
+            _expect(_is_int(group) and group > 0, where, f"storage.{part}.group_size {group!r}")
+            sizes.append(group)
+        return cls(value["dtype"], *sizes)
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """Where one saved block lives: a shard and tensor prefix (v2) or its own file (v1), and its checksum."""
+
+    span: tuple[int, int]
+    file: str
+    prefix: str  # tensor names are f"{prefix}keys" etc.; "" in a v1 block file
+    sha256: str
+    whole_file: bool  # v1: the checksum covers the file, not the tensors
+
+
+@dataclass
+class Manifest:
+    """A validated `bank.json`."""
+
+    version: int
+    complete: bool
+    fingerprint: dict
+    storage: StorageFormat
+    block_shape: tuple[int, ...] | None
+    num_tokens: int
+    blocks: list[BlockRecord]
+    shards: list[dict] = field(default_factory=list)
+    document: dict | None = None
+
+
+# --------------------------------------------------------------------------------------------- manifest
+def read_manifest(directory: Path) -> Manifest:
+    """Reads and validates `directory/bank.json`; raises `MemoryBankError` naming the first problem."""
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise MemoryBankError(f"{directory} holds no memory bank ({MANIFEST_NAME} not found).")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise MemoryBankError(f"{path} is corrupted ({error}): recompress the document.") from error
+    _expect(isinstance(raw, dict), path, "the manifest is not a JSON object")
+    if raw.get("format") != BANK_FORMAT or raw.get("version") not in READABLE_VERSIONS:
+        raise MemoryBankError(
+            f"{path} is not a {BANK_FORMAT} manifest of version {'/'.join(map(str, READABLE_VERSIONS))} (format "
+            f"{raw.get('format')!r}, version {raw.get('version')!r}): it was written by another program or a newer "
+            "lychee-hf."
+        )
+    return _parse_v1(raw, directory, path) if raw["version"] == 1 else _parse_v2(raw, directory, path)
+
+
+def _parse_v2(raw: dict, directory: Path, path: Path) -> Manifest:
+    complete, fingerprint = _field(raw, "complete", bool, path), _field(raw, "fingerprint", dict, path)
+    storage = StorageFormat.from_json(raw.get("storage"), str(path))
+    shards = _field(raw, "shards", list, path)
+    shard_files = []
+    for index, shard in enumerate(shards):
+        _expect(isinstance(shard, dict), path, f"shards[{index}] is not an object")
+        shard_files.append(_file_name(shard.get("file"), directory, path, f"shards[{index}].file"))
+    _expect(len(set(shard_files)) == len(shard_files), path, "a shard file is listed twice")
+    records = []
+    for index, record in enumerate(_field(raw, "blocks", list, path)):
+        where = f"blocks[{index}]"
+        _expect(isinstance(record, dict), path, f"{where} is not an object")
+        shard = record.get("shard")
+        _expect(_is_int(shard) and 0 <= shard < len(shard_files), path, f"{where}.shard {shard!r} names no shard")
+        span, sha = _span(record, path, where), _sha(record, path, where)
+        records.append(BlockRecord(span, shard_files[shard], f"{index:06d}.", sha, False))
+    manifest = Manifest(
+        2,
+        complete,
+        fingerprint,
+        storage,
+        _block_shape(raw, path, bool(records)),
+        _field(raw, "num_tokens", int, path),
+        records,
+        shards,
+        raw.get("document") if isinstance(raw.get("document"), dict) else None,
+    )
+    _check_spans(manifest, path)
+    return manifest
+
+
+def _parse_v1(raw: dict, directory: Path, path: Path) -> Manifest:
+    fingerprint = _field(raw, "fingerprint", dict, path)
+    dtype = raw.get("dtype")
+    records = []
+    for index, record in enumerate(_field(raw, "blocks", list, path)):
+        where = f"blocks[{index}]"
+        _expect(isinstance(record, dict), path, f"{where} is not an object")
+        name = _file_name(record.get("file"), directory, path, f"{where}.file")
+        records.append(BlockRecord(_span(record, path, where), name, "", _sha(record, path, where), True))
+    _expect(len({r.file for r in records}) == len(records), path, "a block file is listed twice")
+    _expect(not records or dtype in FLOAT_STORAGE, path, f"dtype {dtype!r}")
+    manifest = Manifest(
+        1,
+        True,  # version 1 had no completeness marker
+        fingerprint,
+        StorageFormat(dtype if dtype in FLOAT_STORAGE else "float32"),
+        _block_shape(raw, path, bool(records)),
+        _field(raw, "num_tokens", int, path),
+        records,
+    )
+    _check_spans(manifest, path)
+    return manifest
+
+
+def _check_spans(manifest: Manifest, path: Path) -> None:
+    """Blocks in document order, each span non-empty and starting where the previous one ends, the last ending at
+    num_tokens, none longer than the fingerprint's chunk_size."""
+    chunk_size = manifest.fingerprint.get("chunk_size")
+    end = 0
+    for index, record in enumerate(manifest.blocks):
+        start, stop = record.span
+        _expect(
+            start == end,
+            path,
+            f"block {index}'s span {list(record.span)} does not start where block {index - 1} ends ({end}): blocks "
+            "are missing, repeated or out of order",
+        )
+        _expect(stop > start, path, f"block {index}'s span {list(record.span)} is empty")
+        if _is_int(chunk_size):
+            _expect(stop - start <= chunk_size, path, f"block {index} spans {stop - start} > chunk_size {chunk_size}")
+        end = stop
+    _expect(
+        end == manifest.num_tokens,
+        path,
+        f"the blocks cover {end} tokens but num_tokens is {manifest.num_tokens}: blocks are missing",
+    )
+    shape = manifest.block_shape
+    fingerprint = manifest.fingerprint
+    if shape is not None:
+        expected = [fingerprint.get(k) for k in ("num_hidden_layers", "num_key_value_heads", None, "head_dim")]
+        for found, wanted in zip(shape, expected):
+            _expect(wanted is None or found == wanted, path, f"block_shape {list(shape)} disagrees with fingerprint")
+
+
+def _field(raw: dict, key: str, kind: type, path: Path):
+    value = raw.get(key)
+    _expect(key in raw, path, f"key {key!r} is missing")
+    ok = _is_int(value) and value >= 0 if kind is int else isinstance(value, kind)
+    _expect(ok, path, f"{key!r} is {value!r}, expected {'a count' if kind is int else kind.__name__}")
+    return value
+
+
+def _span(record: dict, path: Path, where: str) -> tuple[int, int]:
+    span = record.get("span")
+    _expect(
+        isinstance(span, list) and len(span) == 2 and all(_is_int(x) and x >= 0 for x in span),
+        path,
+        f"{where}.span {span!r} is not [start, end]",
+    )
+    return tuple(span)
+
+
+def _sha(record: dict, path: Path, where: str) -> str:
+    sha = record.get("sha256")
+    _expect(isinstance(sha, str) and _SHA256.fullmatch(sha) is not None, path, f"{where}.sha256 {sha!r}")
+    return sha
+
+
+def _block_shape(raw: dict, path: Path, required: bool) -> tuple[int, ...] | None:
+    shape = raw.get("block_shape")
+    if shape is None and not required:
+        return None
+    _expect(
+        isinstance(shape, list) and len(shape) == 4 and all(_is_int(x) and x > 0 for x in shape),
+        path,
+        f"block_shape {shape!r} is not [layers, kv_heads, slots, head_dim]",
+    )
+    return tuple(shape)
+
+
+def _file_name(name, directory: Path, path: Path, where: str) -> str:
+    """A plain file name inside `directory` (no separators, no '..', not absolute, not hidden)."""
+    plain = isinstance(name, str) and name == Path(name).name and not name.startswith(".") and "\\" not in name
+    _expect(plain and (directory / name).resolve().parent == directory.resolve(), path, f"{where} {name!r}")
+    return name
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expect(condition: bool, path, problem: str) -> None:
+    if not condition:
+        raise MemoryBankError(
+            f"{path} is not a valid memory-bank manifest ({problem}): recompress the document or restore the file."
+        )
+
+
+def manifest_json(manifest: Manifest) -> dict:
+    """The v2 `bank.json` content of `manifest`."""
+    return {
+        "format": BANK_FORMAT,
+        "version": BANK_VERSION,
+        "complete": manifest.complete,
+        "fingerprint": manifest.fingerprint,
+        "storage": manifest.storage.to_json(),
+        "block_shape": list(manifest.block_shape) if manifest.block_shape else None,
+        "num_tokens": manifest.num_tokens,
+        **({"document": manifest.document} if manifest.document else {}),
+        "shards": manifest.shards,
+        "blocks": [
+            {"span": list(r.span), "shard": _shard_index(manifest, r.file), "sha256": r.sha256} for r in manifest.blocks
+        ],
+    }
+
+
+def _shard_index(manifest: Manifest, file: str) -> int:
+    return next(i for i, shard in enumerate(manifest.shards) if shard["file"] == file)
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    """Replaces `bank.json` atomically (a reader sees the old or the new manifest, never a torn one)."""
+    temporary = directory / (MANIFEST_NAME + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(manifest_json(manifest), handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, directory / MANIFEST_NAME)
+
+
+# --------------------------------------------------------------------------------------------- block tensors
+def block_tensors(index: int, keys, values, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The tensors of block `index` as stored in a shard (keys/values as tensors or `QuantizedKV`)."""
+    prefix = f"{index:06d}."
+    tensors = {}
+    for name, kv in (("keys", keys), ("values", values)):
+        if isinstance(kv, QuantizedKV):
+            tensors.update(kv.tensors(prefix + name))
+        else:
+            tensors[prefix + name] = kv
+    tensors[prefix + "mask"] = mask.to(torch.uint8)
+    return {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor], prefix: str) -> str:
+    """SHA-256 of a block's tensors (names without `prefix`, dtypes, shapes and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        header = f"{name.removeprefix(prefix)}|{str(tensor.dtype)}|{list(tensor.shape)}\n"
+        digest.update(header.encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> int:
+    """Writes one shard under a temporary name, flushed, then renamed; returns its size in bytes."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        save_file(tensors, temporary, metadata={"format": "pt", "content": BANK_FORMAT})
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path.stat().st_size
+
+
+def block_tensor_names(prefix: str, storage: StorageFormat) -> list[str]:
+    """The names a block's tensors have in its file."""
+    parts = ("codes", "scale", "zero") if storage.bits is not None else None
+    names = (
+        [f"{prefix}{kv}.{part}" for kv in ("keys", "values") for part in parts]
+        if parts
+        else [
+            f"{prefix}keys",
+            f"{prefix}values",
+        ]
+    )
+    return names + [f"{prefix}mask"]
+
+
+def decode_block(tensors: dict[str, torch.Tensor], prefix: str, storage: StorageFormat, shape: tuple[int, ...]):
+    """`(keys, values, mask)` of a block from its stored tensors (keys/values as tensors or `QuantizedKV`)."""
+    if storage.bits is None:
+        return tensors[prefix + "keys"], tensors[prefix + "values"], tensors[prefix + "mask"]
+    keys, values = (
+        QuantizedKV(
+            tensors[f"{prefix}{name}.codes"],
+            tensors[f"{prefix}{name}.scale"],
+            tensors[f"{prefix}{name}.zero"],
+            storage.bits,
+            storage.key_group_size if name == "keys" else storage.value_group_size,
+            name == "keys",
+            tuple(shape),
+        )
+        for name in ("keys", "values")
+    )
+    return keys, values, tensors[prefix + "mask"]
+
+
+class ShardReader:
+    """Reads blocks out of a bank folder's shards lazily: safetensors memory maps, a few kept open."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._handles: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, record: BlockRecord, storage: StorageFormat, verify: bool) -> dict[str, torch.Tensor]:
+        """The tensors of `record` (checked against its checksum when `verify`); raises `MemoryBankError`."""
+        path = self.directory / record.file
+        try:
+            if record.whole_file and verify:  # version 1: one file per block, checksum over the file
+                data = path.read_bytes()
+                if hashlib.sha256(data).hexdigest() != record.sha256:
+                    raise MemoryBankError(f"{path} is corrupted (checksum mismatch): recompress the document.")
+                return load_safetensors_bytes(data)
+            tensors = self._tensors(path, block_tensor_names(record.prefix, storage))
+        except MemoryBankError:
+            raise
+        except Exception as error:  # safetensors raises several types for truncated/garbled files and absent names
+            raise MemoryBankError(f"{path} is unreadable ({error}): recompress the document.") from error
+        if verify and not record.whole_file and tensors_digest(tensors, record.prefix) != record.sha256:
+            raise MemoryBankError(
+                f"block {record.prefix.rstrip('.')} in {path} is corrupted (checksum mismatch): recompress the "
+                "document."
+            )
+        return tensors
+
+    def _tensors(self, path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+        with self._lock:
+            handle = self._handles.pop(path.name, None) or safe_open(path, framework="pt", device="cpu")
+            self._handles[path.name] = handle
+            while len(self._handles) > _OPEN_SHARDS:
+                self._handles.popitem(last=False)
+            return {name: handle.get_tensor(name) for name in names}
+
+    def close(self) -> None:
+        with self._lock:
+            self._handles.clear()

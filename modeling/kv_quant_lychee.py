@@ -1,0 +1,216 @@
+"""Storage formats of a memory block's K/V: float16 / bfloat16 / float32 copies, or 8- and 4-bit codes.
+
+Low-bit blocks follow KIVI (Liu et al., 2024, "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache"):
+
+- **keys per channel**: each (layer, head, channel) gets its own scale and zero point over a group of slots.
+  Keys carry a few outlier channels whose magnitude is many times the rest, and the outliers stay in the same
+  channels from token to token. Grouping along a channel confines an outlier to its own scale; grouping along a
+  token would stretch every channel's step to the outlier's range. Our keys are stored before rotary embedding,
+  where the outlier channels are fixed (rotation mixes channel pairs by position), so this fits even better here.
+- **values per token**: each (layer, head, slot) gets its own scale and zero point over a group of channels.
+  Values have no fixed outlier channels, and attention output is a weighted sum of value rows, so an error
+  relative to each row's own range is what keeps the output close.
+
+Quantization is asymmetric (`x ≈ code * scale + zero`, `zero` = the group's minimum), codes are stored as uint8 (two
+per byte for int4), scales and zero points in float16 (float32 if the K/V exceed float16's range), beside the
+codes in the same safetensors file. Slots that summarise no token (the last chunk's padding) are never read by
+attention; before quantizing they take a real slot's value, so they do not widen any key group's range.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+FLOAT_STORAGE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+QUANTIZED_BITS = {"int8": 8, "int4": 4}
+BANK_DTYPES = (*FLOAT_STORAGE, *QUANTIZED_BITS)
+
+# Group sizes (slots per key group, channels per value group). Each group stores two float16 numbers, so a group
+# of g elements adds 32/g bits per element: int4 with 32-element groups is only 6.4x smaller than float32, with
+# 128-slot key groups and 64-channel value groups 7.3x (8x is the bound for 4-bit codes). On the embedded
+# default's K/V the larger groups raise the relative error of keys from 3.6% to 4.6% and of values from 8.2% to
+# 9.7% (benchmarks/RESULTS.md measures what that does to answers).
+KEY_GROUP_SIZE = {"int8": 128, "int4": 128}
+VALUE_GROUP_SIZE = {"int8": 128, "int4": 64}
+_FLOAT16_LIMIT = 60000.0  # scales and zero points stay in float16 below this magnitude
+
+
+def default_bank_dtype(model_dtype: torch.dtype | str) -> str:
+    """The storage format a bank gets unless told: float16 for float32 models (half the bytes, no visible
+    difference in answers), the model's own dtype otherwise."""
+    name = str(model_dtype).replace("torch.", "")
+    return "float16" if name == "float32" else name
+
+
+def check_bank_dtype(bank_dtype: str) -> str:
+    """Returns `bank_dtype` if it is a storage format, else raises a `ValueError` listing them."""
+    if bank_dtype not in BANK_DTYPES:
+        raise ValueError(f"bank_dtype {bank_dtype!r} is not a memory-bank format: use one of {list(BANK_DTYPES)}.")
+    return bank_dtype
+
+
+@dataclass
+class QuantizedKV:
+    """A (num_layers, num_kv_heads, slots, head_dim) tensor stored as `bits`-bit codes in groups.
+
+    Attributes:
+        codes (`torch.Tensor`): uint8 (L, H, A, G * group_size * bits / 8), where A is the axis that gets its own
+            scales (head_dim for keys: per channel; slots for values: per token) and the groups run along the other.
+        scale (`torch.Tensor`): (L, H, A, G) step of each group.
+        zero (`torch.Tensor`): (L, H, A, G) value of code 0 in each group.
+        bits (`int`): 8 or 4.
+        group_size (`int`): elements per group as configured (an axis shorter than it is one group, see
+            `effective_group_size`; the grouped axis is padded to a multiple of the group).
+        per_channel (`bool`): True for keys (groups along slots), False for values (groups along channels).
+        shape (`tuple[int, int, int, int]`): the (L, H, S, D) shape it stands for.
+    """
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor
+    bits: int
+    group_size: int
+    per_channel: bool
+    shape: tuple[int, int, int, int]
+
+    @property
+    def device(self) -> torch.device:
+        return self.codes.device
+
+    def layer(self, index: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+        """Layer `index` as a float (H, S, D) tensor, dequantized on `device` (only that layer's codes move)."""
+        device = device if device is not None else self.codes.device
+        length = self.shape[2] if self.per_channel else self.shape[3]
+        group = effective_group_size(self.group_size, length)
+        codes = _unpack(self.codes[index].to(device), self.bits)  # (H, A, padded)
+        heads, axis, padded = codes.shape
+        grouped = codes.reshape(heads, axis, padded // group, group).float()
+        scale, zero = self.scale[index].to(device).float(), self.zero[index].to(device).float()  # (H, A, G)
+        dense = (grouped * scale[..., None] + zero[..., None]).reshape(heads, axis, padded)
+        dense = dense[..., :length]
+        return (dense.transpose(1, 2) if self.per_channel else dense).to(dtype)  # (H, S, D)
+
+    def dequantize(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+        """The whole (L, H, S, D) tensor in `dtype` on `device`."""
+        return torch.stack([self.layer(i, device, dtype) for i in range(self.shape[0])])
+
+    def has_consistent_shapes(self) -> bool:
+        """Whether codes, scales and zero points have the shapes `shape`, `bits` and `group_size` imply."""
+        layers, heads, slots, head_dim = self.shape
+        axis, length = (head_dim, slots) if self.per_channel else (slots, head_dim)
+        group = effective_group_size(self.group_size, length)
+        groups = -(-length // group)
+        meta = (layers, heads, axis, groups)
+        return (
+            tuple(self.codes.shape) == (*meta[:3], groups * group * self.bits // 8)
+            and self.codes.dtype == torch.uint8
+            and tuple(self.scale.shape) == meta
+            and tuple(self.zero.shape) == meta
+        )
+
+    def to(self, device: torch.device | str) -> "QuantizedKV":
+        """The same codes on `device` (still quantized)."""
+        return QuantizedKV(
+            self.codes.to(device),
+            self.scale.to(device),
+            self.zero.to(device),
+            self.bits,
+            self.group_size,
+            self.per_channel,
+            self.shape,
+        )
+
+    def clone(self) -> "QuantizedKV":
+        return QuantizedKV(
+            self.codes.clone(),
+            self.scale.clone(),
+            self.zero.clone(),
+            self.bits,
+            self.group_size,
+            self.per_channel,
+            self.shape,
+        )
+
+    def detach(self) -> "QuantizedKV":
+        return self
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors to store, named `<prefix>.codes`, `<prefix>.scale`, `<prefix>.zero`."""
+        return {f"{prefix}.codes": self.codes, f"{prefix}.scale": self.scale, f"{prefix}.zero": self.zero}
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.zero))
+
+
+def quantize(
+    x: torch.Tensor, bits: int, group_size: int, per_channel: bool, slot_mask: torch.Tensor | None = None
+) -> QuantizedKV:
+    """Quantizes a (L, H, S, D) K or V tensor (see the module docstring for the scheme).
+
+    Args:
+        x (`torch.Tensor`): (L, H, S, D) float keys or values.
+        bits (`int`): 8 or 4.
+        group_size (`int`): elements per group along the grouped axis (slots for keys, channels for values).
+        per_channel (`bool`): True for keys, False for values.
+        slot_mask (`torch.BoolTensor`, *optional*): (S,) real slots; the others take a real slot's value first.
+
+    Returns:
+        `QuantizedKV`.
+    """
+    shape = tuple(x.shape)
+    x = x.detach().float()
+    if slot_mask is not None and bool(slot_mask.any()) and not bool(slot_mask.all()):
+        first_real = int(slot_mask.nonzero()[0, 0])
+        x = torch.where(slot_mask.to(x.device)[None, None, :, None], x, x[:, :, first_real : first_real + 1, :])
+    grouped_axis = x.transpose(2, 3) if per_channel else x  # (L, H, A, n): groups run along the last axis
+    length = grouped_axis.shape[-1]
+    group = effective_group_size(group_size, length)
+    padding = -length % group
+    if padding:  # repeat the last element: padding never widens a group's range
+        grouped_axis = torch.cat([grouped_axis, grouped_axis[..., -1:].expand(*grouped_axis.shape[:-1], padding)], -1)
+    groups = grouped_axis.reshape(*grouped_axis.shape[:-1], -1, group)  # (L, H, A, G, group)
+    low, high = groups.amin(-1), groups.amax(-1)  # (L, H, A, G)
+    meta_dtype = torch.float16 if float(groups.abs().max()) < _FLOAT16_LIMIT else torch.float32
+    zero = low.to(meta_dtype)
+    scale = ((high - low) / (2**bits - 1)).to(meta_dtype)
+    # Codes are computed against the stored (rounded) scale and zero, so dequantization matches exactly.
+    step = scale.float().clamp_min(torch.finfo(torch.float32).tiny)
+    codes = ((groups - zero.float()[..., None]) / step[..., None]).round().clamp(0, 2**bits - 1).to(torch.uint8)
+    codes = _pack(codes.reshape(*codes.shape[:-2], -1), bits)
+    return QuantizedKV(codes.contiguous(), scale.contiguous(), zero.contiguous(), bits, group_size, per_channel, shape)
+
+
+def kv_nbytes(shape: tuple[int, int, int, int], bank_dtype: str) -> int:
+    """Bytes that the keys plus values of one (L, H, S, D) block take in format `bank_dtype` (float16 scales)."""
+    layers, heads, slots, head_dim = shape
+    if bank_dtype in FLOAT_STORAGE:
+        return 2 * layers * heads * slots * head_dim * FLOAT_STORAGE[bank_dtype].itemsize
+    bits, total = QUANTIZED_BITS[bank_dtype], 0
+    for group_size, (axis, length) in (
+        (KEY_GROUP_SIZE[bank_dtype], (head_dim, slots)),
+        (VALUE_GROUP_SIZE[bank_dtype], (slots, head_dim)),
+    ):
+        group = effective_group_size(group_size, length)
+        groups = -(-length // group)
+        total += layers * heads * axis * (groups * group * bits // 8 + 2 * 2 * groups)
+    return total
+
+
+def effective_group_size(group_size: int, length: int) -> int:
+    """The group used along an axis of `length`: `group_size`, or the whole axis (rounded up to even, for int4's
+    two codes per byte) when it is shorter."""
+    return min(group_size, length + length % 2)
+
+
+def _pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 codes (..., n) -> (..., n * bits / 8): int4 puts two codes in a byte (even index in the low half)."""
+    if bits == 8:
+        return codes
+    return codes[..., 0::2] | (codes[..., 1::2] << 4)
+
+
+def _unpack(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    if bits == 8:
+        return packed
+    low, high = packed & 0x0F, packed >> 4
+    return torch.stack([low, high], dim=-1).reshape(*packed.shape[:-1], -1)

@@ -1,0 +1,231 @@
+"""Storage formats of a memory bank: float copies, KIVI-style int8/int4, old version-1 banks, `bank convert`."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lychee_hf import LycheeMemoryBank
+from lychee_hf.bank_tools import bank_bytes_per_block, compress_to_disk
+from lychee_hf.cli import main
+from lychee_hf.modeling.kv_quant_lychee import QuantizedKV, default_bank_dtype, quantize
+from lychee_hf.modeling.memory_bank_lychee import MemoryBankError
+from tiny import document_ids, question_ids, tiny_lychee
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_lychee()
+
+
+@pytest.fixture(scope="module")
+def doc(tokenizer):
+    return document_ids(tokenizer, 150)
+
+
+@pytest.fixture(scope="module")
+def exact(model, doc):
+    return model.compress(doc)
+
+
+def _max_step(x: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
+    """One quantization step of each group when a group spans all of `dim` (true for the tiny shapes)."""
+    return (x.amax(dim, keepdim=True) - x.amin(dim, keepdim=True)) / (2**bits - 1)
+
+
+@pytest.mark.parametrize("bank_dtype", ["float32", "float16", "bfloat16"])
+def test_float_formats_round_trip_as_that_dtype(exact, bank_dtype, tmp_path):
+    exact.save_pretrained(tmp_path, bank_dtype=bank_dtype)
+    loaded = LycheeMemoryBank.from_pretrained(tmp_path)
+    assert loaded.bank_dtype == bank_dtype
+    for index in range(len(exact)):
+        block, original = loaded.block(index), exact.block(index)
+        assert block.keys.dtype == getattr(torch, bank_dtype)
+        assert torch.equal(block.keys, original.keys.to(block.keys.dtype))
+        assert torch.equal(block.values, original.values.to(block.values.dtype))
+        assert torch.equal(block.mask, original.mask) and block.span == original.span
+
+
+@pytest.mark.parametrize("bank_dtype, bits", [("int8", 8), ("int4", 4)])
+def test_quantized_formats_round_trip_within_one_step(exact, bank_dtype, bits, tmp_path):
+    exact.save_pretrained(tmp_path, bank_dtype=bank_dtype)
+    loaded = LycheeMemoryBank.from_pretrained(tmp_path)
+    for index in range(len(exact)):
+        block, original = loaded.block(index), exact.block(index)
+        assert isinstance(block.keys, QuantizedKV) and block.keys.bits == bits
+        real = original.mask
+        keys, values = original.keys[:, :, real], original.values[:, :, real]
+        key_error = (block.keys.dequantize()[:, :, real] - keys).abs()
+        value_error = (block.values.dequantize()[:, :, real] - values).abs()
+        assert bool((key_error <= _max_step(keys, bits, dim=2) * 0.5 + 1e-3).all())  # per channel: over slots
+        assert bool((value_error <= _max_step(values, bits, dim=3) * 0.5 + 1e-3).all())  # per token: over channels
+
+
+def test_keys_are_quantized_per_channel_so_an_outlier_channel_keeps_to_itself():
+    torch.manual_seed(0)
+    keys = torch.randn(1, 1, 64, 16)
+    keys[..., 3] *= 1000  # one outlier channel, as real keys have
+    error = (quantize(keys, 4, 64, per_channel=True).dequantize() - keys).abs()
+    others = torch.cat([error[..., :3], error[..., 4:]], dim=-1)
+    assert float(others.max()) < 0.5 and float(error[..., 3].max()) > 10
+
+
+def test_values_are_quantized_per_token_so_a_large_token_keeps_to_itself():
+    torch.manual_seed(0)
+    values = torch.randn(1, 1, 64, 16)
+    values[:, :, 7] *= 1000
+    error = (quantize(values, 4, 16, per_channel=False).dequantize() - values).abs()
+    others = torch.cat([error[:, :, :7], error[:, :, 8:]], dim=2)
+    assert float(others.max()) < 0.5 and float(error[:, :, 7].max()) > 10
+
+
+def test_padding_slots_do_not_widen_the_key_groups():
+    torch.manual_seed(0)
+    keys, mask = torch.randn(1, 1, 32, 8), torch.arange(32) < 20
+    keys[:, :, 20:] = 1e4  # what padding slots may hold; attention never reads them
+    error = (quantize(keys, 4, 32, per_channel=True, slot_mask=mask).dequantize() - keys)[:, :, :20].abs()
+    assert float(error.max()) < 0.5
+
+
+def test_quantized_bank_answers_as_its_dequantized_copy(model, doc, tokenizer):
+    """int8 blocks stay quantized in the bank and are dequantized only when the reasoner reads them."""
+    quantized = model.compress(doc, bank_dtype="int8")
+    assert all(isinstance(quantized.block(i).values, QuantizedKV) for i in range(len(quantized)))
+    dequantized = LycheeMemoryBank(
+        [quantized.block(i).to("cpu", torch.float32) for i in range(len(quantized))], quantized.fingerprint
+    )
+    question = question_ids(tokenizer)
+    assert torch.equal(
+        model.generate(input_ids=question, memory=quantized), model.generate(input_ids=question, memory=dequantized)
+    )
+
+
+def test_smaller_formats_take_fewer_bytes_on_disk_as_estimated(model, exact, tmp_path):
+    sizes = {}
+    for bank_dtype in ("float32", "float16", "int8", "int4"):
+        exact.save_pretrained(tmp_path / bank_dtype, bank_dtype=bank_dtype)
+        sizes[bank_dtype] = (tmp_path / bank_dtype / "shard-00000.safetensors").stat().st_size
+        tensor_bytes = len(exact) * bank_bytes_per_block(model, bank_dtype)
+        assert tensor_bytes <= sizes[bank_dtype] < tensor_bytes + 4096  # plus the safetensors header
+    assert sizes["float32"] > sizes["float16"] > sizes["int8"] > sizes["int4"]
+
+
+def test_manifest_records_the_storage_format(exact, tmp_path):
+    exact.save_pretrained(tmp_path, bank_dtype="int4")
+    storage = json.loads((tmp_path / "bank.json").read_text())["storage"]
+    assert storage["dtype"] == "int4"
+    assert storage["keys"]["groups"] == "per_channel" and storage["values"]["groups"] == "per_token"
+    assert storage["keys"]["bits"] == 4 and storage["values"]["group_size"] > 0
+
+
+def test_default_format_is_float16_for_float32_models_else_the_model_dtype(exact, tmp_path):
+    assert default_bank_dtype(torch.float32) == "float16" and default_bank_dtype(torch.bfloat16) == "bfloat16"
+    exact.save_pretrained(tmp_path)
+    assert LycheeMemoryBank.from_pretrained(tmp_path).bank_dtype == "float16"
+
+
+def test_a_bank_from_another_model_is_refused_in_every_format(doc, tmp_path, tokenizer):
+    tiny_lychee(seed=3).compress(doc).save_pretrained(tmp_path, bank_dtype="int4")
+    with pytest.raises(MemoryBankError, match="weights_digest"):
+        tiny_lychee().generate(input_ids=question_ids(tokenizer), memory=LycheeMemoryBank.from_pretrained(tmp_path))
+
+
+def test_corrupted_quantized_block_is_refused(exact, tmp_path):
+    exact.save_pretrained(tmp_path, bank_dtype="int4")
+    path = tmp_path / "shard-00000.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    bank = LycheeMemoryBank.from_pretrained(tmp_path)
+    with pytest.raises(MemoryBankError, match="corrupted"):
+        bank.verify()
+
+
+def test_values_beyond_float16_range_are_refused_naming_bfloat16(exact):
+    block = exact.block(0)
+    huge = type(block)(block.keys * 1e6, block.values, block.mask, block.span)
+    with pytest.raises(MemoryBankError, match="bfloat16"):
+        huge.astype("float16")
+
+
+def test_unknown_bank_dtype_is_refused(model, doc):
+    with pytest.raises(ValueError, match="int3.*float16"):
+        model.compress(doc, bank_dtype="int3")
+
+
+# --------------------------------------------------------------------------------------------- version 1
+def write_version_1_bank(bank: LycheeMemoryBank, directory) -> None:
+    """A bank as lychee-hf wrote it before format version 2: one file per block, model dtype, no `complete`, and
+    a fingerprint from before the full weights digest."""
+    import hashlib
+
+    directory.mkdir(parents=True)
+    records = []
+    for index in range(len(bank)):
+        block, name = bank.block(index), f"block-{index:06d}.safetensors"
+        tensors = {"keys": block.keys, "values": block.values, "mask": block.mask.to(torch.uint8)}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, directory / name)
+        sha = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+        records.append({"file": name, "span": list(block.span), "sha256": sha})
+    manifest = {
+        "format": "lychee-memory-bank",
+        "version": 1,
+        "fingerprint": {k: v for k, v in bank.fingerprint.items() if k != "weights_digest_version"},
+        "block_shape": list(bank.block(0).keys.shape),
+        "dtype": "float32",
+        "num_tokens": bank.num_tokens,
+        "blocks": records,
+    }
+    (directory / "bank.json").write_text(json.dumps(manifest))
+
+
+def test_a_version_1_bank_still_loads_block_for_block(exact, tmp_path):
+    write_version_1_bank(exact, tmp_path / "v1")
+    old = LycheeMemoryBank.from_pretrained(tmp_path / "v1")
+    assert old.spans == exact.spans and old.verify() == len(exact)
+    for index in range(len(exact)):
+        assert torch.equal(old.block(index).keys, exact.block(index).keys)
+        assert torch.equal(old.block(index).values, exact.block(index).values)
+
+
+def test_a_bank_with_the_old_five_tensor_digest_is_refused_asking_to_recompress(model, exact, tmp_path, tokenizer):
+    write_version_1_bank(exact, tmp_path / "v1")
+    with pytest.raises(MemoryBankError, match="older lychee-hf.*recompress"):
+        model.generate(input_ids=question_ids(tokenizer), memory=LycheeMemoryBank.from_pretrained(tmp_path / "v1"))
+
+
+def test_a_version_1_bank_cannot_grow_and_names_the_converter(model, exact, tmp_path, tokenizer):
+    write_version_1_bank(exact, tmp_path / "v1")
+    old = LycheeMemoryBank.from_pretrained(tmp_path / "v1")
+    more = model.compress(document_ids(tokenizer, 40, seed=9))
+    more.fingerprint = old.fingerprint  # the same old settings: what stops it is the format
+    old.append(more)
+    with pytest.raises(MemoryBankError, match="lychee-hf bank convert"):
+        old.save_pretrained(tmp_path / "v1")
+
+
+def test_bank_convert_rewrites_a_version_1_bank_as_int4_shards(model, exact, tmp_path, tokenizer, capsys):
+    write_version_1_bank(exact, tmp_path / "v1")
+    code = main(["bank", "convert", str(tmp_path / "v1"), str(tmp_path / "v2"), "--bank-dtype", "int4"])
+    assert code == 0 and "int4" in capsys.readouterr().out
+    converted = LycheeMemoryBank.from_pretrained(tmp_path / "v2")
+    assert converted.bank_dtype == "int4" and converted.spans == exact.spans
+    assert sorted(p.name for p in (tmp_path / "v2").iterdir()) == ["bank.json", "shard-00000.safetensors"]
+    direct = exact.astype("int4")
+    for index in range(len(exact)):
+        assert torch.equal(converted.block(index).keys.codes, direct.block(index).keys.codes)
+
+
+def test_bank_convert_refuses_a_non_empty_destination(exact, tmp_path, capsys):
+    exact.save_pretrained(tmp_path / "src")
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "mine.txt").write_text("keep")
+    code = main(["bank", "convert", str(tmp_path / "src"), str(tmp_path / "dst"), "--bank-dtype", "int8"])
+    assert code == 2 and "not empty" in capsys.readouterr().err
+    assert (tmp_path / "dst" / "mine.txt").read_text() == "keep"
+
+
+def test_compress_to_disk_writes_the_requested_format(model, doc, tmp_path):
+    bank = compress_to_disk(model, doc, tmp_path, bank_dtype="int8")
+    assert bank.bank_dtype == "int8" and isinstance(bank.block(0).keys, QuantizedKV)
