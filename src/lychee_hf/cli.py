@@ -3,6 +3,8 @@
     lychee-hf ask --context FILE --question "..." [--question "..."] [--model PATH_OR_HUB_ID] [--trace] [--json [OUT]]
     lychee-hf ask --memory BANK_DIR --question "..."
     lychee-hf compress --context FILE --out BANK_DIR
+    lychee-hf compress --corpus DOCS.jsonl --out BANKS_DIR          (any launcher: accelerate launch -m lychee_hf.cli)
+    lychee-hf ask --memory BANKS_DIR --questions Q.jsonl --out A.jsonl
     lychee-hf info PATH
     lychee-hf convert SOURCE DESTINATION [--chunk-size N] [--memory-budget N] [--memory-projections lora --rank R]
     lychee-hf eval --task mhqa --lengths 7k,28k --n 16 --method lychee,memagent,full --out DIR
@@ -34,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     source = ask.add_mutually_exclusive_group(required=True)
     source.add_argument("--context", help="document: plain text, or .jsonl with one document per line")
     source.add_argument("--memory", help="a bank folder written by `lychee-hf compress`")
-    ask.add_argument("--question", action="append", required=True, help="repeat for several questions")
+    asked = ask.add_mutually_exclusive_group(required=True)
+    asked.add_argument("--question", action="append", help="repeat for several questions")
+    asked.add_argument("--questions", help="JSONL of {document, question} lines over --memory (writes --out)")
+    ask.add_argument("--out", help="with --questions: a new JSONL file for the answers, in input order")
+    ask.add_argument("--batch-size", type=int, default=8, help="with --questions: questions per generate call")
     ask.add_argument("--trace", action="store_true", help="print a per-block table (gate, memory, timings)")
     ask.add_argument(
         "--json", nargs="?", const="-", metavar="OUT", help="write answers + traces as JSON (default stdout)"
@@ -42,8 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(ask)
 
     compress = commands.add_parser("compress", help="compress a document once into a reusable memory bank")
-    compress.add_argument("--context", required=True, help="document: plain text, or .jsonl (one bank per line)")
+    compressed = compress.add_mutually_exclusive_group(required=True)
+    compressed.add_argument("--context", help="document: plain text, or .jsonl (one bank per line)")
+    compressed.add_argument("--corpus", help="JSONL corpus: one bank per document + corpus.json (resumable)")
     compress.add_argument("--out", required=True, help="new folder for the bank (numbered subfolders for .jsonl)")
+    compress.add_argument("--id-field", default="id", help="with --corpus: the document id field (default: id)")
     _add_model_arguments(compress)
 
     info = commands.add_parser("info", help="print the settings of a checkpoint or a memory bank")
@@ -205,6 +214,10 @@ def run_ask(args: argparse.Namespace) -> int:
     from .documents import read_documents
     from .modeling import LycheeMemoryBank
 
+    if args.questions:
+        from .scale.questions import run_questions_command
+
+        return run_questions_command(args)
     # Inputs first: a missing file or bank fails before the model loads.
     if args.memory:
         bank = LycheeMemoryBank.from_pretrained(args.memory)
@@ -251,6 +264,10 @@ def run_compress(args: argparse.Namespace) -> int:
     from .bank_tools import compress_to_disk
     from .documents import read_documents
 
+    if args.corpus:
+        from .scale.corpus import run_corpus_command
+
+        return run_corpus_command(args)
     documents = read_documents(args.context, args.field)
     out = _new_folder(args.out, "the bank")
     model, tokenizer = load_model(args)
@@ -335,9 +352,14 @@ def run_eval_command(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         memagent_chunk_tokens=args.memagent_chunk,
     )
-    model, tokenizer = load_model(args)
-    summary = run_eval(model, tokenizer, settings, args.out, show_progress=not args.quiet)
-    print(summary.read_text())
+    from .scale.distributed import distributed_state, place_model
+
+    state = distributed_state()  # under accelerate launch / torchrun, processes share the examples
+    with state.main_process_first():
+        model, tokenizer = load_model(args)
+    summary = run_eval(place_model(model, state), tokenizer, settings, args.out, not args.quiet, state)
+    if state.is_main_process:
+        print(summary.read_text())
     return 0
 
 

@@ -1,9 +1,11 @@
 """What the trainers share: a map-style dataset over in-memory rows, the `TrainingArguments` defaults, which
 weights a role owns (and the helpers that add and unfreeze them), and a wall-time limit."""
 
+import os
 import time
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainingArguments
@@ -14,12 +16,27 @@ from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names, add
 @dataclass
 class LycheeTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the defaults every lychee-hf trainer wants: rows are not model-forward dicts
-    (keep every column), nothing is reported to an outside service, and no checkpoints unless asked for."""
+    (keep every column), nothing is reported to an outside service, and no checkpoints unless asked for.
+
+    Several processes (`accelerate launch`, `torchrun`): the model is wrapped in DDP with
+    `find_unused_parameters=False`. Every trainable weight of our trainers takes part in every step, and the
+    trainers call the wrapper more than once per step (GRPO scores several turn batches) and compress outside it
+    (the compressor's weights reach the loss through the blocks): DDP's unused-parameter search only sees the
+    last call's graph and would mark those weights unused. On a machine without an accelerator, `use_cpu` is set
+    under a multi-process launch, so that accelerate creates the gloo process group (`MULTI_CPU`) instead of
+    training each process alone.
+    """
 
     remove_unused_columns: bool = False
     report_to: str | list[str] | None = "none"
     logging_steps: int = 10
     save_strategy: str = "no"
+    ddp_find_unused_parameters: bool | None = False
+
+    def __post_init__(self):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+            self.use_cpu = True
+        super().__post_init__()
 
 
 def role_weight(name: str, role: str) -> bool:
