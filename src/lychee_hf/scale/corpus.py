@@ -9,6 +9,7 @@ Each line of the corpus is a JSON object holding the document (`field`, default 
     corpus.json              the manifest, written by the main process once every process finished: the model's
                              fingerprint and, per document in corpus order, its id, line, status (`ok` or
                              `failed`), bank folder, tokens, blocks, bytes and text SHA-256, or why it failed
+                             (and, for what this run did, the process and seconds)
     <bank folder>/           one bank per document (`LycheeMemoryBank.from_pretrained`)
     .records/<folder>.json   per finished bank: what a rerun checks before skipping the document
 
@@ -214,7 +215,7 @@ def compress_corpus(
         results, tokens, seconds = [], 0, 0.0
         for i in mine:
             entry = compress_document(model, tokenizer, documents[i], out_dir, fingerprint, chunks_per_write)
-            results.append((i, entry))
+            results.append((i, {**entry, "process": state.process_index}))
             tokens, seconds = tokens + entry.get("tokens", 0), seconds + entry.get("seconds", 0.0)
             progress.update(1)
             progress.set_postfix(tokens_per_s=f"{tokens / seconds:.0f}" if seconds else "-")

@@ -183,7 +183,7 @@ def answer_questions(
     rows = read_questions(questions, over_corpus)
     for row in rows:
         if row.error is None and not isinstance(banks.get(row.document), Path):
-            row.error = banks.get(row.document) or f"document {row.document!r} is not in the corpus {memory}"
+            row.error = banks.get(row.document) or f"document {row.document!r} is not in the corpus"
     batches = _batches(rows, batch_size)
     answer = _BatchAnswerer(model, tokenizer, model.memory_fingerprint(), max_new_tokens, max_cached_bytes)
 

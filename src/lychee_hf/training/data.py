@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainingArguments
 
@@ -61,6 +62,19 @@ def train_only(model: nn.Module, roles: list[str]) -> None:
     """Marks exactly the weights of `roles` trainable (`role_weight`); everything else is frozen."""
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(any(role_weight(name, role) for role in roles))
+
+
+def with_every_trainable_weight(loss: torch.Tensor, model: nn.Module, unwrapped: nn.Module) -> torch.Tensor:
+    """`loss` plus 0 x one element of every trainable weight when `model` is wrapped in DDP; `loss` otherwise.
+
+    DDP (`find_unused_parameters=False`) must see a gradient for every trainable weight to finish its reduction,
+    and some never get one: the last layer's memory queries (memory tokens leave the compressor as K/V only, so
+    nothing reads them), or the whole compressor in a GRPO step where no episode kept a block. Their gradient is
+    then exactly zero instead of absent, which changes no update unless the optimizer decays weights.
+    """
+    if not isinstance(model, DistributedDataParallel):
+        return loss
+    return loss + sum(p.reshape(-1)[0] * 0.0 for p in unwrapped.parameters() if p.requires_grad)
 
 
 class ListDataset(Dataset):

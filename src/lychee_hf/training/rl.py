@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate.utils import gather_object
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from transformers import GenerationConfig, Trainer
 from transformers.utils import logging
@@ -48,7 +47,14 @@ from ..eval.tasks import EvalExample
 from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
 from ..modeling.reasoner_lychee import build_prompt, count_decoded, left_pad, stop_and_pad_ids
-from .data import ListDataset, LycheeTrainingArguments, add_role_lora, role_weight, train_only
+from .data import (
+    ListDataset,
+    LycheeTrainingArguments,
+    add_role_lora,
+    role_weight,
+    train_only,
+    with_every_trainable_weight,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -459,8 +465,7 @@ class LycheeGRPOTrainer(Trainer):
                     references += episode_logprobs(unwrapped, group, detached, self.args, role=None)
             advantages += [episode.advantage for episode in group.episodes]
         loss, stats = grpo_loss(logprobs, advantages, self.args, references or None, self._token_normaliser(logprobs))
-        if isinstance(model, DistributedDataParallel):
-            loss = loss + _touch_every_trainable_weight(unwrapped)
+        loss = with_every_trainable_weight(loss, model, unwrapped)  # DDP: a step with no kept block is fine too
         self._record(groups, stats)
         return (loss, None) if return_outputs else loss
 
@@ -544,13 +549,6 @@ class _Indexed(Dataset):
 def _gathered_stats(stats: dict[str, float]) -> dict[str, list[float]]:
     gathered = gather_object([stats])
     return {key: [entry[key] for entry in gathered] for key in stats}
-
-
-def _touch_every_trainable_weight(model) -> torch.Tensor:
-    """0 x one element of every trainable weight. Added to the loss under DDP (`find_unused_parameters=False`), it
-    gives every weight a gradient even in a step where no episode kept a block (the compressor then took no part),
-    which DDP needs to finish its gradient reduction."""
-    return sum(p.reshape(-1)[0] * 0.0 for p in model.parameters() if p.requires_grad)
 
 
 def _detached(block: LycheeMemoryBlock) -> LycheeMemoryBlock:
