@@ -299,8 +299,8 @@ def run_questions_command(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{args.out} already exists: choose a new file for the answers (nothing is overwritten)")
     state = distributed_state()
     over_corpus = (Path(args.memory) / CORPUS_MANIFEST).is_file()
-    if over_corpus:
-        read_corpus_manifest(args.memory)  # inputs first: a broken manifest or questions file fails before loading
+    # Inputs first: a broken manifest, bank or questions file fails before the model loads.
+    read_corpus_manifest(args.memory) if over_corpus else LycheeMemoryBank.from_pretrained(args.memory)
     read_questions(args.questions, over_corpus)
     with state.main_process_first():
         model, tokenizer = load_model(args)
