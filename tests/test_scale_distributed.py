@@ -20,11 +20,13 @@ pytestmark = pytest.mark.slow
 TESTS = Path(__file__).parent
 
 
-def torchrun(processes: int, script: str, *args) -> None:
-    """Runs `script` under torchrun on a free port (other jobs on the machine may hold the default one)."""
+def torchrun(processes: int, script: str, *args) -> str:
+    """Runs `script` under torchrun on a free port (other jobs on the machine may hold the default one); returns
+    what it printed."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     result = subprocess.run([*command, script, *map(str, args)], cwd=TESTS, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def without_timings(value):
@@ -150,3 +152,15 @@ def test_grpo_logs_the_rewards_of_every_process(steps):
         return [v for entry in log if "reward" in entry for v in (entry["reward"], entry["reward_std"], entry["turns"])]
 
     assert len(rewards("1")) == 2 * 3 and rewards("2") == pytest.approx(rewards("1"))
+
+
+def test_train_rl_under_two_processes_writes_one_trained_model(inputs, tmp_path):
+    # No --n here: torchrun's own parser takes it for an abbreviation of its options (accelerate launch does not).
+    out = tmp_path / "trained"
+    output = torchrun(2, "-m", "lychee_hf.cli", "train-rl", "--model", inputs / "ckpt", "--task", "niah",
+                      "--lengths", "100", "--num-generations", "2", "--max-steps", "1", "--out", out,
+                      "--quiet")  # fmt: skip
+    assert output.count("wrote ") == 1  # the main process saves and reports
+    log = json.loads((out / "rl_log.json").read_text())
+    assert log["steps"] == 1 and log["log"][0]["reward"] >= 0
+    assert (out / "reasoner" / "adapter_model.safetensors").is_file() and (out / "config.json").is_file()

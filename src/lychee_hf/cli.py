@@ -387,6 +387,8 @@ def run_train_gate(args: argparse.Namespace) -> int:
         disable_tqdm=args.quiet,
     )
     result = train_gate(model, tokenizer, examples, config)
+    if not _main_process():  # under accelerate launch / torchrun, the main process saves and reports
+        return 0
     _save_trained(model, tokenizer, out)
     metrics = {
         "task": args.task,
@@ -427,6 +429,8 @@ def run_pretrain_compressor(args: argparse.Namespace) -> int:
         disable_tqdm=args.quiet,
     )
     result = pretrain_compressor(model, tokenizer, config, train_text, eval_text)
+    if not _main_process():  # under accelerate launch / torchrun, the main process saves and reports
+        return 0
     _save_trained(model, tokenizer, out)
     metrics = {"train_rows": result.train_rows, "eval_rows": result.eval_rows, "before": result.before}
     metrics["after"] = result.after
@@ -479,6 +483,8 @@ def run_train_rl(args: argparse.Namespace) -> int:
     callbacks = [TimeLimitCallback(args.max_minutes)] if args.max_minutes else None
     result = train_rl(model, tokenizer, examples, config, callbacks=callbacks)
     seconds = time.perf_counter() - started
+    if not _main_process():  # under accelerate launch / torchrun, the main process saves and reports
+        return 0
     _save_trained(model, tokenizer, out)
     log = [entry for entry in result.trainer.state.log_history if "reward" in entry]
     steps = result.trainer.state.global_step
@@ -515,11 +521,22 @@ def _metrics_table(before: dict, after: dict) -> str:
 
 # --------------------------------------------------------------------------------------------- helpers
 def _new_folder(path: str, what: str) -> Path:
-    """`path` as a folder to write `what` into: refused if it already holds anything (nothing is overwritten)."""
+    """`path` as a folder to write `what` into: refused if it already holds anything (nothing is overwritten).
+
+    Under several processes, every process checks before any of them writes into it."""
+    from .scale.distributed import distributed_state
+
     out = Path(path)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: choose a new folder for {what} (nothing is overwritten)")
+    distributed_state().wait_for_everyone()
     return out
+
+
+def _main_process() -> bool:
+    from .scale.distributed import distributed_state
+
+    return distributed_state().is_main_process
 
 
 def _save_trained(model, tokenizer, out: Path) -> None:
@@ -546,8 +563,10 @@ def load_model(args: argparse.Namespace):
         path = args.model
     else:
         from .default_model import ensure_default_model
+        from .scale.distributed import distributed_state
 
-        path = ensure_default_model(verbose=not args.quiet)
+        with distributed_state().main_process_first():  # several processes: the main one builds it once
+            path = ensure_default_model(verbose=not args.quiet)
     overrides = {}
     if args.ratio is not None:
         overrides["compression_mode"] = "lossless" if args.ratio == 0 else "memory_tokens"
