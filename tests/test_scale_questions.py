@@ -126,3 +126,8 @@ def test_an_existing_answers_file_is_refused(model, tokenizer, banks, questions,
     with pytest.raises(FileExistsError, match="nothing is overwritten"):
         answer_questions(model, tokenizer, banks, questions, tmp_path / "a.jsonl", show_progress=False)
     assert (tmp_path / "a.jsonl").read_text() == "mine\n"
+
+
+def test_an_answers_file_in_a_missing_folder_is_refused_before_any_work(model, tokenizer, banks, questions, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        answer_questions(model, tokenizer, banks, questions, tmp_path / "no" / "a.jsonl", show_progress=False)

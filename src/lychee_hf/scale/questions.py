@@ -176,6 +176,8 @@ def answer_questions(
     out, memory = Path(out), Path(memory)
     if out.exists():
         raise FileExistsError(f"{out} already exists: choose a new file for the answers (nothing is overwritten)")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the folder of {out} does not exist: create it or choose another --out")
     over_corpus = (memory / CORPUS_MANIFEST).is_file()
     if not over_corpus:
         LycheeMemoryBank.from_pretrained(memory)  # neither a corpus nor a bank: one clear error, before any work
