@@ -18,9 +18,9 @@ The objective and the config names follow TRL's `GRPOConfig` (`num_generations`,
 `epsilon_high`, `loss_type`, `scale_rewards`, `temperature`, `max_completion_length`). TRL's `GRPOTrainer`
 itself recomputes log-probs by re-running the model on prompt + completion ids, which cannot carry a block
 prefix nor the compressor; `LycheeGRPOTrainer` is instead a thin `transformers.Trainer` (TRL's own base): the
-optimiser, schedule, gradient accumulation, logging, mixed precision and `accelerate launch` (DDP/FSDP) are the
-Trainer's. One policy update per batch of rollouts (TRL's `num_iterations=1`), so the clipped ratio is 1 in the
-forward pass and matters through its gradient only, exactly as in TRL at that setting.
+optimiser, schedule, gradient accumulation, logging, mixed precision and `accelerate launch` (DDP; FSDP not yet,
+see the README) are the Trainer's. One policy update per batch of rollouts (TRL's `num_iterations=1`), so the
+clipped ratio is 1 in the forward pass and matters through its gradient only, exactly as in TRL at that setting.
 
 Several processes (`accelerate launch`, `torchrun`): the questions of a step are split across processes (the
 Trainer's sharded dataloader), each samples the episodes of its own questions, and DDP averages the gradients of
