@@ -46,7 +46,8 @@ def test_compress_corpus_then_ask_its_questions(checkpoint, corpus, tmp_path, ca
     [
         (["--context", "q.jsonl", "--questions", "q.jsonl", "--out", "a.jsonl"], "--questions needs --memory"),
         (["--memory", "banks", "--questions", "q.jsonl"], "--questions needs --memory"),
-        (["--memory", "banks", "--questions", "q.jsonl", "--out", "taken.jsonl"], "already exists"),
+        (["--memory", "banks", "--questions", "q.jsonl", "--out", "taken.jsonl"], "pass --overwrite"),
+        (["--memory", "banks", "--question", "Why?", "--out", "a.jsonl"], "--out and --batch-size go with --questions"),
         (["--memory", "banks", "--questions", "q.jsonl", "--out", "a.jsonl"], "holds no memory bank"),
     ],
 )
@@ -59,6 +60,33 @@ def test_questions_errors_are_one_line(checkpoint, tmp_path, monkeypatch, capsys
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
     assert (tmp_path / "taken.jsonl").read_text() == "mine\n"
+
+
+def test_id_field_goes_with_a_corpus(checkpoint, tmp_path, capsys):
+    (tmp_path / "doc.txt").write_text("Some text.")
+    args = ["compress", "--model", str(checkpoint), "--context", str(tmp_path / "doc.txt"), "--id-field", "name"]
+    assert main([*args, "--out", str(tmp_path / "bank")]) == 2
+    assert "--id-field goes with --corpus" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_an_answers_file(checkpoint, corpus, tmp_path, capsys):
+    main(["compress", "--model", str(checkpoint), "--corpus", str(corpus), "--out", str(tmp_path / "banks"), "--quiet"])
+    (tmp_path / "q.jsonl").write_text(json.dumps({"document": "1", "question": "Where?"}) + "\n")
+    (tmp_path / "a.jsonl").write_text("old\n")
+    args = ["ask", "--model", str(checkpoint), "--memory", str(tmp_path / "banks"), "--questions"]
+    code = main([*args, str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "a.jsonl"), "--overwrite", "--quiet"])
+    assert code == 0 and "answer" in json.loads((tmp_path / "a.jsonl").read_text())
+
+
+def test_a_corpus_in_another_encoding_is_read_with_encoding(checkpoint, tmp_path, capsys):
+    (tmp_path / "docs.jsonl").write_bytes(
+        '{"id": "caf\u00e9", "context": "Un caf\u00e9 \u00e0 Paris."}\n'.encode("latin-1")
+    )
+    args = ["compress", "--model", str(checkpoint), "--corpus", str(tmp_path / "docs.jsonl"), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "utf8")]) == 0
+    assert "1 failed" in capsys.readouterr().out  # not UTF-8: refused, never read with replacement characters
+    assert main([*args, "--encoding", "latin-1", "--out", str(tmp_path / "latin1")]) == 0
+    assert "1 compressed" in capsys.readouterr().out
 
 
 def test_corpus_and_context_are_alternatives(capsys):

@@ -65,7 +65,7 @@ def test_bad_documents_are_reported_with_their_reason_while_the_rest_go_on(model
     summary = compress_corpus(model, tokenizer, corpus, tmp_path / "banks", show_progress=False)
     manifest = read_corpus_manifest(tmp_path / "banks")
     reasons = {e["line"]: e.get("reason") for e in manifest["entries"]}
-    assert reasons[2].startswith("bad encoding: not UTF-8")
+    assert reasons[2].startswith("bad encoding: not utf-8")
     assert reasons[3].startswith("not valid JSON")
     assert reasons[4] == "empty document"
     assert "no string field 'context'" in reasons[5]

@@ -82,7 +82,7 @@ def test_two_processes_share_the_corpus_and_write_what_one_process_writes(one, t
     assert {e["process"] for e in entries if e["status"] == "ok"} == {0, 1}
     assert without_timings(entries) == without_timings(read_corpus_manifest(one / "banks")["entries"])
     assert [e["reason"] for e in entries if e["status"] == "failed"] == [
-        "bad encoding: not UTF-8 at byte 32",
+        "bad encoding: not utf-8 at byte 32",
         "empty document",
     ]
     for entry in (e for e in entries if e["status"] == "ok"):

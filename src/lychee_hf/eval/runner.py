@@ -202,6 +202,34 @@ def read_predictions(path: Path, tolerate_cut_end: bool = False) -> list[dict]:
     return rows
 
 
+def _gate_table(rows: list[dict], methods: list[str], lengths: list[int]) -> list[str]:
+    """Markdown lines: the gate's precision / recall / F1 of kept blocks against the gold-fact chunks (rows with
+    supporting labels only), mean per row, by length and method; nothing when no row has labels."""
+    from .plots import gate_precision_recall
+
+    cells = []
+    for length in lengths:
+        for method in [m for m in methods if m.startswith("lychee")]:  # the other methods read every chunk
+            scored = [gate_precision_recall(r) for r in rows if r["method"] == method and r["length"] == length]
+            scored = [pr for pr in scored if pr is not None]
+            if scored:
+                f1 = [2 * p * r / (p + r) if p + r else 0.0 for p, r in scored]
+                means = [sum(v) / len(v) for v in (list(zip(*scored))[0], list(zip(*scored))[1], f1)]
+                cells.append(
+                    f"| {length or 'data'} | {method} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {len(f1)} |"
+                )
+    if not cells:
+        return []
+    return [
+        "## Gate: kept blocks vs the chunks holding gold facts (mean per answer)",
+        "",
+        "| length | method | precision | recall | F1 | n |",
+        "|---|---|---|---|---|---|",
+        *cells,
+        "",
+    ]
+
+
 def render_summary(rows: list[dict], settings: EvalSettings, generation: GenerationConfig) -> str:
     """Markdown: one table per metric (mean over examples, by length and method), with n and decoding."""
     methods = [m for m in settings.methods if any(r["method"] == m for r in rows)]
@@ -222,6 +250,7 @@ def render_summary(rows: list[dict], settings: EvalSettings, generation: Generat
                 cells.append(f"{sum(values) / len(values):.3f} (n={len(values)})" if values else "-")
             lines.append(f"| {length or 'data'} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _gate_table(rows, methods, lengths)
     lines += [
         "## Cost (mean per answer)",
         "",

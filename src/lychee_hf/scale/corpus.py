@@ -70,14 +70,16 @@ class CorpusDocument:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
-def read_corpus(path: str | Path, field: str = "context", id_field: str = "id") -> list[CorpusDocument]:
+def read_corpus(
+    path: str | Path, field: str = "context", id_field: str = "id", encoding: str = "utf-8"
+) -> list[CorpusDocument]:
     """The documents of a JSONL corpus, one per non-blank line; unusable lines carry their reason in `error`.
 
     Raises:
-        `FileNotFoundError` if the file is missing; `ValueError` if it holds no line.
+        `FileNotFoundError` if the file is missing; `ValueError` for an unknown encoding or a file without lines.
     """
     documents, first_line = [], {}
-    for line in read_json_lines(path, "corpus"):
+    for line in read_json_lines(path, "corpus", encoding):
         raw_id = (line.record or {}).get(id_field)
         doc_id = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id).strip() else str(line.number)
         document = CorpusDocument(line.number, doc_id, "", error=line.error)
@@ -168,6 +170,7 @@ def compress_corpus(
     state: PartialState | None = None,
     chunks_per_write: int = 8,
     show_progress: bool = True,
+    encoding: str = "utf-8",
 ) -> CorpusSummary:
     """Compresses every document of a JSONL corpus into its own bank under `out_dir`, resumably.
 
@@ -186,6 +189,7 @@ def compress_corpus(
         state (`PartialState`, *optional*): the accelerate state (default: `distributed_state()`).
         chunks_per_write (`int`): chunks compressed and written per step (host memory stays flat per document).
         show_progress (`bool`): a progress bar per process, with tokens/s.
+        encoding (`str`): the corpus's text encoding; a line that does not decode fails alone.
 
     Returns:
         `CorpusSummary` (the same on every process).
@@ -196,7 +200,7 @@ def compress_corpus(
     """
     state = state or distributed_state()
     out_dir = Path(out_dir)
-    documents = read_corpus(corpus, field, id_field)
+    documents = read_corpus(corpus, field, id_field, encoding)
     fingerprint = model.memory_fingerprint()
     check_output_folder(out_dir, fingerprint)  # every process, before any collective call: all fail alike
     if state.is_main_process:
@@ -407,12 +411,21 @@ def run_corpus_command(args: argparse.Namespace) -> int:
     from ..cli import load_model
 
     state = distributed_state()
-    read_corpus(args.corpus, args.field, args.id_field)  # a missing or empty corpus fails before the model loads
-    with state.main_process_first():  # the default model is built once, by the main process
+    id_field = args.id_field or "id"
+    read_corpus(args.corpus, args.field, id_field, args.encoding)  # a missing or empty corpus fails first
+    with state.main_process_first():  # a Hub model is downloaded once, by the main process
         model, tokenizer = load_model(args)
     model = place_model(model, state)
     summary = compress_corpus(
-        model, tokenizer, args.corpus, args.out, args.field, args.id_field, state, show_progress=not args.quiet
+        model,
+        tokenizer,
+        args.corpus,
+        args.out,
+        args.field,
+        id_field,
+        state,
+        show_progress=not args.quiet,
+        encoding=args.encoding,
     )
     if state.is_main_process:
         print(summary.describe())

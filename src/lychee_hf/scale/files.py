@@ -1,6 +1,7 @@
 """Small file helpers of the scale-out paths: JSONL lines read one at a time with their own errors, and writes
 that replace a file only once its new content is complete."""
 
+import codecs
 import json
 import os
 from dataclasses import dataclass
@@ -16,24 +17,28 @@ class JsonLine:
     error: str | None = None
 
 
-def read_json_lines(path: str | Path, what: str) -> list[JsonLine]:
-    """Every non-blank line of `path` as a `JsonLine`; a line that is not UTF-8 or not a JSON object gets an
-    `error` instead of stopping the others.
+def read_json_lines(path: str | Path, what: str, encoding: str = "utf-8") -> list[JsonLine]:
+    """Every non-blank line of `path` as a `JsonLine`; a line that is not `encoding` text (never read with
+    replacement characters) or not a JSON object gets an `error` instead of stopping the others.
 
     Raises:
-        `FileNotFoundError` if `path` is missing; `ValueError` if it holds no line.
+        `FileNotFoundError` if `path` is missing; `ValueError` for an unknown encoding or a file without lines.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {path} does not exist")
+    try:
+        encoding = codecs.lookup(encoding).name
+    except LookupError:
+        raise ValueError(f"unknown text encoding {encoding!r}: name one Python knows (e.g. utf-8, latin-1)") from None
     lines = []
     for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not raw.strip():
             continue
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode(encoding)
         except UnicodeDecodeError as error:
-            lines.append(JsonLine(number, None, f"bad encoding: not UTF-8 at byte {error.start}"))
+            lines.append(JsonLine(number, None, f"bad encoding: not {encoding} at byte {error.start}"))
             continue
         try:
             record = json.loads(text)

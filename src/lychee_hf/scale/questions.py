@@ -148,6 +148,7 @@ def answer_questions(
     state: PartialState | None = None,
     max_cached_bytes: int = 2**30,
     show_progress: bool = True,
+    overwrite: bool = False,
 ) -> QuestionsSummary:
     """Answers every question of a JSONL file over a compressed corpus (or one bank) and writes them in order.
 
@@ -166,6 +167,7 @@ def answer_questions(
         state (`PartialState`, *optional*): the accelerate state (default: `distributed_state()`).
         max_cached_bytes (`int`): host memory a batch may keep its bank's blocks in (`SharedBlocks`).
         show_progress (`bool`): a progress bar per process.
+        overwrite (`bool`): replace an existing `out` (once every answer is ready) instead of refusing it.
 
     Returns:
         `QuestionsSummary` (the same on every process).
@@ -174,10 +176,7 @@ def answer_questions(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     state = state or distributed_state()
     out, memory = Path(out), Path(memory)
-    if out.exists():
-        raise FileExistsError(f"{out} already exists: choose a new file for the answers (nothing is overwritten)")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"the folder of {out} does not exist: create it or choose another --out")
+    check_answers_file(out, overwrite)
     over_corpus = (memory / CORPUS_MANIFEST).is_file()
     if not over_corpus:
         LycheeMemoryBank.from_pretrained(memory)  # neither a corpus nor a bank: one clear error, before any work
@@ -205,6 +204,18 @@ def answer_questions(
     state.wait_for_everyone()
     failed = sum(1 for result in ordered if "error" in result)
     return QuestionsSummary(len(rows), len(rows) - failed, failed, len(batches), elapsed, state.num_processes, out)
+
+
+def check_answers_file(out: Path, overwrite: bool) -> None:
+    """Refuses an answers file that exists (unless `overwrite`), is a folder, or sits in a missing folder."""
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder: name a file for the answers")
+    if out.exists() and not overwrite:
+        raise FileExistsError(
+            f"{out} exists: pass --overwrite to replace it, or name a new file (nothing is overwritten)"
+        )
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
 
 
 def _bank_folders(corpus_dir: Path) -> dict[str, Path | str]:
@@ -297,11 +308,10 @@ def run_questions_command(args: argparse.Namespace) -> int:
 
     if not args.memory or not args.out:
         raise ValueError("--questions needs --memory (a compressed corpus or a bank) and --out (the answers file)")
-    if Path(args.out).exists():
-        raise FileExistsError(f"{args.out} already exists: choose a new file for the answers (nothing is overwritten)")
+    # Inputs and output first: a broken manifest, bank or questions file, or a taken --out, fails before loading.
+    check_answers_file(Path(args.out), args.overwrite)
     state = distributed_state()
     over_corpus = (Path(args.memory) / CORPUS_MANIFEST).is_file()
-    # Inputs first: a broken manifest, bank or questions file fails before the model loads.
     read_corpus_manifest(args.memory) if over_corpus else LycheeMemoryBank.from_pretrained(args.memory)
     read_questions(args.questions, over_corpus)
     with state.main_process_first():
@@ -313,10 +323,11 @@ def run_questions_command(args: argparse.Namespace) -> int:
         args.memory,
         args.questions,
         args.out,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 8,
         max_new_tokens=args.max_new_tokens,
         state=state,
         show_progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     if state.is_main_process:
         print(summary.describe())
