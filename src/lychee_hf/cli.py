@@ -574,7 +574,7 @@ def run_push(args: argparse.Namespace) -> int:
 def run_eval_command(args: argparse.Namespace) -> int:
     from .eval.runner import EvalSettings, run_eval
     from .eval.tasks import parse_length
-    from .scale.distributed import distributed_state, place_model
+    from .scale.distributed import distributed_state, load_model_on_each_process
 
     settings = EvalSettings(
         task=args.task,
@@ -587,9 +587,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
         memagent_chunk_tokens=args.memagent_chunk,
     )
     state = distributed_state()  # under accelerate launch / torchrun, processes share the examples
-    with state.main_process_first():
-        model, tokenizer = load_model(args)
-    summary = run_eval(place_model(model, state), tokenizer, settings, args.out, not args.quiet, state)
+    model, tokenizer = load_model_on_each_process(args, state)
+    summary = run_eval(model, tokenizer, settings, args.out, not args.quiet, state)
     if state.is_main_process:
         print(summary.read_text())
     return 0

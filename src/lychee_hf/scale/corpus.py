@@ -36,7 +36,7 @@ from accelerate import PartialState
 
 from ..bank_tools import compress_to_disk
 from ..modeling import LycheeMemoryBank
-from .distributed import distributed_state, gather_lists, place_model, process_progress
+from .distributed import distributed_state, gather_lists, load_model_on_each_process, process_progress
 from .files import read_json_lines, write_json_atomically
 
 CORPUS_FORMAT = "lychee-corpus"
@@ -408,14 +408,10 @@ def read_corpus_manifest(out_dir: str | Path) -> dict:
 
 def run_corpus_command(args: argparse.Namespace) -> int:
     """`lychee-hf compress --corpus DOCS.jsonl --out BANKS_DIR` (under any launcher)."""
-    from ..cli import load_model
-
     state = distributed_state()
     id_field = args.id_field or "id"
     read_corpus(args.corpus, args.field, id_field, args.encoding)  # a missing or empty corpus fails first
-    with state.main_process_first():  # a Hub model is downloaded once, by the main process
-        model, tokenizer = load_model(args)
-    model = place_model(model, state)
+    model, tokenizer = load_model_on_each_process(args, state)
     summary = compress_corpus(
         model,
         tokenizer,

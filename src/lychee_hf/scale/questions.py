@@ -25,7 +25,7 @@ from accelerate import PartialState
 from ..modeling import LycheeMemoryBank
 from ..modeling.reasoner_lychee import count_decoded, left_pad, stop_and_pad_ids
 from .corpus import CORPUS_MANIFEST, read_corpus_manifest
-from .distributed import distributed_state, gather_lists, place_model, process_progress
+from .distributed import distributed_state, gather_lists, load_model_on_each_process, process_progress
 from .files import read_json_lines, write_atomically
 
 SINGLE_BANK = ""  # the document key of every question asked over a single bank
@@ -304,8 +304,6 @@ def _json_line(value: dict) -> str:
 
 def run_questions_command(args: argparse.Namespace) -> int:
     """`lychee-hf ask --memory BANKS_DIR --questions Q.jsonl --out A.jsonl` (under any launcher)."""
-    from ..cli import load_model
-
     if not args.memory or not args.out:
         raise ValueError("--questions needs --memory (a compressed corpus or a bank) and --out (the answers file)")
     # Inputs and output first: a broken manifest, bank or questions file, or a taken --out, fails before loading.
@@ -314,9 +312,7 @@ def run_questions_command(args: argparse.Namespace) -> int:
     over_corpus = (Path(args.memory) / CORPUS_MANIFEST).is_file()
     read_corpus_manifest(args.memory) if over_corpus else LycheeMemoryBank.from_pretrained(args.memory)
     read_questions(args.questions, over_corpus)
-    with state.main_process_first():
-        model, tokenizer = load_model(args)
-    model = place_model(model, state)
+    model, tokenizer = load_model_on_each_process(args, state)
     summary = answer_questions(
         model,
         tokenizer,
