@@ -54,9 +54,22 @@ def test_every_code_block_is_tested_or_marked():
         assert language in ("python", "bash", "") or skip, f"README line {line}: block of unknown kind {language!r}"
 
 
-@pytest.mark.parametrize("command, line", [c for c in shell_commands() if c[0].startswith("lychee-hf")])
+LAUNCHERS = ("accelerate launch", "torchrun")
+
+
+def cli_argv(command: str) -> list[str] | None:
+    """The lychee-hf arguments of a README command: `lychee-hf ARGS`, or a launcher's `-m lychee_hf.cli ARGS`."""
+    words = shlex.split(command)
+    if words[0] == "lychee-hf":
+        return words[1:]
+    if command.startswith(LAUNCHERS) and "lychee_hf.cli" in words:
+        return words[words.index("lychee_hf.cli") + 1 :]
+    return None
+
+
+@pytest.mark.parametrize("command, line", [c for c in shell_commands() if cli_argv(c[0]) is not None])
 def test_cli_commands_in_the_readme_parse(command, line):
-    argv = shlex.split(command)[1:]
+    argv = cli_argv(command)
     try:
         build_parser().parse_args(argv)
     except SystemExit as exit:
@@ -65,7 +78,16 @@ def test_cli_commands_in_the_readme_parse(command, line):
 
 def test_every_shell_line_is_a_known_command():
     for command, line in shell_commands():
-        assert command.startswith(("lychee-hf", "python ")), f"README line {line}: untested command `{command}`"
+        assert command.startswith(("lychee-hf", "python ", *LAUNCHERS, "sbatch ")), f"README line {line}: `{command}`"
+        if command.startswith(LAUNCHERS):
+            assert cli_argv(command) is not None, f"README line {line}: launches something other than lychee_hf.cli"
+
+
+def test_files_that_readme_commands_name_exist():
+    for command, line in shell_commands():
+        for word in shlex.split(command):
+            if word.startswith(("examples/", "benchmarks/")) and word != "examples/harbor_town.txt/":
+                assert (ROOT / word).exists(), f"README line {line}: {word} does not exist"
 
 
 SCRIPTS = sorted({shlex.split(c)[1] for c, _ in shell_commands() if c.startswith("python ")})

@@ -3,6 +3,8 @@
     lychee-hf ask --context FILE --question "..." [--question "..."] [--model PATH_OR_HUB_ID] [--trace] [--json [OUT]]
     lychee-hf ask --memory BANK_DIR --question "..."
     lychee-hf compress --context FILE --out BANK_DIR [--bank-dtype int8] [--resume | --overwrite]
+    lychee-hf compress --corpus DOCS.jsonl --out BANKS_DIR          (any launcher: accelerate launch -m lychee_hf.cli)
+    lychee-hf ask --memory BANKS_DIR --questions Q.jsonl --out A.jsonl
     lychee-hf info PATH
     lychee-hf bank convert SRC_BANK DST_BANK --bank-dtype int4
     lychee-hf convert SOURCE DESTINATION [--chunk-size N] [--memory-budget N] [--memory-projections lora --rank R]
@@ -30,11 +32,15 @@ EXAMPLES = {
   lychee-hf ask --context examples/harbor_town.txt --question "Who founded the Saltmarsh bakery?" --trace
   lychee-hf ask --memory bank/ --question "Who founded the bakery?" --question "When was the bridge built?"
   lychee-hf ask --context docs.jsonl --field text --question "..." --json answers.json
-  lychee-hf ask --context long.txt --question "..." --gate-threshold 0.3 --gate-max-blocks 4""",
+  lychee-hf ask --context long.txt --question "..." --gate-threshold 0.3 --gate-max-blocks 4
+  lychee-hf ask --memory banks/ --questions q.jsonl --out answers.jsonl   # {"document": ID, "question": ...} lines
+  accelerate launch -m lychee_hf.cli ask --memory banks/ --questions q.jsonl --out answers.jsonl   # all GPUs""",
     "compress": """examples:
   lychee-hf compress --context examples/harbor_town.txt --out bank/
   lychee-hf compress --context docs.jsonl --out banks/          # one numbered bank per line
-  lychee-hf compress --context long.txt --out bank/ --ratio 4   # memory tokens instead of lossless blocks""",
+  lychee-hf compress --context long.txt --out bank/ --ratio 4   # memory tokens instead of lossless blocks
+  lychee-hf compress --corpus docs.jsonl --out banks/            # one bank per document + corpus.json; resumable
+  accelerate launch -m lychee_hf.cli compress --corpus docs.jsonl --out banks/   # documents split over GPUs""",
     "info": """examples:
   lychee-hf info bank/
   lychee-hf info ./LycheeMemory-7B-hf""",
@@ -118,8 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     ask = command("ask", "answer questions over a document or a saved memory bank")
     source = ask.add_mutually_exclusive_group(required=True)
     source.add_argument("--context", help="the document: plain text, or .jsonl with one document per line")
-    source.add_argument("--memory", help="a bank folder written by `lychee-hf compress` (no compression needed)")
-    ask.add_argument("--question", action="append", required=True, help="a question; repeat for several")
+    source.add_argument(
+        "--memory", help="a bank folder written by `lychee-hf compress` (no compression needed), or a corpus folder"
+    )
+    asked = ask.add_mutually_exclusive_group(required=True)
+    asked.add_argument("--question", action="append", help="a question; repeat for several")
+    asked.add_argument("--questions", help="JSONL, one {document, question} per line, over --memory (answers: --out)")
+    ask.add_argument("--out", help="with --questions: a new JSONL file for the answers, in input order")
+    ask.add_argument(
+        "--batch-size", type=positive_int, help="with --questions: questions per generate call (default 8)"
+    )
     ask.add_argument("--trace", action="store_true", help="print a per-block table (gate, memory, timings)")
     ask.add_argument(
         "--json",
@@ -139,9 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--gate-max-blocks", type=positive_int, help="read at most this many blocks per question")
     gate.add_argument("--gate-keep-last", action="store_true", help="always read the last block")
 
-    compress = command("compress", "compress a document once into a reusable memory bank")
-    compress.add_argument("--context", required=True, help="the document: plain text, or .jsonl (one bank per line)")
+    compress = command("compress", "compress a document once into a reusable memory bank (or a corpus: one per line)")
+    compressed = compress.add_mutually_exclusive_group(required=True)
+    compressed.add_argument("--context", help="the document: plain text, or .jsonl (one bank per line)")
+    compressed.add_argument(
+        "--corpus", help="JSONL corpus: one bank per document + corpus.json; resumable; splits over processes"
+    )
     compress.add_argument("--out", required=True, help="new folder for the bank (numbered subfolders for .jsonl)")
+    compress.add_argument("--id-field", help="with --corpus: the field holding each document's id (default: id)")
     _add_document_arguments(compress)
     add_bank_dtype_argument(compress)
     again = compress.add_mutually_exclusive_group()
@@ -380,6 +399,12 @@ def run_ask(args: argparse.Namespace) -> int:
     from .documents import read_documents
     from .modeling import LycheeMemoryBank
 
+    if args.questions:
+        from .scale.questions import run_questions_command
+
+        return run_questions_command(args)
+    if args.out or args.batch_size:
+        raise ValueError("--out and --batch-size go with --questions (for --question, --json OUT writes the answers)")
     # Inputs and outputs first: a missing file, an empty question or an unwritable OUT fails before the model loads.
     questions = _checked_questions(args.question)
     if args.json and args.json != "-":
@@ -500,6 +525,12 @@ def run_compress(args: argparse.Namespace) -> int:
     from .bank_tools import bank_line, check_new_bank_folder, compress_to_disk
     from .documents import read_documents
 
+    if args.corpus:
+        from .scale.corpus import run_corpus_command
+
+        return run_corpus_command(args)
+    if args.id_field:
+        raise ValueError("--id-field goes with --corpus")
     documents = read_documents(args.context, args.field, args.encoding)
     out = Path(args.out)
     if not (args.resume or args.overwrite):
@@ -608,6 +639,7 @@ def run_push(args: argparse.Namespace) -> int:
 def run_eval_command(args: argparse.Namespace) -> int:
     from .eval.runner import EvalSettings, run_eval
     from .eval.tasks import parse_length
+    from .scale.distributed import distributed_state, load_model_on_each_process
 
     settings = EvalSettings(
         task=args.task,
@@ -619,9 +651,11 @@ def run_eval_command(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         memagent_chunk_tokens=args.memagent_chunk,
     )
-    model, tokenizer = load_model(args)
-    summary = run_eval(model, tokenizer, settings, args.out, show_progress=not args.quiet)
-    print(summary.read_text())
+    state = distributed_state()  # under accelerate launch / torchrun, processes share the examples
+    model, tokenizer = load_model_on_each_process(args, state)
+    summary = run_eval(model, tokenizer, settings, args.out, not args.quiet, state)
+    if state.is_main_process:
+        print(summary.read_text())
     return 0
 
 
@@ -649,6 +683,8 @@ def run_train_gate(args: argparse.Namespace) -> int:
         disable_tqdm=args.quiet,
     )
     result = train_gate(model, tokenizer, examples, config)
+    if not _main_process():  # under accelerate launch / torchrun, the main process saves and reports
+        return 0
     _save_trained(model, tokenizer, out)
     metrics = {
         "task": args.task,
@@ -689,6 +725,8 @@ def run_pretrain_compressor(args: argparse.Namespace) -> int:
         disable_tqdm=args.quiet,
     )
     result = pretrain_compressor(model, tokenizer, config, train_text, eval_text)
+    if not _main_process():  # under accelerate launch / torchrun, the main process saves and reports
+        return 0
     _save_trained(model, tokenizer, out)
     metrics = {"train_rows": result.train_rows, "eval_rows": result.eval_rows, "before": result.before}
     metrics["after"] = result.after
@@ -741,6 +779,8 @@ def run_train_rl(args: argparse.Namespace) -> int:
     callbacks = [TimeLimitCallback(args.max_minutes)] if args.max_minutes else None
     result = train_rl(model, tokenizer, examples, config, callbacks=callbacks)
     seconds = time.perf_counter() - started
+    if not _main_process():  # under accelerate launch / torchrun, the main process saves and reports
+        return 0
     _save_trained(model, tokenizer, out)
     log = [entry for entry in result.trainer.state.log_history if "reward" in entry]
     steps = result.trainer.state.global_step
@@ -777,11 +817,22 @@ def _metrics_table(before: dict, after: dict) -> str:
 
 # --------------------------------------------------------------------------------------------- helpers
 def _new_folder(path: str, what: str) -> Path:
-    """`path` as a folder to write `what` into: refused if it already holds anything (nothing is overwritten)."""
+    """`path` as a folder to write `what` into: refused if it already holds anything (nothing is overwritten).
+
+    Under several processes, every process checks before any of them writes into it."""
+    from .scale.distributed import distributed_state
+
     out = Path(path)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: choose a new folder for {what} (nothing is overwritten)")
+    distributed_state().wait_for_everyone()
     return out
+
+
+def _main_process() -> bool:
+    from .scale.distributed import distributed_state
+
+    return distributed_state().is_main_process
 
 
 def _save_trained(model, tokenizer, out: Path) -> None:
@@ -810,8 +861,10 @@ def load_model(args: argparse.Namespace):
         path = args.model
     else:
         from .default_model import ensure_default_model
+        from .scale.distributed import distributed_state
 
-        path = ensure_default_model(verbose=not args.quiet)
+        with distributed_state().main_process_first():  # several processes: the main one builds it once
+            path = ensure_default_model(verbose=not args.quiet)
     overrides = {}
     ratio, chunk_size = getattr(args, "ratio", None), getattr(args, "chunk_size", None)
     if ratio is not None:
