@@ -241,7 +241,11 @@ CLI_ROWS = [
         ["ask", "--context", "{doc}", "--memory", "{root}", "--question", "q"],
         r"not allowed with argument",
     ),
-    Row("ask without a question", ["ask", "--context", "{doc}"], r"the following arguments are required: --question"),
+    Row(
+        "ask without a question",
+        ["ask", "--context", "{doc}"],
+        r"one of the arguments --question --questions is required",
+    ),
     # --- other commands
     Row("info on a folder that is neither", ["info", "{root}/a-folder"], r"neither a checkpoint .* nor a memory bank"),
     Row("info on a stock Llama folder", ["info", "{root}/stock-llama"], r"is a 'llama' checkpoint"),
