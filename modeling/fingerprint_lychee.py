@@ -69,25 +69,38 @@ def _kv_tensors(model: nn.Module, materialize: bool) -> Iterator[tuple[str, torc
     """`(name, tensor)` of every covered parameter and buffer, in module order, names without adapters."""
     skipped = _other_adapter_prefixes(model) | {"model.norm"}  # the final norm only feeds the LM head
     for prefix, root in (("model", model.model), ("compressor", model.compressor)):
-        for name, tensor in _walk(root, prefix, materialize):
-            if not any(name == p or name.startswith(p + ".") for p in skipped):
-                yield name.replace(".base_layer.", "."), tensor
+        for name, tensor in _walk(root, prefix, materialize, skipped):
+            yield name.replace(".base_layer.", "."), tensor
 
 
-def _walk(module: nn.Module, prefix: str, materialize: bool) -> Iterator[tuple[str, torch.Tensor]]:
-    """A module's own tensors then its children's; an offloaded module (device map) is loaded while it is read."""
+def _walk(module: nn.Module, prefix: str, materialize: bool, skipped: set[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """A module's own tensors then its children's, leaving out the `skipped` names (modules or tensors); an
+    offloaded module (device map) is loaded while it is read."""
+    if prefix in skipped:
+        return
     offloaded = materialize and _has_offloaded_params(module)
     with _aligned(module) if offloaded else contextlib.nullcontext():
-        if offloaded:  # the hook loads the module's whole subtree
-            yield from ((f"{prefix}.{n}", t) for n, t in _named_tensors(module, recurse=True))
-            return
-        yield from ((f"{prefix}.{n}", t) for n, t in _named_tensors(module, recurse=False))
-    for child_name, child in module.named_children():
-        yield from _walk(child, f"{prefix}.{child_name}", materialize)
+        tensors = ((f"{prefix}.{n}", t) for n, t in _named_tensors(module, recurse=offloaded))
+        yield from ((name, t) for name, t in tensors if not _under(name, skipped))
+    if offloaded:  # the hook loaded (and the loop read) the module's whole subtree
+        return
+    for child_name, child in module._modules.items():
+        if child is not None:
+            yield from _walk(child, f"{prefix}.{child_name}", materialize, skipped)
+
+
+def _under(name: str, skipped: set[str]) -> bool:
+    """Whether `name` or one of its dotted parents is in `skipped`."""
+    parts = name.split(".")
+    return any(".".join(parts[:end]) in skipped for end in range(1, len(parts) + 1))
 
 
 def _named_tensors(module: nn.Module, recurse: bool) -> list[tuple[str, torch.Tensor]]:
-    return [*module.named_parameters(recurse=recurse), *module.named_buffers(recurse=recurse)]
+    if recurse:
+        return [*module.named_parameters(), *module.named_buffers()]
+    # A module's own tensors, straight from its registries: this runs for every module on every fingerprint.
+    own = [*module._parameters.items(), *module._buffers.items()]
+    return [(name, tensor) for name, tensor in own if tensor is not None]
 
 
 def _other_adapter_prefixes(model: nn.Module) -> set[str]:
