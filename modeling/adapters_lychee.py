@@ -216,7 +216,9 @@ def save_role_adapter(model: nn.Module, role: str, directory: str | os.PathLike)
     from safetensors.torch import save_file
 
     os.makedirs(directory, exist_ok=True)
-    state = get_peft_model_state_dict(model, adapter_name=role)
+    # The backbone's embeddings are saved with the model itself: never copy them into an adapter (and never ask
+    # the Hub about `base_model_name_or_path`, as peft's "auto" does to decide that).
+    state = get_peft_model_state_dict(model, adapter_name=role, save_embedding_layers=False)
     state = {PEFT_KEY_PREFIX + key: tensor.detach().contiguous().cpu() for key, tensor in state.items()}
     save_file(state, os.path.join(directory, ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
     model.peft_config[role].save_pretrained(directory)

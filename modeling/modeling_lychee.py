@@ -33,6 +33,7 @@ from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig
 from .fingerprint_lychee import WEIGHTS_DIGEST_VERSION, weights_digest
 from .gate_lychee import GATE_CLASSES
 from .kv_quant_lychee import check_bank_dtype
+from .loading_lychee import HUB_KWARGS, check_checkpoint_config, check_loading_info
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock, MemoryBankError
 from .prefix_lychee import block_prefix
 from .reasoner_lychee import (
@@ -68,6 +69,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
     # --- end quantization
 
     def __init__(self, config: LycheeMemoryConfig):
+        # Keyword overrides (`from_pretrained(path, compression_ratio=5)`) are set after the config's own check.
+        config.validate()
         super().__init__(config)
         self.model = AutoModel.from_config(config.text_config)
         install_lychee_attention(self.model)
@@ -321,30 +324,43 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         activate_role_adapter(self, role)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, load_role_adapters: bool = True, **kwargs):
-        """`PreTrainedModel.from_pretrained`, then the role adapters the checkpoint lists (`config.role_adapters`).
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        *args,
+        load_role_adapters: bool = True,
+        allow_missing_weights: bool = False,
+        **kwargs,
+    ):
+        """`PreTrainedModel.from_pretrained`, checked, then the role adapters the checkpoint lists.
+
+        A folder or repo that is not a LycheeMemory checkpoint is refused before anything is built, and so is a
+        checkpoint whose weights do not match its config (missing, unexpected or mis-shaped tensors): such a model
+        would answer with random weights. Keyword overrides of the config (`compression_ratio=2`, ...) go through
+        the config's own validation.
 
         Args:
             load_role_adapters (`bool`, *optional*, defaults to `True`): `False` loads the bare backbone and
                 compressor, e.g. to train new adapters from scratch.
+            allow_missing_weights (`bool`, *optional*, defaults to `False`): load even when weights are missing
+                or unexpected (transformers' load report lists them; missing ones are randomly initialised).
             Other arguments as for `PreTrainedModel.from_pretrained` (`quantization_config`, `device_map`, ...).
         """
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) on request
+        check_checkpoint_config(pretrained_model_name_or_path, kwargs)
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        if not allow_missing_weights:
+            check_loading_info(info, pretrained_model_name_or_path)
         roles = model.config.role_adapters or []
         if load_role_adapters and roles:
-            hub_kwargs = {
-                key: kwargs[key]
-                for key in ("revision", "token", "cache_dir", "local_files_only", "force_download")
-                if key in kwargs
-            }
+            hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs and key != "subfolder"}
             for role in roles:
                 load_role_adapter(model, pretrained_model_name_or_path, role, **hub_kwargs)
             # Outside generate's phases (a plain forward or chat), the model is the reasoner.
             activate_role_adapter(model, "reasoner" if "reasoner" in roles else None)
         elif roles:
             model.config.role_adapters = None
-        return loaded
+        return (model, info) if wants_info else model
 
     # ----------------------------------------------------------------------------------------- compression
     def memory_fingerprint(self) -> dict:
@@ -549,7 +565,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         kwargs = final_config.update(**kwargs)
         if final_config.max_new_tokens is None and final_config.max_length == GenerationConfig().max_length:
             final_config.max_new_tokens = self.config.max_answer_tokens
-        self._check_prompt_lengths(questions)
+        self._check_prompt_lengths(questions, final_config.max_new_tokens)
         update_config = memory_update_config(final_config, self.config.memory_budget, memory_generation_config)
         loop = ReasonerLoop(self, update_config, show_progress, policy)
         memories = loop.run(questions, banks, compress_seconds)
@@ -581,6 +597,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
     def _check_context(self, context_ids, attention_mask, single: bool):
         if not isinstance(context_ids, torch.Tensor):
             raise TypeError(f"context_ids must be a torch.LongTensor, got {type(context_ids).__name__}.")
+        _check_integer_ids("context_ids", context_ids)
         if context_ids.dim() == 1:
             context_ids = context_ids[None]
             attention_mask = attention_mask[None] if attention_mask is not None else None
@@ -607,6 +624,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
     def _check_questions(self, input_ids, attention_mask) -> list[torch.LongTensor]:
         if input_ids is None or not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
             raise ValueError("input_ids must be the (B, L) question ids when answering over a context.")
+        _check_integer_ids("input_ids", input_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if attention_mask.shape != input_ids.shape:
@@ -636,7 +654,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             bank.check_compatible(expected)
         return banks
 
-    def _check_prompt_lengths(self, questions: list[torch.LongTensor]) -> None:
+    def _check_prompt_lengths(self, questions: list[torch.LongTensor], max_new_tokens: int | None) -> None:
         config = self.config
         longest = max(q.numel() for q in questions)
         needed = config.slots_per_block + config.template_length("update") + longest + 2 * config.memory_budget
@@ -646,6 +664,22 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 f"A question of {longest} tokens makes a memory update span {needed} positions, beyond the "
                 f"backbone's {limit}: shorten the question or lower memory_budget / chunk_size."
             )
+        if max_new_tokens is None:
+            return
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+        prompt = config.template_length("final") + longest + config.memory_budget
+        if prompt + max_new_tokens > limit:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} would run the answer to position {prompt + max_new_tokens}, beyond "
+                f"the backbone's {limit} (the final prompt takes up to {prompt}): use at most {limit - prompt}."
+            )
+
+
+def _check_integer_ids(name: str, ids: torch.Tensor) -> None:
+    """Token ids must be integers: float ids would be truncated into other tokens without a word."""
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}: pass the tokenizer's ids.")
 
 
 def _unpadded_rows(ids: torch.LongTensor, mask: torch.Tensor) -> list[torch.LongTensor]:

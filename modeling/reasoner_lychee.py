@@ -37,8 +37,12 @@ class LycheeBlockTrace:
         generated_ids (`list[int]`): those tokens, through the first stop id (empty when skipped): what the
             reasoner wrote, before pad/eos removal and the budget cut made it `memory_ids` (RL scores these).
         prompt_tokens (`int`): prompt tokens the memory update prefilled after the block (0 when skipped).
-        compress_seconds / gate_seconds / reason_seconds (`float`): wall time; compression and reasoning are
-            batched across rows, so rows of one batch share those figures.
+        compress_seconds / gate_seconds / reason_seconds (`float`): this block's own wall time. The gate scores
+            the blocks ahead in batched passes (again only when the memory changes); each block is charged an
+            equal share of the pass that scored it, whether or not it is read; scores thrown away because a
+            memory update changed the memory are charged to that update's block. So the records add up to the
+            call's gate time. Compression and reasoning are batched across rows, so rows of one batch share
+            those figures.
         row (`int`): the batch row this record belongs to.
     """
 
@@ -183,6 +187,7 @@ class ReasonerLoop:
         self.traces = [[] for _ in banks]
         self._scores = [None] * len(banks)  # per row: gate scores of blocks scored_from.., None once stale
         self._scored_from = [0] * len(banks)
+        self._score_share = [0.0] * len(banks)  # per row: seconds of the last scoring pass per block it scored
         self._kept = [0] * len(banks)
         self.policy = self.policy or GatePolicy.from_config(self.model.config)
         steps = max(len(bank) for bank in banks)
@@ -218,7 +223,7 @@ class ReasonerLoop:
                     changed = not torch.equal(memory, memories[row])
                     memories[row] = memory
                     if self.model.gate.reads_memory and changed:  # the blocks ahead need scores for the new memory
-                        self._scores[row] = None
+                        records[row].gate_seconds += self._discard_scores(row, step)
                     records[row].generated_ids, records[row].tokens_decoded = written, len(written)
                     records[row].reason_seconds = elapsed
                     records[row].prompt_tokens = prompt_lengths[active.index(row)]
@@ -231,11 +236,12 @@ class ReasonerLoop:
         self, row: int, bank: LycheeMemoryBank, step: int, question: torch.LongTensor, memory: torch.LongTensor
     ) -> LycheeBlockTrace:
         """Decides whether `row` reads block `step`, rescoring the blocks ahead only if its memory changed."""
-        started = time.perf_counter()
         if self._scores[row] is None:
+            started = time.perf_counter()
             with role_adapter(self.model, "gate"):
                 scores = self.model.gate.score_blocks(self.model, bank, step, question, memory)
             self._scores[row], self._scored_from[row] = scores.float().cpu(), step
+            self._score_share[row] = (time.perf_counter() - started) / max(len(scores), 1)
         score = float(self._scores[row][step - self._scored_from[row]])
         kept, decision = self.policy.decide(score, step == len(bank) - 1, self._kept[row])
         self._kept[row] += int(kept)
@@ -246,9 +252,15 @@ class ReasonerLoop:
             kept=kept,
             gate_decision=decision,
             memory_ids=[],
-            gate_seconds=time.perf_counter() - started,
+            gate_seconds=self._score_share[row],
             row=row,
         )
+
+    def _discard_scores(self, row: int, step: int) -> float:
+        """Drops `row`'s scores of the blocks after `step`; returns the scoring seconds they had cost."""
+        unused = len(self._scores[row]) - (step - self._scored_from[row] + 1)
+        self._scores[row] = None
+        return unused * self._score_share[row]
 
     def update_memories(
         self, blocks: list[LycheeMemoryBlock], questions: list[torch.LongTensor], memories: list[torch.LongTensor]

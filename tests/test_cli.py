@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -199,3 +200,83 @@ def test_train_rl_refuses_a_curriculum_that_reuses_the_held_out_seed(checkpoint,
         "train-rl", "--model", str(checkpoint), "--lengths", "300,600", "--seed", "0", "--out", str(tmp_path / "x")
     )
     assert code == 2 and "held-out seed 0" in err
+
+
+def test_every_option_of_every_command_has_help_text():
+    from lychee_hf.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    missing = [
+        f"{name} {'/'.join(action.option_strings) or action.dest}"
+        for name, sub in subparsers.items()
+        for action in sub._actions
+        if action.dest != "help" and not action.help
+    ]
+    assert not missing, missing
+    assert all(sub.epilog and "examples:" in sub.epilog for sub in subparsers.values())
+
+
+def test_version_names_the_package_and_its_stack(capsys):
+    from lychee_hf.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    assert re.match(
+        r"lychee-hf \d+\.\d+\.\d+ \(transformers \S+, peft \S+, accelerate \S+, torch \S+\)", capsys.readouterr().out
+    )
+
+
+def test_help_loads_neither_torch_nor_transformers():
+    script = (
+        "import sys, lychee_hf.cli as c; c.build_parser().format_help(); "
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_info_on_a_lossless_bank_shows_no_memory_token_settings(checkpoint, context, tmp_path, capsys):
+    from lychee_hf.cli import main
+
+    assert (
+        main(
+            [
+                "compress",
+                "--model",
+                str(checkpoint),
+                "--context",
+                str(context),
+                "--out",
+                str(tmp_path / "b"),
+                "--ratio",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "b")]) == 0
+    settings = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert settings["compression_mode"] == "lossless"
+    assert not {"compression_ratio", "compression_window", "memory_token_placement"} & set(settings)
+
+
+def test_ask_passes_gate_policy_flags_to_generate(checkpoint, context, tmp_path, capsys):
+    from lychee_hf.cli import main
+
+    out = tmp_path / "a.json"
+    argv = ["ask", "--model", str(checkpoint), "--context", str(context), "--question", "Code?", "--quiet"]
+    assert main([*argv, "--gate-max-blocks", "1", "--json", str(out)]) == 0
+    trace = json.loads(out.read_text())["trace"]
+    assert sum(step["kept"] for step in trace) == 1
+    assert any(step["gate_decision"] == "block limit" for step in trace)
+
+
+def test_the_cli_offers_every_bank_storage_format():
+    from lychee_hf.cli import BANK_DTYPES
+    from lychee_hf.modeling.kv_quant_lychee import BANK_DTYPES as formats
+
+    assert tuple(BANK_DTYPES) == tuple(formats)

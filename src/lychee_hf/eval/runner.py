@@ -3,6 +3,8 @@
 Output folder:
     predictions.jsonl  one line per (method, length, example): question, gold answers, prediction, metrics,
                        trace, costs, gate labels. Rerunning with the same folder skips the lines already there.
+    predictions.part-K.jsonl  process K's lines while several processes run (merged into predictions.jsonl in
+                       job order by the main process when all are done, or by the next run after an interruption)
     summary.md         mean score by length and method for every metric, naming metric, decoding and n.
     *.png              accuracy vs length; gate precision/recall (rows with supporting labels); one trace.
 """
@@ -11,14 +13,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accelerate import PartialState
 from transformers import GenerationConfig
-from transformers.utils import logging
 
+from ..scale.distributed import distributed_state, process_progress
 from .baselines import METHODS, run_method
 from .metrics import METRIC_NAMES, score
 from .tasks import TASKS, EvalExample, supporting_chunks
 
 PREDICTIONS = "predictions.jsonl"
+PART_GLOB = "predictions.part-*.jsonl"
 
 
 @dataclass
@@ -56,16 +60,30 @@ def examples_for(settings: EvalSettings, tokenizer, length: int) -> list[EvalExa
     return TASKS[settings.task](tokenizer, length, settings.n, seed=settings.seed)
 
 
-def run_eval(model, tokenizer, settings: EvalSettings, out_dir: str | Path, show_progress: bool = True) -> Path:
+def run_eval(
+    model,
+    tokenizer,
+    settings: EvalSettings,
+    out_dir: str | Path,
+    show_progress: bool = True,
+    state: PartialState | None = None,
+) -> Path:
     """Runs every (length, method, example) not yet in `out_dir/predictions.jsonl`, then writes summary and plots.
+
+    Run it in every process of a launch (`accelerate launch`, `torchrun`): the jobs left are split across the
+    processes (`split_between_processes`), each appends its predictions to its own part file as it goes, and the
+    main process merges them in job order, then writes the summary and plots. The result equals a one-process
+    run's, and an interrupted run resumes with any number of processes.
+
+    Args:
+        state (`PartialState`, *optional*): the accelerate state (default: `distributed_state()`).
 
     Returns:
         `Path` of `summary.md`.
     """
+    state = state or distributed_state()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     predictions = out_dir / PREDICTIONS
-    done = {(r["method"], r["length"], r["id"]) for r in read_predictions(predictions)}
     lengths = settings.lengths if settings.task in TASKS else [0]
     generation = decoding_config(model, settings)
     jobs = [
@@ -74,20 +92,59 @@ def run_eval(model, tokenizer, settings: EvalSettings, out_dir: str | Path, show
         for example in examples_for(settings, tokenizer, length)
         for method in settings.methods
     ]
+    order = {(method, length, example.id): i for i, (length, method, example) in enumerate(jobs)}
+    if state.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        merge_parts(out_dir, order)  # an interrupted multi-process run's lines count as done
+    state.wait_for_everyone()
+    done = {(r["method"], r["length"], r["id"]) for r in read_predictions(predictions)}
     todo = [job for job in jobs if (job[1], job[0], job[2].id) not in done]
-    progress = logging.tqdm(todo, desc="evaluating", unit="answer", disable=not show_progress)
-    with open(predictions, "a", encoding="utf-8") as sink:
-        for length, method, example in progress:
+    sink_path = predictions if state.num_processes == 1 else out_dir / f"predictions.part-{state.process_index}.jsonl"
+    with state.split_between_processes(todo) as mine, open(sink_path, "a", encoding="utf-8") as sink:
+        progress = process_progress(state, len(mine), "evaluating", "answer", show_progress)
+        for length, method, example in mine:
             record = evaluate_one(model, tokenizer, method, example, length, generation, settings)
             sink.write(json.dumps(record, ensure_ascii=False) + "\n")
             sink.flush()
-    rows = read_predictions(predictions)
+            progress.update(1)
+        progress.close()
+    state.wait_for_everyone()
     summary = out_dir / "summary.md"
-    summary.write_text(render_summary(rows, settings, generation))
-    from .plots import write_plots
+    if state.is_main_process:
+        merge_parts(out_dir, order)
+        rows = read_predictions(predictions)
+        summary.write_text(render_summary(rows, settings, generation))
+        from .plots import write_plots
 
-    write_plots(rows, out_dir)
+        write_plots(rows, out_dir)
+    state.wait_for_everyone()
     return summary
+
+
+def merge_parts(out_dir: Path, order: dict[tuple, int]) -> int:
+    """Appends the lines of every `predictions.part-*.jsonl` to `predictions.jsonl`, in job order (`order`: (method,
+    length, id) -> index; unknown jobs last), skipping lines already there, then deletes the parts.
+
+    A part's last line cut short by an interruption is dropped (its job runs again). Returns the lines added.
+    """
+    parts = sorted(out_dir.glob(PART_GLOB))
+    if not parts:
+        return 0
+    predictions = out_dir / PREDICTIONS
+    done = {(r["method"], r["length"], r["id"]) for r in read_predictions(predictions)}
+    rows = {}
+    for part in parts:
+        for row in read_predictions(part, tolerate_cut_end=True):
+            key = (row["method"], row["length"], row["id"])
+            if key not in done:
+                rows.setdefault(key, row)
+    with open(predictions, "a", encoding="utf-8") as sink:
+        for key in sorted(rows, key=lambda k: order.get(k, len(order))):
+            sink.write(json.dumps(rows[key], ensure_ascii=False) + "\n")
+        sink.flush()
+    for part in parts:
+        part.unlink()
+    return len(rows)
 
 
 def decoding_config(model, settings: EvalSettings) -> GenerationConfig:
@@ -126,18 +183,51 @@ def evaluate_one(model, tokenizer, method: str, example: EvalExample, length: in
     return record
 
 
-def read_predictions(path: Path) -> list[dict]:
+def read_predictions(path: Path, tolerate_cut_end: bool = False) -> list[dict]:
+    """The rows of a predictions file; with `tolerate_cut_end`, a last line cut short by an interruption is
+    dropped instead of refused."""
     if not path.is_file():
         return []
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as error:
+            if tolerate_cut_end and number == len(lines):
+                break
             raise ValueError(f"{path}:{number} is not valid JSON ({error.msg}): fix or delete that line") from error
     return rows
+
+
+def _gate_table(rows: list[dict], methods: list[str], lengths: list[int]) -> list[str]:
+    """Markdown lines: the gate's precision / recall / F1 of kept blocks against the gold-fact chunks (rows with
+    supporting labels only), mean per row, by length and method; nothing when no row has labels."""
+    from .plots import gate_precision_recall
+
+    cells = []
+    for length in lengths:
+        for method in [m for m in methods if m.startswith("lychee")]:  # the other methods read every chunk
+            scored = [gate_precision_recall(r) for r in rows if r["method"] == method and r["length"] == length]
+            scored = [pr for pr in scored if pr is not None]
+            if scored:
+                f1 = [2 * p * r / (p + r) if p + r else 0.0 for p, r in scored]
+                means = [sum(v) / len(v) for v in (list(zip(*scored))[0], list(zip(*scored))[1], f1)]
+                cells.append(
+                    f"| {length or 'data'} | {method} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {len(f1)} |"
+                )
+    if not cells:
+        return []
+    return [
+        "## Gate: kept blocks vs the chunks holding gold facts (mean per answer)",
+        "",
+        "| length | method | precision | recall | F1 | n |",
+        "|---|---|---|---|---|---|",
+        *cells,
+        "",
+    ]
 
 
 def render_summary(rows: list[dict], settings: EvalSettings, generation: GenerationConfig) -> str:
@@ -160,6 +250,7 @@ def render_summary(rows: list[dict], settings: EvalSettings, generation: Generat
                 cells.append(f"{sum(values) / len(values):.3f} (n={len(values)})" if values else "-")
             lines.append(f"| {length or 'data'} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _gate_table(rows, methods, lengths)
     lines += [
         "## Cost (mean per answer)",
         "",

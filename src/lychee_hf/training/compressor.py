@@ -25,7 +25,7 @@ from transformers import Trainer
 
 from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
-from .data import ListDataset, LycheeTrainingArguments, add_role_lora, train_only
+from .data import ListDataset, LycheeTrainingArguments, add_role_lora, train_only, with_every_trainable_weight
 
 IGNORE_INDEX = -100
 
@@ -134,7 +134,9 @@ class CompressorTrainer(Trainer):
         super().__init__(*args, data_collator=collate_continuations, **kwargs)
 
     def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
-        loss = continuation_loss(self.accelerator.unwrap_model(model), inputs, "compressed", forward=model)
+        unwrapped = self.accelerator.unwrap_model(model)
+        loss = continuation_loss(unwrapped, inputs, "compressed", forward=model)
+        loss = with_every_trainable_weight(loss, model, unwrapped)  # DDP: the last memory queries get no gradient
         return (loss, None) if return_outputs else loss
 
     def prediction_step(self, model, inputs: dict, prediction_loss_only: bool, ignore_keys=None):

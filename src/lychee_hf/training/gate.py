@@ -192,6 +192,10 @@ def _folder_name(example_id: str) -> str:
 class GateTrainer(Trainer):
     """A `Trainer` for the gate adapter: weighted BCE on logit(yes) - logit(no) of each (block, prompt) row."""
 
+    # The loss is a per-batch mean, so the Trainer must divide it by the accumulation steps; left to its guess
+    # (a `labels` entry and a model forward taking **kwargs) it takes the loss as already scaled and does not.
+    loss_is_scaled_for_ga = False
+
     def __init__(self, *args, positive_weight: float = 1.0, **kwargs):
         super().__init__(*args, data_collator=collate_gate_rows, **kwargs)
         self.positive_weight = positive_weight

@@ -18,16 +18,27 @@ The objective and the config names follow TRL's `GRPOConfig` (`num_generations`,
 `epsilon_high`, `loss_type`, `scale_rewards`, `temperature`, `max_completion_length`). TRL's `GRPOTrainer`
 itself recomputes log-probs by re-running the model on prompt + completion ids, which cannot carry a block
 prefix nor the compressor; `LycheeGRPOTrainer` is instead a thin `transformers.Trainer` (TRL's own base): the
-optimiser, schedule, gradient accumulation, logging, mixed precision and `accelerate launch` (DDP/FSDP) are the
-Trainer's. One policy update per batch of rollouts (TRL's `num_iterations=1`), so the clipped ratio is 1 in the
-forward pass and matters through its gradient only, exactly as in TRL at that setting.
+optimiser, schedule, gradient accumulation, logging, mixed precision and `accelerate launch` (DDP; FSDP not yet,
+see the README) are the Trainer's. One policy update per batch of rollouts (TRL's `num_iterations=1`), so the
+clipped ratio is 1 in the forward pass and matters through its gradient only, exactly as in TRL at that setting.
+
+Several processes (`accelerate launch`, `torchrun`): the questions of a step are split across processes (the
+Trainer's sharded dataloader), each samples the episodes of its own questions, and DDP averages the gradients of
+the reasoner adapter and the memory-token weights. A step equals the one-process step over the same global batch
+(up to the order of floating-point sums): a question's episodes are sampled with a seed fixed by the run's seed,
+the step and the question's place in the dataset (`rollout_seed`), the DAPO loss divides by the completion tokens
+of the whole global batch, `scale_rewards="batch"` uses the global batch's reward spread, and the logged metrics
+cover every process's episodes.
 """
 
+import contextlib
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, SequentialSampler
+from accelerate.utils import gather_object
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from transformers import GenerationConfig, Trainer
 from transformers.utils import logging
 
@@ -36,7 +47,14 @@ from ..eval.tasks import EvalExample
 from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
 from ..modeling.reasoner_lychee import build_prompt, count_decoded, left_pad, stop_and_pad_ids
-from .data import ListDataset, LycheeTrainingArguments, add_role_lora, role_weight, train_only
+from .data import (
+    ListDataset,
+    LycheeTrainingArguments,
+    add_role_lora,
+    role_weight,
+    train_only,
+    with_every_trainable_weight,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -247,14 +265,22 @@ def sample_group(model, tokenizer, example: EvalExample, config: LycheeGRPOConfi
     return group
 
 
-def assign_advantages(groups: list[RolloutGroup], scale_rewards: str = "group") -> None:
-    """Group-normalised advantages: reward minus the group mean, divided by the group's (or batch's) std."""
+def assign_advantages(
+    groups: list[RolloutGroup], scale_rewards: str = "group", batch_rewards: list[float] | None = None
+) -> None:
+    """Group-normalised advantages: reward minus the group mean, divided by the group's (or batch's) std.
+
+    Args:
+        batch_rewards (`list[float]`, *optional*): every reward of the global batch (all processes), whose std
+            `scale_rewards="batch"` divides by (default: the rewards of `groups`).
+    """
     rewards = torch.tensor([[e.reward for e in g.episodes] for g in groups], dtype=torch.float64)  # (Q, G)
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     if scale_rewards == "group":
         centred = centred / (rewards.std(dim=1, keepdim=True) + 1e-4)
     elif scale_rewards == "batch":
-        centred = centred / (rewards.std() + 1e-4)
+        spread = rewards.std() if batch_rewards is None else torch.tensor(batch_rewards, dtype=torch.float64).std()
+        centred = centred / (spread + 1e-4)
     for group, advantages in zip(groups, centred.tolist()):
         for episode, advantage in zip(group.episodes, advantages):
             episode.advantage = advantage
@@ -349,6 +375,7 @@ def grpo_loss(
     advantages: list[float],
     config: LycheeGRPOConfig,
     reference: list[list[torch.Tensor]] | None = None,
+    token_normaliser: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped policy-gradient loss (+ beta * KL) over the turns of a batch of episodes.
 
@@ -357,6 +384,9 @@ def grpo_loss(
         advantages: per episode, shared by all of its tokens.
         config: `epsilon`, `epsilon_high`, `beta`, `loss_type`.
         reference: the reference's log-probs, same layout (needed when `beta > 0`).
+        token_normaliser: what the `dapo` token sum is divided by (default: this batch's completion tokens);
+            under P processes the trainer passes the global batch's tokens / P, so that DDP's average of the P
+            gradients is the gradient of one loss over the global batch.
 
     Returns:
         `(loss, stats)`: stats hold the clipped-token fraction and the mean KL.
@@ -377,7 +407,7 @@ def grpo_loss(
         counts.append(current.numel())
     total = sum(counts)
     if config.loss_type == "dapo":
-        loss = torch.cat(per_episode).sum() / max(total, 1)
+        loss = torch.cat(per_episode).sum() / (token_normaliser or max(total, 1))
     else:
         loss = torch.stack([tokens.mean() for tokens in per_episode]).mean()
     stats = {"clip_ratio": clipped / max(total, 1), "kl": sum(kls) / len(kls) if kls else 0.0}
@@ -402,22 +432,28 @@ class LycheeGRPOTrainer(Trainer):
 
     def get_train_dataloader(self) -> DataLoader:
         loader = DataLoader(
-            self.train_dataset,
+            _Indexed(self.train_dataset),
             batch_size=self.args.questions_per_device,
             sampler=SequentialSampler(self.train_dataset),
             collate_fn=list,
         )
-        return self.accelerator.prepare(loader)
+        return self.accelerator.prepare(loader)  # several processes: each gets its share of every global batch
 
-    def compute_loss(self, model, inputs: list[EvalExample], return_outputs: bool = False, num_items_in_batch=None):
+    def compute_loss(
+        self, model, inputs: list[tuple[int, EvalExample]], return_outputs: bool = False, num_items_in_batch=None
+    ):
         unwrapped = self.accelerator.unwrap_model(model)
         was_training = unwrapped.training
         unwrapped.eval()  # sampling: no dropout
-        groups = [
-            sample_group(unwrapped, self.processing_class, example, self.args, self.reward_funcs) for example in inputs
-        ]
+        groups = []
+        for index, example in inputs:
+            with seeded(rollout_seed(self.args.seed, self.state.global_step, index), unwrapped.device):
+                groups.append(sample_group(unwrapped, self.processing_class, example, self.args, self.reward_funcs))
         unwrapped.train(was_training)
-        assign_advantages(groups, self.args.scale_rewards)
+        batch_rewards = None
+        if self.args.scale_rewards == "batch" and self.accelerator.num_processes > 1:
+            batch_rewards = gather_object([e.reward for g in groups for e in g.episodes])
+        assign_advantages(groups, self.args.scale_rewards, batch_rewards)
         logprobs, references, advantages = [], [], []
         grad = any(p.requires_grad for name, p in unwrapped.named_parameters() if role_weight(name, "compressor"))
         for group in groups:
@@ -428,25 +464,47 @@ class LycheeGRPOTrainer(Trainer):
                     detached = {i: _detached(b) for i, b in blocks.items()}
                     references += episode_logprobs(unwrapped, group, detached, self.args, role=None)
             advantages += [episode.advantage for episode in group.episodes]
-        loss, stats = grpo_loss(logprobs, advantages, self.args, references or None)
+        loss, stats = grpo_loss(logprobs, advantages, self.args, references or None, self._token_normaliser(logprobs))
+        loss = with_every_trainable_weight(loss, model, unwrapped)  # DDP: a step with no kept block is fine too
         self._record(groups, stats)
         return (loss, None) if return_outputs else loss
 
+    def _token_normaliser(self, logprobs: list[list[torch.Tensor]]) -> float | None:
+        """Global completion tokens / processes for the `dapo` loss under several processes; else `None`."""
+        if self.args.loss_type != "dapo" or self.accelerator.num_processes == 1:
+            return None
+        local = torch.tensor([sum(t.numel() for turns in logprobs for t in turns)], device=self.accelerator.device)
+        return max(float(self.accelerator.gather(local).sum()), 1.0) / self.accelerator.num_processes
+
     def _record(self, groups: list[RolloutGroup], stats: dict[str, float]) -> None:
-        episodes = [e for g in groups for e in g.episodes]
-        rewards = torch.tensor([e.reward for e in episodes])
-        correct = [REWARDS[self.args.reward](e.answer, g.example.answers) for g in groups for e in g.episodes]
+        """Adds this step's rollout metrics, over the episodes of every process, to the next training log."""
+        episodes = [
+            (
+                g.example.task,
+                e.reward,
+                REWARDS[self.args.reward](e.answer, g.example.answers),
+                len(e.turns),
+                sum(t.completion_ids.numel() for t in e.turns),
+            )
+            for g in groups
+            for e in g.episodes
+        ]
+        if self.accelerator.num_processes > 1:
+            episodes = gather_object(episodes)
+            stats = {key: sum(values) / len(values) for key, values in _gathered_stats(stats).items()}
+        tasks, rewards, correct, turns, tokens = zip(*episodes)
+        rewards = torch.tensor(rewards)
         values = {
             "reward": float(rewards.mean()),
             "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
             "answer_correct": sum(correct) / len(correct),
-            "turns": sum(len(e.turns) for e in episodes) / len(episodes),
-            "completion_tokens": sum(t.completion_ids.numel() for e in episodes for t in e.turns) / len(episodes),
+            "turns": sum(turns) / len(turns),
+            "completion_tokens": sum(tokens) / len(tokens),
             **stats,
         }
-        for group in groups:  # per task, as TRL logs per reward function: a task mix hides progress otherwise
-            key = f"reward/{group.example.task}"
-            self._metrics.setdefault(key, []).append(sum(e.reward for e in group.episodes) / len(group.episodes))
+        for task in dict.fromkeys(tasks):  # per task, as TRL logs per reward function: a task mix hides progress
+            task_rewards = [reward for name, reward in zip(tasks, rewards.tolist()) if name == task]
+            self._metrics.setdefault(f"reward/{task}", []).append(sum(task_rewards) / len(task_rewards))
         for key, value in values.items():
             self._metrics.setdefault(key, []).append(value)
 
@@ -455,6 +513,42 @@ class LycheeGRPOTrainer(Trainer):
             logs = {**logs, **{key: sum(v) / len(v) for key, v in self._metrics.items()}}
             self._metrics = {}
         super().log(logs, *args, **kwargs)
+
+
+def rollout_seed(seed: int, step: int, index: int) -> int:
+    """The sampling seed of one question's episodes: fixed by the run's seed, the optimizer step and the
+    question's index in the dataset, so a global batch samples the same episodes on any number of processes."""
+    digest = hashlib.sha256(f"{seed}:{step}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device):
+    """Runs the block with the torch RNG (CPU, and `device` if it is a GPU) seeded by `seed`, then restores it."""
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class _Indexed(Dataset):
+    """(index, row) pairs of a dataset: the index seeds the row's rollouts."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return index, self.dataset[index]
+
+
+def _gathered_stats(stats: dict[str, float]) -> dict[str, list[float]]:
+    gathered = gather_object([stats])
+    return {key: [entry[key] for entry in gathered] for key in stats}
 
 
 def _detached(block: LycheeMemoryBlock) -> LycheeMemoryBlock:

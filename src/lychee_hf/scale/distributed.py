@@ -1,0 +1,51 @@
+"""The accelerate state every scale-out path shares, and what the paths do with it.
+
+One process, `accelerate launch` (GPUs, nodes) and `torchrun` run the same code: work is split with accelerate's
+`split_between_processes`, results come back with `gather_object`, and the main process writes what is shared
+after `wait_for_everyone`. On a machine without CUDA, `torchrun --nproc_per_node N` only gives N cooperating
+processes when the state is created with `cpu=True` (accelerate picks `MULTI_CPU`, gloo, then); `accelerate
+launch --cpu` itself starts one process there unless it goes through `mpirun`.
+"""
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from transformers.utils import logging
+
+
+def distributed_state() -> PartialState:
+    """The process's accelerate state: `PartialState(cpu=not torch.cuda.is_available())`.
+
+    Under `accelerate launch --multi_gpu` (or a config from `accelerate config`) this is `MULTI_GPU` with one GPU
+    per process; under `torchrun` on a CPU machine `MULTI_CPU` (gloo); alone, one process.
+    """
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def place_model(model, state: PartialState):
+    """Moves `model` to this process's device (its own GPU under `accelerate launch`), unless a device map or a
+    quantized load already placed it."""
+    if getattr(model, "hf_device_map", None) or getattr(model, "is_quantized", False):
+        return model
+    return model.to(state.device)
+
+
+def load_model_on_each_process(args, state: PartialState):
+    """The CLI's model (`--model`, overrides) in every process: loaded by the main process first (a Hub download or
+    the default model's build happens once), then placed on this process's device."""
+    from ..cli import load_model
+
+    with state.main_process_first():
+        model, tokenizer = load_model(args)
+    return place_model(model, state), tokenizer
+
+
+def gather_lists(state: PartialState, items: list) -> list:
+    """Every process's `items`, concatenated in process order, on every process (`accelerate`'s `gather_object`)."""
+    return gather_object(items) if state.num_processes > 1 else list(items)
+
+
+def process_progress(state: PartialState, total: int, desc: str, unit: str, show: bool):
+    """One progress bar per process, stacked by process index, labelled with it when there are several."""
+    label = f"{desc} [{state.process_index}/{state.num_processes}]" if state.num_processes > 1 else desc
+    return logging.tqdm(total=total, desc=label, unit=unit, position=state.process_index, disable=not show)

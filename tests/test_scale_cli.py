@@ -1,0 +1,117 @@
+"""`lychee-hf compress --corpus`, `lychee-hf ask --questions`, and an eval run resumed from a multi-process run's
+part files, in one process."""
+
+import json
+
+import pytest
+
+from lychee_hf.cli import main
+from lychee_hf.eval.runner import EvalSettings, run_eval
+from tiny import tiny_lychee, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt")
+    tiny_lychee(max_answer_tokens=4, memory_budget=8).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
+    rows = [{"name": "alice", "context": "Alice was born in Paris. " * 12}, {"name": "bob", "context": ""}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_compress_corpus_then_ask_its_questions(checkpoint, corpus, tmp_path, capsys):
+    code = main(["compress", "--model", str(checkpoint), "--corpus", str(corpus), "--id-field", "name",
+                 "--out", str(tmp_path / "banks"), "--quiet"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "2 documents: 1 compressed, 0 already complete, 1 failed" in out
+    assert "failed: bob (line 2): empty document" in out
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"document": "alice", "question": "Where was Alice born?", "id": 7}) + "\n")
+    code = main(["ask", "--model", str(checkpoint), "--memory", str(tmp_path / "banks"), "--questions",
+                 str(questions), "--out", str(tmp_path / "a.jsonl"), "--quiet"])  # fmt: skip
+    assert code == 0 and "1 of 1 questions answered" in capsys.readouterr().out
+    (row,) = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert row["id"] == 7 and row["document"] == "alice" and isinstance(row["answer"], str)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--context", "q.jsonl", "--questions", "q.jsonl", "--out", "a.jsonl"], "--questions needs --memory"),
+        (["--memory", "banks", "--questions", "q.jsonl"], "--questions needs --memory"),
+        (["--memory", "banks", "--questions", "q.jsonl", "--out", "taken.jsonl"], "pass --overwrite"),
+        (["--memory", "banks", "--question", "Why?", "--out", "a.jsonl"], "--out and --batch-size go with --questions"),
+        (["--memory", "banks", "--questions", "q.jsonl", "--out", "a.jsonl"], "holds no memory bank"),
+    ],
+)
+def test_questions_errors_are_one_line(checkpoint, tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "q.jsonl").write_text('{"question": "Why?"}\n')
+    (tmp_path / "taken.jsonl").write_text("mine\n")
+    (tmp_path / "banks").mkdir()
+    assert main(["ask", "--model", str(checkpoint), *args]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert (tmp_path / "taken.jsonl").read_text() == "mine\n"
+
+
+def test_id_field_goes_with_a_corpus(checkpoint, tmp_path, capsys):
+    (tmp_path / "doc.txt").write_text("Some text.")
+    args = ["compress", "--model", str(checkpoint), "--context", str(tmp_path / "doc.txt"), "--id-field", "name"]
+    assert main([*args, "--out", str(tmp_path / "bank")]) == 2
+    assert "--id-field goes with --corpus" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_an_answers_file(checkpoint, corpus, tmp_path, capsys):
+    main(["compress", "--model", str(checkpoint), "--corpus", str(corpus), "--out", str(tmp_path / "banks"), "--quiet"])
+    (tmp_path / "q.jsonl").write_text(json.dumps({"document": "1", "question": "Where?"}) + "\n")
+    (tmp_path / "a.jsonl").write_text("old\n")
+    args = ["ask", "--model", str(checkpoint), "--memory", str(tmp_path / "banks"), "--questions"]
+    code = main([*args, str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "a.jsonl"), "--overwrite", "--quiet"])
+    assert code == 0 and "answer" in json.loads((tmp_path / "a.jsonl").read_text())
+
+
+def test_a_corpus_in_another_encoding_is_read_with_encoding(checkpoint, tmp_path, capsys):
+    (tmp_path / "docs.jsonl").write_bytes(
+        '{"id": "caf\u00e9", "context": "Un caf\u00e9 \u00e0 Paris."}\n'.encode("latin-1")
+    )
+    args = ["compress", "--model", str(checkpoint), "--corpus", str(tmp_path / "docs.jsonl"), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "utf8")]) == 0
+    assert "1 failed" in capsys.readouterr().out  # not UTF-8: refused, never read with replacement characters
+    assert main([*args, "--encoding", "latin-1", "--out", str(tmp_path / "latin1")]) == 0
+    assert "1 compressed" in capsys.readouterr().out
+
+
+def test_corpus_and_context_are_alternatives(capsys):
+    with pytest.raises(SystemExit):
+        main(["compress", "--context", "a.txt", "--corpus", "b.jsonl", "--out", "x"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_an_interrupted_multi_process_eval_resumes_from_its_part_files(tokenizer, tmp_path):
+    model = tiny_lychee(max_answer_tokens=4, memory_budget=8)
+    settings = EvalSettings(task="niah", lengths=[200], n=2, methods=["lychee", "memagent"], memagent_chunk_tokens=128)
+    run_eval(model, tokenizer, settings, tmp_path / "whole", show_progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "whole" / "predictions.jsonl").read_text().splitlines()]
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    kept = [{**row, "prediction": "from a part file"} for row in rows[1:3]]
+    # Process 1 died while writing its second line; process 0 finished one.
+    (cut / "predictions.part-1.jsonl").write_text(json.dumps(kept[1]) + "\n" + json.dumps(rows[0])[:50])
+    (cut / "predictions.part-0.jsonl").write_text(json.dumps(kept[0]) + "\n")
+    run_eval(model, tokenizer, settings, cut, show_progress=False)
+    resumed = {(r["method"], r["id"]): r for r in map(json.loads, (cut / "predictions.jsonl").read_text().splitlines())}
+    assert len(resumed) == len(rows) == 4 and not list(cut.glob("predictions.part-*"))
+    assert [resumed[(r["method"], r["id"])]["prediction"] for r in rows] == [
+        rows[0]["prediction"],
+        "from a part file",
+        "from a part file",
+        rows[3]["prediction"],
+    ]
