@@ -31,8 +31,8 @@ import torch
 from transformers import AutoTokenizer
 
 from lychee_hf import LycheeMemoryBank, LycheeMemoryForCausalLM
-from lychee_hf.eval.metrics import substring_match
-from lychee_hf.eval.tasks import TASKS, parse_length
+from lychee_hf.data import TASKS, parse_length
+from lychee_hf.metrics import substring_match
 from lychee_hf.modeling.fingerprint_lychee import hash_tensors
 from lychee_hf.modeling.kv_quant_lychee import BANK_DTYPES, KEY_GROUP_SIZE, VALUE_GROUP_SIZE, QuantizedKV
 

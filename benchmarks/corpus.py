@@ -28,7 +28,7 @@ import torch
 from transformers import AutoTokenizer
 
 from lychee_hf import LycheeMemoryForCausalLM
-from lychee_hf.eval.tasks import make_niah, parse_length
+from lychee_hf.data import make_niah, parse_length
 from lychee_hf.scale.corpus import read_corpus_manifest
 from lychee_hf.scale.questions import answer_questions
 

@@ -17,8 +17,8 @@ import torch
 from transformers import AutoTokenizer
 
 from lychee_hf import LycheeMemoryForCausalLM
-from lychee_hf.eval.metrics import classification_metrics, score
-from lychee_hf.eval.tasks import TASKS, parse_length, supporting_chunks
+from lychee_hf.data import TASKS, parse_length, supporting_chunks
+from lychee_hf.metrics import classification_metrics, score
 
 
 def answer(model, tokenizer, bank, question: str) -> tuple[str, list, float]:

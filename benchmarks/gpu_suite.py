@@ -40,8 +40,8 @@ import torch
 from transformers import BitsAndBytesConfig, GenerationConfig, Qwen2Config
 
 from lychee_hf import LycheeMemoryBank, LycheeMemoryConfig, LycheeMemoryForCausalLM
+from lychee_hf.data import make_niah
 from lychee_hf.eval.baselines import configured, run_method
-from lychee_hf.eval.tasks import make_niah
 from lychee_hf.modeling.templates_lychee import template_config_ids
 
 QWEN = dict(rope_theta=1_000_000.0, max_position_embeddings=32768, rms_norm_eps=1e-6)
@@ -120,8 +120,7 @@ class Suite:
 # --------------------------------------------------------------------------------------------- helpers
 def build_tokenizer():
     """The tests' tiny BPE tokenizer with a chat template, built in code (no download)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from tiny import tiny_tokenizer
+    from lychee_hf.testing import tiny_tokenizer
 
     return tiny_tokenizer()
 

@@ -11,18 +11,16 @@ or random-weight models are timed fairly. Inputs are needle-in-a-haystack exampl
 """
 
 import argparse
-import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import torch
 from transformers import AutoTokenizer, GenerationConfig
 
 from lychee_hf import LycheeMemoryForCausalLM
+from lychee_hf.data import make_niah, parse_length
 from lychee_hf.eval.baselines import run_method
-from lychee_hf.eval.tasks import make_niah, parse_length
 
 
 class PeakMemory:
@@ -50,8 +48,7 @@ class PeakMemory:
 
 def load(model: str, max_positions: int):
     if model == "tiny":
-        sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-        from tiny import tiny_backbone, tiny_tokenizer
+        from lychee_hf.testing import tiny_backbone, tiny_tokenizer
 
         backbone = tiny_backbone("llama")
         backbone.config.max_position_embeddings = max_positions

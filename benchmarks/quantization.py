@@ -27,8 +27,8 @@ import torch
 from transformers import AutoTokenizer, BitsAndBytesConfig
 
 from lychee_hf import LycheeMemoryForCausalLM
-from lychee_hf.eval.metrics import substring_match
-from lychee_hf.eval.tasks import make_niah
+from lychee_hf.data import make_niah
+from lychee_hf.metrics import substring_match
 
 MODES = ("baseline", "4bit", "8bit")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -136,8 +136,7 @@ def run_mode(args: argparse.Namespace) -> dict:
 
 def tiny_checkpoint(folder: Path) -> str:
     """A random tiny Llama LycheeMemory model (the tests' `tiny_lychee`) saved with its tokenizer."""
-    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from tiny import tiny_lychee, tiny_tokenizer
+    from lychee_hf.testing import tiny_lychee, tiny_tokenizer
 
     tiny_lychee(chunk_size=256, compression_window=128, memory_budget=16, max_answer_tokens=8).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)

@@ -16,10 +16,10 @@ from pathlib import Path
 RUN = """
 import json, resource, sys, tempfile, time, torch
 sys.path.insert(0, sys.argv[2])
-from tiny import tiny_backbone, tiny_tokenizer
+from lychee_hf.testing import tiny_backbone, tiny_tokenizer
 from lychee_hf import LycheeMemoryBank, LycheeMemoryForCausalLM
 from lychee_hf.bank_tools import compress_to_disk
-from lychee_hf.eval.tasks import make_niah
+from lychee_hf.data import make_niah
 from transformers import GenerationConfig
 
 def rss():
@@ -54,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", default="64k,1m")
     args = parser.parse_args()
-    from lychee_hf.eval.tasks import parse_length
+    from lychee_hf.data import parse_length
 
     tests = str(Path(__file__).parents[1] / "tests")
     rows = []

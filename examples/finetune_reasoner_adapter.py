@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from lychee_hf import LycheeMemoryForCausalLM
-from lychee_hf.eval.metrics import score
-from lychee_hf.eval.tasks import TASKS, parse_length
+from lychee_hf.data import TASKS, parse_length
+from lychee_hf.metrics import score
 from lychee_hf.modeling.adapters_lychee import BACKBONE_LORA_TARGETS
 from lychee_hf.training.data import ListDataset
 from lychee_hf.training.reasoner import build_reasoner_steps, collate_reasoner_steps

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tiny import tiny_tokenizer
+from lychee_hf.testing import tiny_tokenizer
 
 
 @pytest.fixture(autouse=True)

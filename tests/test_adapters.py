@@ -14,7 +14,7 @@ from lychee_hf.modeling.adapters_lychee import (  # noqa: E402
     role_adapter,
     tuner_layers,
 )
-from tiny import document_ids, question_ids, tiny_lychee  # noqa: E402
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee  # noqa: E402
 
 
 def _lora(rank: int = 4) -> "peft.LoraConfig":

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from lychee_hf import LycheeMemoryForCausalLM
-from tiny import document_ids, question_ids, tiny_lychee
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 
 def _saved(tmp_path, tokenizer):

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.cli import main
-from tiny import document_ids, question_ids, tiny_backbone, tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import document_ids, question_ids, tiny_backbone, tiny_lychee, tiny_tokenizer
 
 DOCUMENT = "Alice was born in Paris. Paris is the capital of France. " * 6 + "The secret code is 4721. " * 2
 

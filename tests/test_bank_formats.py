@@ -11,7 +11,7 @@ from lychee_hf.bank_tools import bank_bytes_per_block, compress_to_disk
 from lychee_hf.cli import main
 from lychee_hf.modeling.kv_quant_lychee import QuantizedKV, default_bank_dtype, quantize
 from lychee_hf.modeling.memory_bank_lychee import MemoryBankError
-from tiny import document_ids, question_ids, tiny_lychee
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 
 @pytest.fixture(scope="module")

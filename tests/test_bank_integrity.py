@@ -12,7 +12,7 @@ from lychee_hf.bank_tools import compress_to_disk
 from lychee_hf.cli import main
 from lychee_hf.modeling import memory_bank_lychee
 from lychee_hf.modeling.memory_bank_lychee import MemoryBankError
-from tiny import document_ids, question_ids, tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee, tiny_tokenizer
 
 TEXT = "Alice was born in Paris. Paris is the capital of France. " * 12 + "The secret code is 4721. " * 3
 

@@ -8,7 +8,7 @@ import torch
 from lychee_hf import LycheeMemoryBank
 from lychee_hf.bank_tools import bank_bytes_per_block
 from lychee_hf.modeling import bank_storage_lychee
-from tiny import document_ids, question_ids, tiny_lychee
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tiny import tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import tiny_lychee, tiny_tokenizer
 
 DOCUMENT = "Alice was born in Paris. Paris is the capital of France. " * 12 + "The secret code is 4721. " * 3
 

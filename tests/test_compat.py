@@ -11,7 +11,7 @@ import torch
 
 from lychee_hf.modeling.compat_lychee import CACHE_ARG, TESTED_TRANSFORMERS, cache_kwargs, check_transformers_version
 from lychee_hf.modeling.prefix_lychee import block_prefix
-from tiny import document_ids, question_ids, tiny_lychee
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.compat

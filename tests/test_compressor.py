@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lychee_hf.modeling.compressor_lychee import memory_token_layout
-from tiny import document_ids, tiny_backbone, tiny_lychee
+from lychee_hf.testing import document_ids, tiny_backbone, tiny_lychee
 
 
 def test_interleave_puts_a_memory_token_after_every_ratio_raw_tokens():

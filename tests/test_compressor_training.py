@@ -3,13 +3,13 @@
 import pytest
 import torch
 
+from lychee_hf.testing import CORPUS, tiny_lychee
 from lychee_hf.training.compressor import (
     CompressorPretrainingConfig,
     continuation_rows,
     offline_corpus,
     pretrain_compressor,
 )
-from tiny import CORPUS, tiny_lychee
 
 TEXT = " ".join(CORPUS) * 6
 

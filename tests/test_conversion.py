@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.convert_reference import ConversionError, convert_reference_checkpoint
-from tiny import document_ids, question_ids, tiny_backbone
+from lychee_hf.testing import document_ids, question_ids, tiny_backbone
 
 KNOBS = dict(memory_budget=16, max_answer_tokens=8)
 

@@ -1,15 +1,11 @@
 import importlib.util
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from lychee_hf import default_model
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
-from make_example_document import paragraph  # noqa: E402
+from lychee_hf.data.narrative import chronicle_paragraph
 
 HAS_WHEEL = importlib.util.find_spec(default_model.GGUF_PACKAGE) is not None
 
@@ -47,7 +43,7 @@ def test_embedded_default_answers_a_short_needle_question(monkeypatch, tmp_path_
     assert model.config.role_adapters == ["reasoner"]  # the shipped RL-trained adapter
     tokenizer = AutoTokenizer.from_pretrained(path)
     rng = random.Random(100)  # filler and needle neither seen nor tuned on while choosing the default prompts
-    paragraphs = [paragraph(rng) for _ in range(14)]
+    paragraphs = [chronicle_paragraph(rng) for _ in range(14)]
     paragraphs[9] += " The secret code of the harbour vault is 4721."
     context = torch.tensor([tokenizer.encode("\n\n".join(paragraphs))])
     question = torch.tensor([tokenizer.encode("What is the secret code of the harbour vault?")])

@@ -7,8 +7,8 @@ import torch
 
 from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.default_model import SHIPPED_WEIGHTS, apply_shipped_weights, export_shipped_weights
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 from lychee_hf.training.rl import LycheeGRPOConfig, prepare_for_rl
-from tiny import document_ids, question_ids, tiny_lychee
 
 pytest.importorskip("peft")
 

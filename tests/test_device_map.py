@@ -10,7 +10,7 @@ from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 
 from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.modeling.prefix_lychee import block_prefix, execution_device, layer_devices
-from tiny import document_ids, question_ids, tiny_lychee
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 CPU, META = torch.device("cpu"), torch.device("meta")
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tiny import document_ids, question_ids, tiny_lychee
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 
 @pytest.fixture(scope="module")

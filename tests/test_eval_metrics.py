@@ -1,6 +1,6 @@
 import pytest
 
-from lychee_hf.eval.metrics import (
+from lychee_hf.metrics import (
     METRIC_NAMES,
     exact_match,
     normalize_answer,

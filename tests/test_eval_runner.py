@@ -4,11 +4,11 @@ import sys
 
 import pytest
 
+from lychee_hf.data import make_niah
 from lychee_hf.eval.baselines import METHODS, configured, run_method
 from lychee_hf.eval.plots import gate_precision_recall
 from lychee_hf.eval.runner import EvalSettings, run_eval
-from lychee_hf.eval.tasks import make_niah
-from tiny import tiny_lychee
+from lychee_hf.testing import tiny_lychee
 
 
 @pytest.fixture(scope="module")

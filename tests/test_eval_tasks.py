@@ -4,9 +4,17 @@ import re
 
 import pytest
 
-from lychee_hf.eval.loaders import load_hotpotqa_json, load_memagent_jsonl
-from lychee_hf.eval.tasks import TASKS, make_mhqa, make_niah, make_vt, parse_length, supporting_chunks
-from tiny import tiny_tokenizer
+from lychee_hf.data import (
+    TASKS,
+    load_hotpotqa_json,
+    load_memagent_jsonl,
+    make_mhqa,
+    make_niah,
+    make_vt,
+    parse_length,
+    supporting_chunks,
+)
+from lychee_hf.testing import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import torch
 
 from lychee_hf.modeling import fingerprint_lychee
 from lychee_hf.modeling.memory_bank_lychee import MemoryBankError
-from tiny import document_ids, question_ids, tiny_lychee
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import torch
 
 from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.modeling.templates_lychee import MEMORY_UPDATE_TEMPLATE, render_in_chat_template
-from tiny import tiny_backbone
+from lychee_hf.testing import tiny_backbone
 
 
 def test_memory_weights_start_as_the_authors_loader_fills_them(tokenizer):

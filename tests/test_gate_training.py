@@ -9,16 +9,16 @@ import torch
 pytest.importorskip("peft")
 
 from lychee_hf import LycheeMemoryForCausalLM  # noqa: E402
-from lychee_hf.eval.metrics import auroc, classification_metrics  # noqa: E402
-from lychee_hf.eval.tasks import EvalExample  # noqa: E402
+from lychee_hf.data import QAExample  # noqa: E402
+from lychee_hf.metrics import auroc, classification_metrics  # noqa: E402
 from lychee_hf.modeling.adapters_lychee import adapter_names  # noqa: E402
+from lychee_hf.testing import question_ids, tiny_lychee, tiny_tokenizer  # noqa: E402
 from lychee_hf.training import GateTrainingConfig, build_gate_rows, train_gate  # noqa: E402
-from tiny import question_ids, tiny_lychee, tiny_tokenizer  # noqa: E402
 
 WORDS = "the quick brown fox jumps over lazy dog Alice was born in Paris capital of France".split()
 
 
-def secret_code_examples(n: int, seed: int, sentences: int = 12) -> list[EvalExample]:
+def secret_code_examples(n: int, seed: int, sentences: int = 12) -> list[QAExample]:
     """Filler sentences from the tiny corpus's words, with one "The secret code is N N N." fact somewhere."""
     examples = []
     for index in range(n):
@@ -31,7 +31,7 @@ def secret_code_examples(n: int, seed: int, sentences: int = 12) -> list[EvalExa
         context = before + fact + " " + " ".join(filler[at:])
         span = (len(before), len(before) + len(fact))
         examples.append(
-            EvalExample(f"code-{seed}-{index}", "code", context, "What is the secret code?", [code], [span], 0)
+            QAExample(f"code-{seed}-{index}", "code", context, "What is the secret code?", [code], [span], 0)
         )
     return examples
 

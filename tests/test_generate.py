@@ -7,7 +7,7 @@ from lychee_hf import LycheeGate, LycheeGenerateOutput
 from lychee_hf.modeling.compat_lychee import cache_kwargs
 from lychee_hf.modeling.prefix_lychee import block_prefix
 from lychee_hf.modeling.reasoner_lychee import build_prompt, clean_memory
-from tiny import document_ids, question_ids, tiny_lychee
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 
 @pytest.mark.compat

@@ -6,7 +6,7 @@ import torch
 from lychee_hf import LycheeMemoryBank
 from lychee_hf.bank_tools import compress_to_disk
 from lychee_hf.modeling.memory_bank_lychee import MemoryBankError
-from tiny import document_ids, question_ids, tiny_lychee
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from fake_hub import FakeHub
 
 from lychee_hf import LycheeMemoryForCausalLM
-from tiny import document_ids, tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import document_ids, tiny_lychee, tiny_tokenizer
 
 
 def run_push(*args, endpoint="http://127.0.0.1:9"):

@@ -12,7 +12,7 @@ from transformers import BitsAndBytesConfig
 from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.modeling.attention_lychee import LowRankDelta, backbone_projection
 from lychee_hf.modeling.memory_bank_lychee import MemoryBankError
-from tiny import document_ids, question_ids, tiny_lychee
+from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 bnb = pytest.importorskip("bitsandbytes")
 

@@ -13,7 +13,7 @@ import pytest
 
 import lychee_hf.default_model
 from lychee_hf.cli import build_parser
-from tiny import tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import tiny_lychee, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_MARK = re.compile(r"<!-- readme-test: skip \((.+?)\) -->\s*$")

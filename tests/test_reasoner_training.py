@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lychee_hf.eval.tasks import make_niah
+from lychee_hf.data import make_niah
+from lychee_hf.testing import tiny_lychee, tiny_tokenizer
 from lychee_hf.training.reasoner import IGNORE_INDEX, build_reasoner_steps, collate_reasoner_steps
-from tiny import tiny_lychee, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,7 @@ from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.modeling.adapters_lychee import role_adapter
 from lychee_hf.modeling.compat_lychee import cache_kwargs, output_cache
 from lychee_hf.modeling.prefix_lychee import block_prefix
+from lychee_hf.testing import document_ids, tiny_lychee
 from lychee_hf.training.compressor import compressed_blocks
 from lychee_hf.training.curriculum import check_disjoint_seeds, curriculum_examples
 from lychee_hf.training.rl import (
@@ -23,7 +24,6 @@ from lychee_hf.training.rl import (
     sample_group,
     train_rl,
 )
-from tiny import document_ids, tiny_lychee
 
 pytest.importorskip("peft")
 

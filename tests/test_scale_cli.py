@@ -7,7 +7,7 @@ import pytest
 
 from lychee_hf.cli import main
 from lychee_hf.eval.runner import EvalSettings, run_eval
-from tiny import tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import tiny_lychee, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

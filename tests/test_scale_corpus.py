@@ -10,7 +10,7 @@ import torch
 from lychee_hf import LycheeMemoryBank
 from lychee_hf.scale import corpus as corpus_module
 from lychee_hf.scale.corpus import bank_folder_name, compress_corpus, read_corpus, read_corpus_manifest
-from tiny import tiny_lychee
+from lychee_hf.testing import tiny_lychee
 
 
 def text(i: int) -> str:

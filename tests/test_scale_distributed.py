@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from dist_scale import run_pipeline
 from lychee_hf import LycheeMemoryBank
 from lychee_hf.scale.corpus import read_corpus_manifest
-from tiny import tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import tiny_lychee, tiny_tokenizer
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).parent

@@ -9,7 +9,7 @@ import pytest
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils.launch import prepare_multi_gpu_env
 
-from tiny import tiny_lychee
+from lychee_hf.testing import tiny_lychee
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "accelerate"
 

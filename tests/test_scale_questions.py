@@ -9,7 +9,7 @@ import torch
 from lychee_hf import LycheeMemoryBank
 from lychee_hf.scale.corpus import compress_corpus
 from lychee_hf.scale.questions import SharedBlocks, answer_questions, generate_answers
-from tiny import tiny_lychee
+from lychee_hf.testing import tiny_lychee
 
 QUESTIONS = ["What is the secret code?", "Where was Alice born?", "Which city?", "Code?"]
 

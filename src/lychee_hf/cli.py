@@ -637,8 +637,8 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
+    from .data import parse_length
     from .eval.runner import EvalSettings, run_eval
-    from .eval.tasks import parse_length
     from .scale.distributed import distributed_state, load_model_on_each_process
 
     settings = EvalSettings(
@@ -660,8 +660,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 
 def run_train_gate(args: argparse.Namespace) -> int:
+    from .data import parse_length
     from .eval.runner import EvalSettings, examples_for
-    from .eval.tasks import parse_length
     from .training.gate import GateTrainingConfig, train_gate
 
     out = _new_folder(args.out, "the trained model")
@@ -740,7 +740,7 @@ def run_pretrain_compressor(args: argparse.Namespace) -> int:
 
 
 def run_train_rl(args: argparse.Namespace) -> int:
-    from .eval.tasks import parse_length
+    from .data import parse_length
     from .training.curriculum import check_disjoint_seeds, curriculum_examples
     from .training.data import TimeLimitCallback
     from .training.rl import LycheeGRPOConfig, train_rl
@@ -751,7 +751,7 @@ def run_train_rl(args: argparse.Namespace) -> int:
         check_disjoint_seeds(args.seed, len(lengths), args.held_out_seed)
     model, tokenizer = load_model(args)
     if args.data:
-        from .eval.loaders import load_memagent_jsonl
+        from .data import load_memagent_jsonl
 
         examples = load_memagent_jsonl(args.data)
     else:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import GenerationConfig, GenerationMixin
 
+from ..data import QAExample
 from ..modeling.adapters_lychee import adapter_names
 from ..modeling.gate_lychee import GATE_CLASSES
 from ..modeling.reasoner_lychee import build_prompt, clean_memory, count_decoded, memory_update_config, stop_and_pad_ids
-from .tasks import EvalExample
 
 LYCHEE_VARIANTS = {
     "lychee": {},
@@ -68,7 +68,7 @@ def run_method(
     name: str,
     model,
     tokenizer,
-    example: EvalExample,
+    example: QAExample,
     generation_config: GenerationConfig | None = None,
     memory_generation_config: GenerationConfig | None = None,
     memagent_chunk_tokens: int = 5000,

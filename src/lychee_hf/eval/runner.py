@@ -16,10 +16,10 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import GenerationConfig
 
+from ..data import TASKS, QAExample, supporting_chunks
+from ..metrics import METRIC_NAMES, score
 from ..scale.distributed import distributed_state, process_progress
 from .baselines import METHODS, run_method
-from .metrics import METRIC_NAMES, score
-from .tasks import TASKS, EvalExample, supporting_chunks
 
 PREDICTIONS = "predictions.jsonl"
 PART_GLOB = "predictions.part-*.jsonl"
@@ -48,13 +48,13 @@ class EvalSettings:
             raise ValueError(f"task {self.task} reads your data: pass --data FILE")
 
 
-def examples_for(settings: EvalSettings, tokenizer, length: int) -> list[EvalExample]:
+def examples_for(settings: EvalSettings, tokenizer, length: int) -> list[QAExample]:
     if settings.task == "jsonl":
-        from .loaders import load_memagent_jsonl
+        from ..data import load_memagent_jsonl
 
         return load_memagent_jsonl(settings.data)[: settings.n]
     if settings.task == "hotpotqa":
-        from .loaders import load_hotpotqa_json
+        from ..data import load_hotpotqa_json
 
         return load_hotpotqa_json(settings.data)[: settings.n]
     return TASKS[settings.task](tokenizer, length, settings.n, seed=settings.seed)
@@ -155,7 +155,7 @@ def decoding_config(model, settings: EvalSettings) -> GenerationConfig:
     return config
 
 
-def evaluate_one(model, tokenizer, method: str, example: EvalExample, length: int, generation, settings) -> dict:
+def evaluate_one(model, tokenizer, method: str, example: QAExample, length: int, generation, settings) -> dict:
     result = run_method(
         method,
         model,

@@ -8,14 +8,14 @@ the held-out evaluation rows (the evaluation runner's default seed is 0; trainin
 
 import random
 
-from ..eval.tasks import TASKS, EvalExample
+from ..data import TASKS, QAExample
 
 TRAIN_SEED = 1000
 
 
 def curriculum_examples(
     tokenizer, tasks: list[str], lengths: list[int], n: int, seed: int = TRAIN_SEED
-) -> list[EvalExample]:
+) -> list[QAExample]:
     """`n` examples per task and length, stage by stage in the order of `lengths`.
 
     Args:
@@ -26,7 +26,7 @@ def curriculum_examples(
         seed (`int`, *optional*, defaults to 1000): stage s uses generator seed `seed + s`.
 
     Returns:
-        `list[EvalExample]`: `len(lengths) * len(tasks) * n` examples in curriculum order.
+        `list[QAExample]`: `len(lengths) * len(tasks) * n` examples in curriculum order.
     """
     unknown = [task for task in tasks if task not in TASKS]
     if unknown or not tasks:

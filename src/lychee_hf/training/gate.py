@@ -24,8 +24,8 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from ..bank_tools import compress_to_disk
-from ..eval.metrics import classification_metrics
-from ..eval.tasks import EvalExample, supporting_chunks
+from ..data import QAExample, supporting_chunks
+from ..metrics import classification_metrics
 from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS
 from ..modeling.gate_lychee import gate_prompt
 from ..modeling.memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
@@ -118,8 +118,8 @@ def collate_gate_rows(rows: list[GateRow]) -> dict:
 
 
 def split_examples(
-    examples: list[EvalExample], eval_fraction: float, seed: int
-) -> tuple[list[EvalExample], list[EvalExample]]:
+    examples: list[QAExample], eval_fraction: float, seed: int
+) -> tuple[list[QAExample], list[QAExample]]:
     """A deterministic document-level split: (train, held out), each non-empty."""
     if len(examples) < 2:
         raise ValueError(f"Gate training needs at least 2 examples (train + held out), got {len(examples)}.")
@@ -130,14 +130,14 @@ def split_examples(
 
 
 def build_gate_rows(
-    model, tokenizer, examples: list[EvalExample], teacher: str = "gold", bank_dir: str | None = None
+    model, tokenizer, examples: list[QAExample], teacher: str = "gold", bank_dir: str | None = None
 ) -> list[GateRow]:
     """Compresses every example's document (compressor adapter, no gradients) and labels each block.
 
     Args:
         model (`LycheeMemoryForCausalLM`): the model whose compressor writes the blocks.
         tokenizer: its tokenizer.
-        examples (`list[EvalExample]`): examples with `supporting` spans.
+        examples (`list[QAExample]`): examples with `supporting` spans.
         teacher (`str`): `"gold"` or `"initial"` (see the module docstring).
         bank_dir (`str`, *optional*): keep each document's bank on disk in a new subfolder of this folder (named
             after the example) instead of in host memory.
@@ -160,7 +160,7 @@ def build_gate_rows(
     return rows
 
 
-def _example_rows(model, tokenizer, example: EvalExample, teacher: str, bank_dir: str | None) -> list[GateRow]:
+def _example_rows(model, tokenizer, example: QAExample, teacher: str, bank_dir: str | None) -> list[GateRow]:
     config = model.config
     ids = torch.tensor([tokenizer.encode(example.context, add_special_tokens=False)])
     if bank_dir is None:
@@ -239,9 +239,9 @@ class GateTrainingResult:
 def train_gate(
     model,
     tokenizer,
-    examples: list[EvalExample],
+    examples: list[QAExample],
     config: GateTrainingConfig,
-    eval_examples: list[EvalExample] | None = None,
+    eval_examples: list[QAExample] | None = None,
 ) -> GateTrainingResult:
     """Trains the `gate` adapter of `model` in place and switches the model to the classifier gate.
 
@@ -252,10 +252,10 @@ def train_gate(
     Args:
         model (`LycheeMemoryForCausalLM`): the model (its compressor writes the blocks the gate reads).
         tokenizer: its tokenizer.
-        examples (`list[EvalExample]`): training examples with supporting passages; split by `eval_fraction`
+        examples (`list[QAExample]`): training examples with supporting passages; split by `eval_fraction`
             when `eval_examples` is not given.
         config (`GateTrainingConfig`): training settings.
-        eval_examples (`list[EvalExample]`, *optional*): held-out examples.
+        eval_examples (`list[QAExample]`, *optional*): held-out examples.
 
     Returns:
         `GateTrainingResult` with the held-out metrics before and after training.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..eval.tasks import EvalExample
+from ..data import QAExample
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
 from ..modeling.reasoner_lychee import build_prompt, stop_and_pad_ids
 from .teacher import gold_memory_texts
@@ -35,13 +35,13 @@ class ReasonerStep:
     target_ids: torch.LongTensor
 
 
-def build_reasoner_steps(model, tokenizer, examples: list[EvalExample]) -> list[ReasonerStep]:
+def build_reasoner_steps(model, tokenizer, examples: list[QAExample]) -> list[ReasonerStep]:
     """Compresses each example (no gradients) and writes its teacher steps: one per block plus the final one.
 
     Args:
         model (`LycheeMemoryForCausalLM`): the model (its compressor writes the blocks; its config the prompts).
         tokenizer: its tokenizer.
-        examples (`list[EvalExample]`): examples with `supporting` spans and gold `answers`.
+        examples (`list[QAExample]`): examples with `supporting` spans and gold `answers`.
 
     Returns:
         `list[ReasonerStep]`.

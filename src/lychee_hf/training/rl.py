@@ -42,8 +42,8 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from transformers import GenerationConfig, Trainer
 from transformers.utils import logging
 
-from ..eval.metrics import exact_match, substring_match, token_f1
-from ..eval.tasks import EvalExample
+from ..data import QAExample
+from ..metrics import exact_match, substring_match, token_f1
 from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
 from ..modeling.reasoner_lychee import build_prompt, count_decoded, left_pad, stop_and_pad_ids
@@ -177,7 +177,7 @@ class Episode:
 class RolloutGroup:
     """The `num_generations` episodes of one question, and what recomputing their blocks needs."""
 
-    example: EvalExample
+    example: QAExample
     context_ids: torch.LongTensor
     episodes: list[Episode] = field(default_factory=list)
 
@@ -222,7 +222,7 @@ def sampling_configs(model, config: LycheeGRPOConfig) -> tuple[GenerationConfig,
 
 
 @torch.no_grad()
-def sample_group(model, tokenizer, example: EvalExample, config: LycheeGRPOConfig, reward_funcs=None) -> RolloutGroup:
+def sample_group(model, tokenizer, example: QAExample, config: LycheeGRPOConfig, reward_funcs=None) -> RolloutGroup:
     """Samples `num_generations` episodes of `example` with the model's own loop and scores them.
 
     The document is compressed once (no gradients); every episode reads the same bank, and the gate decides
@@ -417,7 +417,7 @@ def grpo_loss(
 class LycheeGRPOTrainer(Trainer):
     """A `Trainer` whose step samples episodes with the model's own loop and takes one GRPO step on them.
 
-    Rows of `train_dataset` are `EvalExample`s, read in order (a length curriculum stays a curriculum).
+    Rows of `train_dataset` are `QAExample`s, read in order (a length curriculum stays a curriculum).
     `reward_funcs` (optional, TRL-style callables, see `episode_rewards`) replace the config's rule reward.
     Metrics logged per step: `reward` (mean), `reward/<task>` (when the step had that task), `reward_std`,
     `answer_correct`, `turns` (per episode), `completion_tokens`, `clip_ratio`, `kl`.
@@ -440,7 +440,7 @@ class LycheeGRPOTrainer(Trainer):
         return self.accelerator.prepare(loader)  # several processes: each gets its share of every global batch
 
     def compute_loss(
-        self, model, inputs: list[tuple[int, EvalExample]], return_outputs: bool = False, num_items_in_batch=None
+        self, model, inputs: list[tuple[int, QAExample]], return_outputs: bool = False, num_items_in_batch=None
     ):
         unwrapped = self.accelerator.unwrap_model(model)
         was_training = unwrapped.training
@@ -576,7 +576,7 @@ class RLResult:
 def train_rl(
     model,
     tokenizer,
-    examples: list[EvalExample],
+    examples: list[QAExample],
     config: LycheeGRPOConfig,
     reward_funcs: list[RewardFunc] | None = None,
     callbacks: list | None = None,
@@ -587,7 +587,7 @@ def train_rl(
         model (`LycheeMemoryForCausalLM`): the model to train (its role adapters travel along; the reasoner
             adapter is created if missing).
         tokenizer: its tokenizer.
-        examples (`list[EvalExample]`): questions with gold answers (e.g. `curriculum_examples` or
+        examples (`list[QAExample]`): questions with gold answers (e.g. `curriculum_examples` or
             `load_memagent_jsonl`).
         config (`LycheeGRPOConfig`): training settings.
         reward_funcs (`list[Callable]`, *optional*): custom rewards instead of the rule (see `episode_rewards`).
@@ -609,7 +609,7 @@ def train_rl(
 
 
 @torch.no_grad()
-def evaluate_policy(model, tokenizer, examples: list[EvalExample], config: LycheeGRPOConfig) -> dict[str, float]:
+def evaluate_policy(model, tokenizer, examples: list[QAExample], config: LycheeGRPOConfig) -> dict[str, float]:
     """Mean reward of `num_generations` sampled episodes per held-out example: what GRPO optimises, measured.
 
     Greedy accuracy can saturate while the sampled policy still improves; this reports the latter.

@@ -9,7 +9,7 @@ Three tasks, after RULER:
 * `vt`: variable tracking, chains "VAR A = 12345." -> "VAR B = VAR A." hidden in filler, with distractor chains.
 
 Every example records the character spans of its gold facts (`supporting`), so that the chunks holding them can be
-found for any tokenizer and chunk size (`supporting_chunks`).
+found for any tokenizer and chunk size (`spans.supporting_chunks`).
 
 The length is hit without re-tokenizing the whole context repeatedly: filler pieces are tokenized one by one (in
 batches) to estimate their cost, the context is assembled and tokenized once, and the measured error rescales the
@@ -18,118 +18,19 @@ estimate for at most two more assemblies. A last filler sentence cut at a word b
 
 import bisect
 import random
-import re
 import string
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .examples import QAExample
+from .spans import token_ids
 
 # At most this many tokenizations of a whole context per example.
 _MAX_FULL_TOKENIZATIONS = 3
 _FILLER_BATCH = 256
 
 
-@dataclass
-class EvalExample:
-    """One long-context question with its gold answers and the location of its gold facts.
-
-    Args:
-        id (`str`): unique within a task, e.g. `"niah-7000-s0-3"`.
-        task (`str`): `"mhqa"`, `"niah"`, `"vt"`, `"jsonl"` or `"hotpotqa"`.
-        context (`str`): the long document.
-        question (`str`): the question about it.
-        answers (`list[str]`): gold answers; matching any one counts.
-        supporting (`list[tuple[int, int]]`): character spans `[start, end)` in `context` of every gold fact.
-        length_tokens (`int`): `len(tokenizer.encode(context, add_special_tokens=False))`; 0 when unknown.
-        meta (`dict`): seed, target length and task-specific details (depths, keys, entities).
-    """
-
-    id: str
-    task: str
-    context: str
-    question: str
-    answers: list[str]
-    supporting: list[tuple[int, int]]
-    length_tokens: int
-    meta: dict = field(default_factory=dict)
-
-
-def parse_length(text: str) -> int:
-    """Parses a length in tokens: `"7k"` -> 7000, `"112K"` -> 112000, `"1m"` -> 1000000, `"4096"` -> 4096.
-
-    Args:
-        text (`str`): digits (a decimal point allowed before a suffix), optionally followed by `k` or `m`.
-
-    Returns:
-        `int`: the positive number of tokens.
-
-    Raises:
-        `ValueError`: naming `text` when it is not such a length.
-    """
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*", str(text))
-    if match is None:
-        raise ValueError(f"cannot parse length {text!r}: expected a number of tokens such as 4096, 7k, 112K or 1m")
-    multiplier = {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2).lower()]
-    value = float(match.group(1)) * multiplier
-    if value < 1 or value != int(value):
-        raise ValueError(f"cannot parse length {text!r}: expected a positive whole number of tokens")
-    return int(value)
-
-
-def supporting_chunks(example: EvalExample, tokenizer, chunk_size: int) -> list[int]:
-    """The indices of the chunks (token offset // `chunk_size`) that hold any part of a supporting span.
-
-    Args:
-        example (`EvalExample`): the example whose `supporting` spans are located.
-        tokenizer: the tokenizer that splits `example.context` into chunks; a fast tokenizer is located exactly
-            through its offset mapping, a slow one by tokenizing the context prefix before and through each span.
-        chunk_size (`int`): tokens per chunk.
-
-    Returns:
-        `list[int]`: sorted, unique chunk indices.
-    """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    spans = [(start, end) for start, end in example.supporting if end > start]
-    if not spans:
-        return []
-    if getattr(tokenizer, "is_fast", False):
-        token_ranges = _token_ranges_from_offsets(example.context, tokenizer, spans)
-    else:
-        token_ranges = _token_ranges_from_prefixes(example.context, tokenizer, spans)
-    chunks = set()
-    for first, last in token_ranges:
-        if last >= first:
-            chunks.update(range(first // chunk_size, last // chunk_size + 1))
-    return sorted(chunks)
-
-
-def _token_ranges_from_offsets(context: str, tokenizer, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    offsets = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
-    starts = [start for start, _ in offsets]
-    ends = [end for _, end in offsets]
-    ranges = []
-    for start, end in spans:
-        first = bisect.bisect_right(ends, start)  # first token ending after the span starts
-        last = bisect.bisect_left(starts, end) - 1  # last token starting before the span ends
-        ranges.append((first, last))
-    return ranges
-
-
-def _token_ranges_from_prefixes(context: str, tokenizer, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    ranges = []
-    for start, end in spans:
-        before = _token_ids(tokenizer, context[:start])
-        through = _token_ids(tokenizer, context[:end])
-        # Tokens of the prefix that the span's text re-merges (" " + "The" -> " The") are the span's first tokens;
-        # such merges only reach back a few tokens from the span's start.
-        first = min(len(before), len(through))
-        while first > 0 and before[first - 1] != through[first - 1]:
-            first -= 1
-        ranges.append((first, len(through) - 1))
-    return ranges
-
-
-def make_mhqa(tokenizer, length_tokens: int, n: int, seed: int = 0) -> list[EvalExample]:
+def make_mhqa(tokenizer, length_tokens: int, n: int, seed: int = 0) -> list[QAExample]:
     """Two-hop questions ("In which country was X born?") over invented entities, RULER-HQA style.
 
     The context is a list of "Document i:" paragraphs (title line, then text). Two are gold: "X was born in Y." and
@@ -144,7 +45,7 @@ def make_mhqa(tokenizer, length_tokens: int, n: int, seed: int = 0) -> list[Eval
         seed (`int`, *optional*, defaults to 0): example `i` depends only on (`seed`, `i`), not on `n`.
 
     Returns:
-        `list[EvalExample]`: `n` examples; `supporting` holds the spans of the two gold documents.
+        `list[QAExample]`: `n` examples; `supporting` holds the spans of the two gold documents.
     """
     _check_sizes(length_tokens, n)
     return [_mhqa_example(tokenizer, length_tokens, seed, index) for index in range(n)]
@@ -152,7 +53,7 @@ def make_mhqa(tokenizer, length_tokens: int, n: int, seed: int = 0) -> list[Eval
 
 def make_niah(
     tokenizer, length_tokens: int, n: int, seed: int = 0, num_keys: int = 1, depth: float | None = None
-) -> list[EvalExample]:
+) -> list[QAExample]:
     """Needle in a haystack: "The special magic number for {key} is {7 digits}." hidden in filler sentences.
 
     Args:
@@ -165,7 +66,7 @@ def make_niah(
         depth (`float`, *optional*): relative position in [0, 1] of the asked needle; random per example if `None`.
 
     Returns:
-        `list[EvalExample]`: `n` examples; `supporting` holds the span of the asked needle only.
+        `list[QAExample]`: `n` examples; `supporting` holds the span of the asked needle only.
     """
     _check_sizes(length_tokens, n)
     if num_keys < 1:
@@ -175,7 +76,7 @@ def make_niah(
     return [_niah_example(tokenizer, length_tokens, seed, index, num_keys, depth) for index in range(n)]
 
 
-def make_vt(tokenizer, length_tokens: int, n: int, seed: int = 0, hops: int = 2) -> list[EvalExample]:
+def make_vt(tokenizer, length_tokens: int, n: int, seed: int = 0, hops: int = 2) -> list[QAExample]:
     """Variable tracking: which variables end up holding a value through a chain of assignments.
 
     The asked chain "VAR A = 12345." "VAR B = VAR A." ... (`hops` assignments after the first) and distractor
@@ -189,7 +90,7 @@ def make_vt(tokenizer, length_tokens: int, n: int, seed: int = 0, hops: int = 2)
         hops (`int`, *optional*, defaults to 2): chain length minus one.
 
     Returns:
-        `list[EvalExample]`: `n` examples; the answer is the chain's variable names in order, joined by ", ";
+        `list[QAExample]`: `n` examples; the answer is the chain's variable names in order, joined by ", ";
         `supporting` holds the span of every statement of the asked chain.
     """
     _check_sizes(length_tokens, n)
@@ -435,12 +336,8 @@ def _render(pieces: Sequence[_Piece]) -> tuple[str, list[tuple[int, int]]]:
     return "".join(parts), spans
 
 
-def _token_ids(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-
-
 def _count_tokens(tokenizer, text: str) -> int:
-    return len(_token_ids(tokenizer, text))
+    return len(token_ids(tokenizer, text))
 
 
 def _batch_costs(tokenizer, texts: list[str]) -> list[int]:
@@ -640,7 +537,7 @@ def _mhqa_distractors(rng: random.Random, names: _NameMaker) -> Iterator[_Piece]
             yield _Piece(sentence)
 
 
-def _mhqa_example(tokenizer, target: int, seed: int, index: int) -> EvalExample:
+def _mhqa_example(tokenizer, target: int, seed: int, index: int) -> QAExample:
     rng = _example_rng("mhqa", seed, index)
     gold_names = _GoldNameMaker(rng)
     person = gold_names.reserve(gold_names.person)
@@ -664,7 +561,7 @@ def _mhqa_example(tokenizer, target: int, seed: int, index: int) -> EvalExample:
     stream = _FillerStream(tokenizer, _mhqa_distractors(filler_rng, names))
     tail = _Tail(tokenizer, _tail_for(filler_rng, names))
     context, spans, length = _fit_length(tokenizer, target, stream, tail, golds, whole_paragraphs=True)
-    return EvalExample(
+    return QAExample(
         id=f"mhqa-{target}-s{seed}-{index}",
         task="mhqa",
         context=context,
@@ -684,7 +581,7 @@ def _mhqa_example(tokenizer, target: int, seed: int, index: int) -> EvalExample:
     )
 
 
-def _niah_example(tokenizer, target: int, seed: int, index: int, num_keys: int, depth: float | None) -> EvalExample:
+def _niah_example(tokenizer, target: int, seed: int, index: int, num_keys: int, depth: float | None) -> QAExample:
     rng = _example_rng("niah", seed, index)
     pairs = rng.sample([(color, animal) for color in _KEY_COLORS for animal in _KEY_ANIMALS], num_keys)
     keys = [f"{color}-{animal}" for color, animal in pairs]
@@ -701,7 +598,7 @@ def _niah_example(tokenizer, target: int, seed: int, index: int, num_keys: int, 
     stream = _FillerStream(tokenizer, _plain_filler(filler_rng, names))
     tail = _Tail(tokenizer, _tail_for(filler_rng, names))
     context, spans, length = _fit_length(tokenizer, target, stream, tail, golds)
-    return EvalExample(
+    return QAExample(
         id=f"niah-{target}-s{seed}-{index}",
         task="niah",
         context=context,
@@ -736,7 +633,7 @@ def _chain_statements(variables: list[str], value: str) -> list[str]:
     return [first] + [f"VAR {current} = VAR {previous}." for previous, current in zip(variables, variables[1:])]
 
 
-def _vt_example(tokenizer, target: int, seed: int, index: int, hops: int) -> EvalExample:
+def _vt_example(tokenizer, target: int, seed: int, index: int, hops: int) -> QAExample:
     rng = _example_rng("vt", seed, index)
     chains = 1 + _VT_DISTRACTOR_CHAINS
     variables = _variable_names(rng, chains * (hops + 1))
@@ -757,7 +654,7 @@ def _vt_example(tokenizer, target: int, seed: int, index: int, hops: int) -> Eva
     tail = _Tail(tokenizer, _tail_for(filler_rng, names_maker))
     context, spans, length = _fit_length(tokenizer, target, stream, tail, golds)
     asked_chain = variables[: hops + 1]
-    return EvalExample(
+    return QAExample(
         id=f"vt-{target}-s{seed}-{index}",
         task="vt",
         context=context,

@@ -1,12 +1,12 @@
-"""Loaders for the user's own evaluation data: MemAgent/verl-style JSONL and HotpotQA JSON, as `EvalExample`s."""
+"""Loaders for the user's own evaluation data: MemAgent/verl-style JSONL and HotpotQA JSON, as `QAExample`s."""
 
 import json
 from pathlib import Path
 
-from .tasks import EvalExample
+from .examples import QAExample
 
 
-def load_memagent_jsonl(path: str | Path, tokenizer=None) -> list[EvalExample]:
+def load_memagent_jsonl(path: str | Path, tokenizer=None) -> list[QAExample]:
     """Reads one example per line in the MemAgent/verl schema.
 
     Each line is a JSON object with:
@@ -22,7 +22,7 @@ def load_memagent_jsonl(path: str | Path, tokenizer=None) -> list[EvalExample]:
         tokenizer (*optional*): if given, fills `length_tokens`; 0 otherwise.
 
     Returns:
-        `list[EvalExample]`: with task `"jsonl"`, in file order.
+        `list[QAExample]`: with task `"jsonl"`, in file order.
 
     Raises:
         `FileNotFoundError` if the file is missing; `ValueError` naming `file:line` and the field for a malformed
@@ -39,7 +39,7 @@ def load_memagent_jsonl(path: str | Path, tokenizer=None) -> list[EvalExample]:
     return examples
 
 
-def load_hotpotqa_json(path: str | Path, tokenizer=None) -> list[EvalExample]:
+def load_hotpotqa_json(path: str | Path, tokenizer=None) -> list[QAExample]:
     """Reads a HotpotQA file (a JSON list, as in `hotpot_dev_distractor_v1.json`).
 
     Each item has `"_id"`, `"question"`, `"answer"`, `"context"` (`[[title, [sentence, ...]], ...]`) and
@@ -52,7 +52,7 @@ def load_hotpotqa_json(path: str | Path, tokenizer=None) -> list[EvalExample]:
         tokenizer (*optional*): if given, fills `length_tokens`; 0 otherwise.
 
     Returns:
-        `list[EvalExample]`: with task `"hotpotqa"`; `supporting` holds the spans of the supporting sentences
+        `list[QAExample]`: with task `"hotpotqa"`; `supporting` holds the spans of the supporting sentences
         (facts pointing past a document's sentences, which the dataset has a few of, are skipped and counted in
         `meta["missing_supporting_facts"]`).
 
@@ -90,7 +90,7 @@ def _json_object(line: str, where: str) -> dict:
     return record
 
 
-def _memagent_example(record: dict, where: str, line_id: str, tokenizer) -> EvalExample:
+def _memagent_example(record: dict, where: str, line_id: str, tokenizer) -> QAExample:
     context = record.get("context")
     if not isinstance(context, str) or not context.strip():
         raise ValueError(f"{where} has no non-empty string field 'context'")
@@ -101,7 +101,7 @@ def _memagent_example(record: dict, where: str, line_id: str, tokenizer) -> Eval
         raise ValueError(f"{where} has a 'supporting' field that is not a list of strings")
     supporting = [_passage_span(context, passage, where) for passage in passages]
     identifier = record.get("id", record.get("_id", line_id))
-    return EvalExample(
+    return QAExample(
         id=str(identifier),
         task="jsonl",
         context=context,
@@ -140,7 +140,7 @@ def _passage_span(context: str, passage, where: str) -> tuple[int, int]:
     return start, start + len(passage)
 
 
-def _hotpotqa_example(item, where: str, tokenizer) -> EvalExample:
+def _hotpotqa_example(item, where: str, tokenizer) -> QAExample:
     if not isinstance(item, dict):
         raise ValueError(f"{where} should be a JSON object, got {type(item).__name__}")
     for name in ("question", "answer", "context"):
@@ -155,7 +155,7 @@ def _hotpotqa_example(item, where: str, tokenizer) -> EvalExample:
             missing += 1
         else:
             supporting.append(span)
-    return EvalExample(
+    return QAExample(
         id=str(item.get("_id", item.get("id", where))),
         task="hotpotqa",
         context=context,

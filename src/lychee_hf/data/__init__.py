@@ -1,0 +1,20 @@
+"""The data layer under training and evaluation: the shared row (`QAExample`), seeded task generators, file loaders,
+narrative filler and the supporting-span logic. Evaluation (`lychee_hf.eval`) and training (`lychee_hf.training`)
+both stand on it; neither imports the other."""
+
+from .examples import QAExample, parse_length
+from .loaders import load_hotpotqa_json, load_memagent_jsonl
+from .spans import supporting_chunks
+from .synthetic import TASKS, make_mhqa, make_niah, make_vt
+
+__all__ = [
+    "TASKS",
+    "QAExample",
+    "load_hotpotqa_json",
+    "load_memagent_jsonl",
+    "make_mhqa",
+    "make_niah",
+    "make_vt",
+    "parse_length",
+    "supporting_chunks",
+]
