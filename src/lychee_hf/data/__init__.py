@@ -3,11 +3,18 @@ narrative filler and the supporting-span logic. Evaluation (`lychee_hf.eval`) an
 both stand on it; neither imports the other."""
 
 from .examples import QAExample, parse_length
+from .families import FAMILIES, FAMILY_TASKS
 from .loaders import load_hotpotqa_json, load_memagent_jsonl
 from .spans import supporting_chunks
-from .synthetic import TASKS, make_mhqa, make_niah, make_vt
+from .synthetic import SYNTHETIC_TASKS, make_mhqa, make_niah, make_vt
+
+# Every generated task by name: `lychee-hf eval --task`, training curricula.
+TASKS = {**SYNTHETIC_TASKS, **FAMILY_TASKS}
 
 __all__ = [
+    "FAMILIES",
+    "FAMILY_TASKS",
+    "SYNTHETIC_TASKS",
     "TASKS",
     "QAExample",
     "load_hotpotqa_json",

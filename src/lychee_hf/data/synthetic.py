@@ -47,7 +47,7 @@ def make_mhqa(tokenizer, length_tokens: int, n: int, seed: int = 0) -> list[QAEx
     Returns:
         `list[QAExample]`: `n` examples; `supporting` holds the spans of the two gold documents.
     """
-    _check_sizes(length_tokens, n)
+    check_sizes(length_tokens, n)
     return [_mhqa_example(tokenizer, length_tokens, seed, index) for index in range(n)]
 
 
@@ -68,7 +68,7 @@ def make_niah(
     Returns:
         `list[QAExample]`: `n` examples; `supporting` holds the span of the asked needle only.
     """
-    _check_sizes(length_tokens, n)
+    check_sizes(length_tokens, n)
     if num_keys < 1:
         raise ValueError(f"num_keys must be at least 1, got {num_keys}")
     if depth is not None and not 0.0 <= depth <= 1.0:
@@ -93,23 +93,23 @@ def make_vt(tokenizer, length_tokens: int, n: int, seed: int = 0, hops: int = 2)
         `list[QAExample]`: `n` examples; the answer is the chain's variable names in order, joined by ", ";
         `supporting` holds the span of every statement of the asked chain.
     """
-    _check_sizes(length_tokens, n)
+    check_sizes(length_tokens, n)
     if hops < 0:
         raise ValueError(f"hops must be non-negative, got {hops}")
     return [_vt_example(tokenizer, length_tokens, seed, index, hops) for index in range(n)]
 
 
-TASKS = {"mhqa": make_mhqa, "niah": make_niah, "vt": make_vt}
+SYNTHETIC_TASKS = {"mhqa": make_mhqa, "niah": make_niah, "vt": make_vt}
 
 
-def _check_sizes(length_tokens: int, n: int) -> None:
+def check_sizes(length_tokens: int, n: int) -> None:
     if length_tokens < 1:
         raise ValueError(f"length_tokens must be positive, got {length_tokens}")
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
 
 
-def _example_rng(task: str, seed: int, index: int, stream: str = "") -> random.Random:
+def example_rng(task: str, seed: int, index: int, stream: str = "") -> random.Random:
     # String seeds are hashed with SHA-512 by `random`, so they are stable across processes and Python versions.
     return random.Random(f"lychee-eval/{task}/{seed}/{index}/{stream}")
 
@@ -206,7 +206,7 @@ _FIXED_TEXT = " ".join(
 ).lower()  # fmt: skip
 
 
-class _NameMaker:
+class NameMaker:
     """Invented names from syllables, avoiding the forbidden words (reserved for gold entities) inside any name."""
 
     def __init__(self, rng: random.Random, forbidden: Sequence[str] = ()):
@@ -244,7 +244,7 @@ class _NameMaker:
                 return name
 
 
-class _GoldNameMaker(_NameMaker):
+class GoldNameMaker(NameMaker):
     """Names that are no substring of the fixed vocabulary nor of (nor containing) each other."""
 
     def allowed(self, candidate: str) -> bool:
@@ -259,7 +259,7 @@ class _GoldNameMaker(_NameMaker):
         return name
 
 
-def _fill_template(template: str, rng: random.Random, names: _NameMaker, **fixed: str) -> str:
+def _fill_template(template: str, rng: random.Random, names: NameMaker, **fixed: str) -> str:
     slots = {
         "adj": lambda: rng.choice(_ADJECTIVES),
         "adj2": lambda: rng.choice(_ADJECTIVES),
@@ -279,18 +279,18 @@ def _fill_template(template: str, rng: random.Random, names: _NameMaker, **fixed
     return template.format(**values)
 
 
-def _filler_sentence(rng: random.Random, names: _NameMaker) -> str:
+def filler_sentence(rng: random.Random, names: NameMaker) -> str:
     return _fill_template(rng.choice(_FILLER_TEMPLATES), rng, names)
 
 
-def _titled_filler_sentence(rng: random.Random, names: _NameMaker) -> tuple[str, str]:
+def _titled_filler_sentence(rng: random.Random, names: NameMaker) -> tuple[str, str]:
     """An invented person or place and a filler sentence about them, to open a plain filler document."""
     slot, title = ("person", names.person()) if rng.random() < 0.5 else ("place", names.city())
     templates = [template for template in _FILLER_TEMPLATES if "{" + slot + "}" in template]
     return title, _fill_template(rng.choice(templates), rng, names, **{slot: title})
 
 
-def _bio_sentences(rng: random.Random, names: _NameMaker, templates: list[str], name: str, count: int) -> list[str]:
+def _bio_sentences(rng: random.Random, names: NameMaker, templates: list[str], name: str, count: int) -> list[str]:
     return [_fill_template(template, rng, names, name=name) for template in rng.sample(templates, count)]
 
 
@@ -300,7 +300,7 @@ def _bio_sentences(rng: random.Random, names: _NameMaker, templates: list[str], 
 
 
 @dataclass
-class _Piece:
+class Piece:
     """A sentence of the context, or the start of a paragraph (a "Document i:" one when it has a title)."""
 
     text: str
@@ -308,17 +308,17 @@ class _Piece:
     title: str | None = None
 
 
-def _separator(piece: _Piece, first: bool) -> str:
+def _separator(piece: Piece, first: bool) -> str:
     if first:
         return ""
     return "\n\n" if piece.opens_paragraph else " "
 
 
-def _header(piece: _Piece, document_number: int) -> str:
+def _header(piece: Piece, document_number: int) -> str:
     return f"Document {document_number}:\n{piece.title}\n" if piece.title is not None else ""
 
 
-def _render(pieces: Sequence[_Piece]) -> tuple[str, list[tuple[int, int]]]:
+def _render(pieces: Sequence[Piece]) -> tuple[str, list[tuple[int, int]]]:
     """Joins pieces into a context; returns it and the span of every piece (a paragraph's header included)."""
     parts: list[str] = []
     spans: list[tuple[int, int]] = []
@@ -346,13 +346,13 @@ def _batch_costs(tokenizer, texts: list[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
 
 
-class _FillerStream:
+class FillerStream:
     """Filler pieces drawn lazily from a seeded iterator, with their estimated token costs (tokenized in batches)."""
 
-    def __init__(self, tokenizer, pieces: Iterator[_Piece]):
+    def __init__(self, tokenizer, pieces: Iterator[Piece]):
         self.tokenizer = tokenizer
         self.source = pieces
-        self.pieces: list[_Piece] = []
+        self.pieces: list[Piece] = []
         self.prefix = [0]  # prefix[k]: estimated tokens of the first k pieces
         self.documents = 0
 
@@ -398,7 +398,7 @@ class _FillerStream:
         return 0
 
 
-class _Tail:
+class Tail:
     """A filler sentence cut after `w` words: the word-level remainder that tops the context up to its target."""
 
     def __init__(self, tokenizer, sentences: list[str]):
@@ -415,15 +415,15 @@ class _Tail:
 
 
 @dataclass
-class _Gold:
+class Gold:
     """A gold or distractor fact placed at a relative depth among the filler."""
 
-    piece: _Piece
+    piece: Piece
     depth: float
 
 
 def _assemble(
-    stream: _FillerStream, tail: _Tail, golds: list[_Gold], count: int, words: int, whole_paragraphs: bool
+    stream: FillerStream, tail: Tail, golds: list[Gold], count: int, words: int, whole_paragraphs: bool
 ) -> tuple[str, list[tuple[int, int]]]:
     """The context from `count` filler pieces, the golds at their depths and a `words`-word tail; gold spans."""
     filler_cost = stream.prefix[count]
@@ -433,7 +433,7 @@ def _assemble(
         if whole_paragraphs:
             index = stream.next_paragraph(index, limit=count)
         insertions.setdefault(index, []).append(number)
-    pieces: list[_Piece] = []
+    pieces: list[Piece] = []
     gold_positions = [0] * len(golds)
     for index in range(count + 1):
         for number in insertions.get(index, []):
@@ -442,17 +442,17 @@ def _assemble(
         if index < count:
             pieces.append(stream.pieces[index])
     if words:
-        pieces.append(_Piece(tail.text(words)))
+        pieces.append(Piece(tail.text(words)))
     context, spans = _render(pieces)
     return context, [spans[position] for position in gold_positions]
 
 
-def _fit_length(
+def fit_length(
     tokenizer,
     target: int,
-    stream: _FillerStream,
-    tail: _Tail,
-    golds: list[_Gold],
+    stream: FillerStream,
+    tail: Tail,
+    golds: list[Gold],
     whole_paragraphs: bool = False,
 ) -> tuple[str, list[tuple[int, int]], int]:
     """Assembles a context of about `target` tokens around the golds; returns it, the gold spans and its length.
@@ -485,7 +485,7 @@ def _fit_length(
     return best
 
 
-def _choose_sizes(stream: _FillerStream, tail: _Tail, fixed: int, target: int, scale: float) -> tuple[int, int]:
+def _choose_sizes(stream: FillerStream, tail: Tail, fixed: int, target: int, scale: float) -> tuple[int, int]:
     """(filler pieces, tail words) whose estimated cost, times `scale`, comes closest to `target`."""
     budget = target / scale - fixed
     count = stream.count_within(budget)
@@ -496,9 +496,9 @@ def _choose_sizes(stream: _FillerStream, tail: _Tail, fixed: int, target: int, s
     return count, words
 
 
-def _tail_for(rng: random.Random, names: _NameMaker) -> list[str]:
+def tail_for(rng: random.Random, names: NameMaker) -> list[str]:
     # Enough words to bridge the largest gap between two filler pieces (a document header and its first sentence).
-    return [_filler_sentence(rng, names) for _ in range(6)]
+    return [filler_sentence(rng, names) for _ in range(6)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -506,14 +506,14 @@ def _tail_for(rng: random.Random, names: _NameMaker) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _plain_filler(rng: random.Random, names: _NameMaker) -> Iterator[_Piece]:
+def _plain_filler(rng: random.Random, names: NameMaker) -> Iterator[Piece]:
     """Filler sentences in paragraphs of 3 to 7, without digits, hyphens or all-capital words."""
     while True:
         for number in range(rng.randint(3, 7)):
-            yield _Piece(_filler_sentence(rng, names), opens_paragraph=number == 0)
+            yield Piece(filler_sentence(rng, names), opens_paragraph=number == 0)
 
 
-def _mhqa_distractors(rng: random.Random, names: _NameMaker) -> Iterator[_Piece]:
+def _mhqa_distractors(rng: random.Random, names: NameMaker) -> Iterator[Piece]:
     """Distractor documents: other births, other capitals (some forming other two-hop chains) and plain filler."""
     capitals: list[str] = []
     while True:
@@ -531,15 +531,15 @@ def _mhqa_distractors(rng: random.Random, names: _NameMaker) -> Iterator[_Piece]
             rest = _bio_sentences(rng, names, _PERSON_BIOS, person, rng.randint(0, 2))
         else:
             title, first = _titled_filler_sentence(rng, names)
-            rest = [_filler_sentence(rng, names) for _ in range(rng.randint(0, 2))]
-        yield _Piece(first, opens_paragraph=True, title=title)
+            rest = [filler_sentence(rng, names) for _ in range(rng.randint(0, 2))]
+        yield Piece(first, opens_paragraph=True, title=title)
         for sentence in rest:
-            yield _Piece(sentence)
+            yield Piece(sentence)
 
 
 def _mhqa_example(tokenizer, target: int, seed: int, index: int) -> QAExample:
-    rng = _example_rng("mhqa", seed, index)
-    gold_names = _GoldNameMaker(rng)
+    rng = example_rng("mhqa", seed, index)
+    gold_names = GoldNameMaker(rng)
     person = gold_names.reserve(gold_names.person)
     city = gold_names.reserve(gold_names.city)
     country = gold_names.reserve(gold_names.country)
@@ -553,14 +553,14 @@ def _mhqa_example(tokenizer, target: int, seed: int, index: int) -> QAExample:
     )
     depths = {"bridge": rng.random(), "answer": rng.random()}
     golds = [
-        _Gold(_Piece(bridge, opens_paragraph=True, title=person), depths["bridge"]),
-        _Gold(_Piece(answer, opens_paragraph=True, title=city), depths["answer"]),
+        Gold(Piece(bridge, opens_paragraph=True, title=person), depths["bridge"]),
+        Gold(Piece(answer, opens_paragraph=True, title=city), depths["answer"]),
     ]
-    filler_rng = _example_rng("mhqa", seed, index, "filler")
-    names = _NameMaker(filler_rng, forbidden=gold_names.forbidden)
-    stream = _FillerStream(tokenizer, _mhqa_distractors(filler_rng, names))
-    tail = _Tail(tokenizer, _tail_for(filler_rng, names))
-    context, spans, length = _fit_length(tokenizer, target, stream, tail, golds, whole_paragraphs=True)
+    filler_rng = example_rng("mhqa", seed, index, "filler")
+    names = NameMaker(filler_rng, forbidden=gold_names.forbidden)
+    stream = FillerStream(tokenizer, _mhqa_distractors(filler_rng, names))
+    tail = Tail(tokenizer, tail_for(filler_rng, names))
+    context, spans, length = fit_length(tokenizer, target, stream, tail, golds, whole_paragraphs=True)
     return QAExample(
         id=f"mhqa-{target}-s{seed}-{index}",
         task="mhqa",
@@ -582,7 +582,7 @@ def _mhqa_example(tokenizer, target: int, seed: int, index: int) -> QAExample:
 
 
 def _niah_example(tokenizer, target: int, seed: int, index: int, num_keys: int, depth: float | None) -> QAExample:
-    rng = _example_rng("niah", seed, index)
+    rng = example_rng("niah", seed, index)
     pairs = rng.sample([(color, animal) for color in _KEY_COLORS for animal in _KEY_ANIMALS], num_keys)
     keys = [f"{color}-{animal}" for color, animal in pairs]
     numbers = [str(number) for number in rng.sample(range(1_000_000, 10_000_000), num_keys)]
@@ -590,14 +590,14 @@ def _niah_example(tokenizer, target: int, seed: int, index: int, num_keys: int, 
     asked_depth = rng.random() if depth is None else depth
     depths = [asked_depth if number == asked else rng.random() for number in range(num_keys)]
     golds = [
-        _Gold(_Piece(_NEEDLE_TEMPLATE.format(key=key, number=value)), needle_depth)
+        Gold(Piece(_NEEDLE_TEMPLATE.format(key=key, number=value)), needle_depth)
         for key, value, needle_depth in zip(keys, numbers, depths)
     ]
-    filler_rng = _example_rng("niah", seed, index, "filler")
-    names = _NameMaker(filler_rng)
-    stream = _FillerStream(tokenizer, _plain_filler(filler_rng, names))
-    tail = _Tail(tokenizer, _tail_for(filler_rng, names))
-    context, spans, length = _fit_length(tokenizer, target, stream, tail, golds)
+    filler_rng = example_rng("niah", seed, index, "filler")
+    names = NameMaker(filler_rng)
+    stream = FillerStream(tokenizer, _plain_filler(filler_rng, names))
+    tail = Tail(tokenizer, tail_for(filler_rng, names))
+    context, spans, length = fit_length(tokenizer, target, stream, tail, golds)
     return QAExample(
         id=f"niah-{target}-s{seed}-{index}",
         task="niah",
@@ -634,25 +634,23 @@ def _chain_statements(variables: list[str], value: str) -> list[str]:
 
 
 def _vt_example(tokenizer, target: int, seed: int, index: int, hops: int) -> QAExample:
-    rng = _example_rng("vt", seed, index)
+    rng = example_rng("vt", seed, index)
     chains = 1 + _VT_DISTRACTOR_CHAINS
     variables = _variable_names(rng, chains * (hops + 1))
     values = [str(value) for value in rng.sample(range(10_000, 100_000), chains)]
-    golds: list[_Gold] = []
+    golds: list[Gold] = []
     asked_depths: list[float] = []
     for chain in range(chains):
         names = variables[chain * (hops + 1) : (chain + 1) * (hops + 1)]
         depths = sorted(rng.random() for _ in names)  # each chain in assignment order
-        golds.extend(
-            _Gold(_Piece(statement), d) for statement, d in zip(_chain_statements(names, values[chain]), depths)
-        )
+        golds.extend(Gold(Piece(statement), d) for statement, d in zip(_chain_statements(names, values[chain]), depths))
         if chain == 0:
             asked_depths = depths
-    filler_rng = _example_rng("vt", seed, index, "filler")
-    names_maker = _NameMaker(filler_rng)
-    stream = _FillerStream(tokenizer, _plain_filler(filler_rng, names_maker))
-    tail = _Tail(tokenizer, _tail_for(filler_rng, names_maker))
-    context, spans, length = _fit_length(tokenizer, target, stream, tail, golds)
+    filler_rng = example_rng("vt", seed, index, "filler")
+    names_maker = NameMaker(filler_rng)
+    stream = FillerStream(tokenizer, _plain_filler(filler_rng, names_maker))
+    tail = Tail(tokenizer, tail_for(filler_rng, names_maker))
+    context, spans, length = fit_length(tokenizer, target, stream, tail, golds)
     asked_chain = variables[: hops + 1]
     return QAExample(
         id=f"vt-{target}-s{seed}-{index}",

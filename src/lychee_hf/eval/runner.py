@@ -10,6 +10,7 @@ Output folder:
 """
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +178,8 @@ def evaluate_one(model, tokenizer, method: str, example: QAExample, length: int,
         "stats": result.stats,
         "trace": result.trace,
     }
+    if "family" in example.meta:  # fact families: held-out families are reported apart (render_summary)
+        record["family"] = example.meta["family"]
     if example.supporting and result.trace and "span" in result.trace[0]:
         chunk = result.trace[0]["span"][1] - result.trace[0]["span"][0]
         record["gold_chunks"] = supporting_chunks(example, tokenizer, chunk)
@@ -200,6 +203,43 @@ def read_predictions(path: Path, tolerate_cut_end: bool = False) -> list[dict]:
                 break
             raise ValueError(f"{path}:{number} is not valid JSON ({error.msg}): fix or delete that line") from error
     return rows
+
+
+def _mean_cell(values: list[float]) -> str:
+    """`mean ± half-width (n=k)`: the 95% normal-approximation interval of the mean; `-` for no values."""
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:.3f} (n=1)"
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    half_width = 1.96 * math.sqrt(variance / len(values))
+    return f"{mean:.3f} ± {half_width:.3f} (n={len(values)})"
+
+
+def _family_table(rows: list[dict], methods: list[str], lengths: list[int]) -> list[str]:
+    """Markdown lines: sub-EM per fact family (rows of the fact-family tasks only), by length and method."""
+    families = sorted({r["family"] for r in rows if r.get("family")})
+    if not families:
+        return []
+    lines = [
+        "## sub-EM by fact family",
+        "",
+        "| length | family | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for length in lengths:
+        for family in families:
+            cells = []
+            for method in methods:
+                values = [
+                    r["metrics"]["sub_em"]
+                    for r in rows
+                    if r["method"] == method and r["length"] == length and r.get("family") == family
+                ]
+                cells.append(_mean_cell(values))
+            lines.append(f"| {length} | {family} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _gate_table(rows: list[dict], methods: list[str], lengths: list[int]) -> list[str]:
@@ -247,9 +287,10 @@ def render_summary(rows: list[dict], settings: EvalSettings, generation: Generat
             cells = []
             for method in methods:
                 values = [r["metrics"][metric] for r in rows if r["method"] == method and r["length"] == length]
-                cells.append(f"{sum(values) / len(values):.3f} (n={len(values)})" if values else "-")
+                cells.append(_mean_cell(values))
             lines.append(f"| {length or 'data'} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _family_table(rows, methods, lengths)
     lines += _gate_table(rows, methods, lengths)
     lines += [
         "## Cost (mean per answer)",
