@@ -9,7 +9,14 @@ import argparse
 import json
 from pathlib import Path
 
-from .arguments import add_block_arguments, add_model_arguments, add_training_command, dataclass_from, positive_int
+from .arguments import (
+    add_block_arguments,
+    add_model_arguments,
+    add_training_command,
+    cli_help,
+    dataclass_from,
+    positive_int,
+)
 from .loading import load_model, main_process, new_folder, save_trained
 
 NAME = "pretrain-compressor"
@@ -41,6 +48,7 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     parser.set_defaults(max_eval_rows=32)
     # Seed 0, the CLI's seed since its first release: a rerun reproduces earlier runs (the library keeps 42).
     parser.set_defaults(seed=0)
+    cli_help(parser, "seed", "seed of the window split and training")
     # Held-out batches follow --batch-size unless given, as with the CLI's single batch size before.
     parser.set_defaults(per_device_eval_batch_size=None)
     add_model_arguments(parser)
