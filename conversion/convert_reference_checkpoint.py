@@ -8,7 +8,8 @@ Same as `lychee-hf convert`; the work is done by `lychee_hf.convert_reference.co
 import argparse
 import sys
 
-from lychee_hf.cli import add_convert_arguments, main
+from lychee_hf.cli import main
+from lychee_hf.commands.convert import add_convert_arguments
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -9,7 +9,8 @@ with trust_remote_code in a fresh process and runs a short generate, so a broken
 import argparse
 import sys
 
-from lychee_hf.cli import add_push_arguments, main
+from lychee_hf.cli import main
+from lychee_hf.commands.push import add_push_arguments
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

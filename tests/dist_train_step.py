@@ -18,7 +18,7 @@ from lychee_hf.data import make_niah
 from lychee_hf.testing import CORPUS, tiny_lychee, tiny_tokenizer
 from lychee_hf.training.compressor import CompressorPretrainingConfig, CompressorTrainer, continuation_rows
 from lychee_hf.training.curriculum import curriculum_examples
-from lychee_hf.training.data import ListDataset, add_role_lora, train_only
+from lychee_hf.training.data import ListDataset, LoraArguments, add_role_lora, train_only
 from lychee_hf.training.gate import GateTrainer, GateTrainingConfig, build_gate_rows
 from lychee_hf.training.rl import LycheeGRPOConfig, LycheeGRPOTrainer, prepare_for_rl
 
@@ -41,7 +41,7 @@ def trainable(model) -> dict[str, torch.Tensor]:
 def gate_trainer(tokenizer, out: Path, per_device: int, **overrides):
     model = tiny_lychee(gate_type="classifier", **SMALL)
     model.set_gate("classifier", tokenizer)
-    add_role_lora(model, "gate", 4, 8)
+    add_role_lora(model, "gate", LoraArguments(lora_r=4).lora_config())
     train_only(model, ["gate"])
     rows = build_gate_rows(model, tokenizer, make_niah(tokenizer, 160, 4, seed=5))
     settings = {**COMMON, "learning_rate": 0.5, **overrides}
@@ -68,11 +68,9 @@ def grpo_trainer(tokenizer, out: Path, per_device: int):
         output_dir=str(out / "grpo"),
         num_generations=2,
         per_device_train_batch_size=2 * per_device,
-        reasoner_lora_r=4,
-        reasoner_lora_alpha=8,
         **{**COMMON, "learning_rate": 0.5},
     )
-    prepare_for_rl(model, config)
+    prepare_for_rl(model, config, LoraArguments(lora_r=4).lora_config())
     examples = curriculum_examples(tokenizer, ["niah"], [90], 8)
     reward = [lambda completions, **kwargs: [len(text) / 10 for text in completions]]  # spread in every group
     return model, LycheeGRPOTrainer(model, config, ListDataset(examples), tokenizer, reward)

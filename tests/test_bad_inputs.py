@@ -15,8 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lychee_hf import LycheeMemoryForCausalLM
-from lychee_hf.cli import main
-from lychee_hf.testing import document_ids, question_ids, tiny_backbone, tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import document_ids, question_ids, run_cli, tiny_backbone, tiny_lychee, tiny_tokenizer
 
 DOCUMENT = "Alice was born in Paris. Paris is the capital of France. " * 6 + "The secret code is 4721. " * 2
 
@@ -291,19 +290,10 @@ CLI_ROWS = [
 ]
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exit:  # argparse's own errors
-        code = exit.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.mark.parametrize("row", CLI_ROWS, ids=str)
-def test_cli_bad_input(row, paths, capsys):
+def test_cli_bad_input(row, paths):
     argv = [part.format(**paths) for part in row.argv]
-    code, _, err = run_cli(argv, capsys)
+    code, _, err = run_cli(*argv)
     assert code == row.code, err[-2000:]
     assert "Traceback" not in err
     if row.code == 2:
@@ -314,21 +304,21 @@ def test_cli_bad_input(row, paths, capsys):
         assert len(ours) <= 1
 
 
-def test_existing_json_out_is_left_as_it_was(paths, capsys):
-    run_cli([part.format(**paths) for part in [*ASK, "--json", "{root}/existing.json"]], capsys)
+def test_existing_json_out_is_left_as_it_was(paths):
+    run_cli(*[part.format(**paths) for part in [*ASK, "--json", "{root}/existing.json"]])
     assert Path(paths["root"], "existing.json").read_text() == "keep me"
 
 
-def test_overwrite_replaces_an_existing_json_out_and_still_prints_the_answer(paths, tmp_path, capsys):
+def test_overwrite_replaces_an_existing_json_out_and_still_prints_the_answer(paths, tmp_path):
     out = tmp_path / "answers.json"
     out.write_text("old")
-    code, stdout, err = run_cli([p.format(**paths) for p in ASK] + ["--json", str(out), "--overwrite"], capsys)
+    code, stdout, err = run_cli(*[p.format(**paths) for p in ASK] + ["--json", str(out), "--overwrite"])
     assert code == 0, err
     assert json.loads(out.read_text())["question"] == "What is the code?"
     assert stdout.strip() and f"written to {out}" in err
 
 
-def test_answers_computed_before_a_failure_are_saved_and_named(paths, tmp_path, capsys, monkeypatch):
+def test_answers_computed_before_a_failure_are_saved_and_named(paths, tmp_path, monkeypatch):
     calls = []
     original = LycheeMemoryForCausalLM.generate
 
@@ -341,13 +331,13 @@ def test_answers_computed_before_a_failure_are_saved_and_named(paths, tmp_path, 
     monkeypatch.setattr(LycheeMemoryForCausalLM, "generate", fail_on_the_second_question)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "answers.json"
-    code, _, err = run_cli([p.format(**paths) for p in ASK] + ["--question", "Who?", "--json", str(out)], capsys)
+    code, _, err = run_cli(*[p.format(**paths) for p in ASK] + ["--question", "Who?", "--json", str(out)])
     assert code == 2 and "the device went away" in err and not out.exists()
     saved = Path(err.split("were saved to ")[1].split(")")[0])
     assert json.loads(saved.read_text())[0]["question"] == "What is the code?"
 
 
-def test_a_failed_convert_leaves_no_folder_behind_so_a_retry_runs(paths, tmp_path, capsys):
+def test_a_failed_convert_leaves_no_folder_behind_so_a_retry_runs(paths, tmp_path):
     source = tmp_path / "authors"
     shutil.copytree(paths["ckpt"], source)
     weights = load_file(source / "model.safetensors")
@@ -356,8 +346,8 @@ def test_a_failed_convert_leaves_no_folder_behind_so_a_retry_runs(paths, tmp_pat
     config = json.loads((source / "config.json").read_text())
     (source / "config.json").write_text(json.dumps({**config["text_config"], "model_type": "qwen2"}))
     destination = tmp_path / "converted"
-    first = run_cli(["convert", str(source), str(destination)], capsys)
-    second = run_cli(["convert", str(source), str(destination)], capsys)
+    first = run_cli("convert", source, destination)
+    second = run_cli("convert", source, destination)
     assert first[0] == second[0] == 2
     assert "Errno" not in second[2] and not destination.exists()
 

@@ -1,20 +1,19 @@
+"""The `lychee-hf` commands, run in-process through `lychee_hf.cli.main` (`lychee_hf.testing.run_cli`); the last
+tests start real processes, for what only they prove: the console script, `python -m lychee_hf.cli`, the exit
+status and stderr of a real process, and a `--help` that imports neither torch nor transformers."""
+
 import json
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from lychee_hf.testing import tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import run_cli, tiny_lychee, tiny_tokenizer
 
 DOCUMENT = "Alice was born in Paris. Paris is the capital of France. " * 12 + "The secret code is 4721. " * 3
-
-
-def run_cli(*args, cwd=None):
-    result = subprocess.run(
-        [sys.executable, "-m", "lychee_hf.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
-    return result.returncode, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +201,25 @@ def test_train_rl_refuses_a_curriculum_that_reuses_the_held_out_seed(checkpoint,
     assert code == 2 and "held-out seed 0" in err
 
 
+def test_training_options_come_from_the_config_dataclasses():
+    """Each default of a training command is its dataclass field's (or a CLI default the command explains), and
+    the flags users know stay: `--epochs`, `--batch-size`, `--learning-rate`, `--lora-r`, `--compressor-lora-r`."""
+    from lychee_hf.cli import build_parser
+    from lychee_hf.training import CompressorPretrainingConfig, GateTrainingConfig, LycheeGRPOConfig
+
+    parser = build_parser()
+    gate = parser.parse_args(["train-gate", "--task", "niah", "--out", "x", "--epochs", "2", "--batch-size", "4"])
+    assert (gate.num_train_epochs, gate.per_device_train_batch_size) == (2.0, 4)
+    assert gate.learning_rate == GateTrainingConfig.learning_rate and gate.teacher == GateTrainingConfig.teacher
+    assert (gate.lora_r, gate.lora_alpha, gate.seed) == (8, None, 1000)  # alpha None: 2 x rank
+    pretrain = parser.parse_args(["pretrain-compressor", "--out", "x", "--compressor-lora-r", "4"])
+    assert pretrain.lora_r == 4 and pretrain.continuation_tokens == CompressorPretrainingConfig.continuation_tokens
+    assert parser.parse_args(["pretrain-compressor", "--out", "x"]).lora_r is None  # no compressor adapter
+    rl = parser.parse_args(["train-rl", "--out", "x", "--no-compressor", "--learning-rate", "3e-5", "--lora-r", "4"])
+    assert (rl.train_compressor, rl.learning_rate, rl.lora_r) == (False, 3e-5, 4)
+    assert rl.num_generations == LycheeGRPOConfig.num_generations and rl.beta == LycheeGRPOConfig.beta
+
+
 def test_every_option_of_every_command_has_help_text():
     from lychee_hf.cli import build_parser
 
@@ -230,7 +248,9 @@ def test_version_names_the_package_and_its_stack(capsys):
 
 def test_help_loads_neither_torch_nor_transformers():
     script = (
-        "import sys, lychee_hf.cli as c; c.build_parser().format_help(); "
+        "import contextlib, io, sys, lychee_hf.cli as c\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    c.main(['--help'])\n"
         "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -276,7 +296,36 @@ def test_ask_passes_gate_policy_flags_to_generate(checkpoint, context, tmp_path,
 
 
 def test_the_cli_offers_every_bank_storage_format():
-    from lychee_hf.cli import BANK_DTYPES
+    from lychee_hf.commands.arguments import BANK_DTYPES
     from lychee_hf.modeling.kv_quant_lychee import BANK_DTYPES as formats
 
     assert tuple(BANK_DTYPES) == tuple(formats)
+
+
+# ------------------------------------------------------------------------------------- real processes
+def test_the_console_script_lists_every_command():
+    script = shutil.which("lychee-hf") or str(Path(sys.executable).parent / "lychee-hf")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for command in ("ask", "compress", "info", "convert", "bank", "push", "eval", "train-gate", "train-rl"):
+        assert f"    {command} " in result.stdout
+
+
+def test_a_real_process_exits_2_with_one_error_line(checkpoint, context):
+    result = subprocess.run(
+        [sys.executable, "-m", "lychee_hf.cli", "ask", "--model", str(checkpoint), "--context", "missing.txt",
+         "--question", "q"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lychee-hf: error:")]
+    assert errors == ["lychee-hf: error: context file missing.txt does not exist"]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_real_process_reports_a_usage_error_with_status_2():
+    result = subprocess.run(
+        [sys.executable, "-m", "lychee_hf.cli", "train-rl", "--n", "0", "--out", "x"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and "argument --n: must be a positive integer, got 0" in result.stderr

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.convert_reference import ConversionError, convert_reference_checkpoint
-from lychee_hf.testing import document_ids, question_ids, tiny_backbone
+from lychee_hf.testing import document_ids, question_ids, run_cli, tiny_backbone
 
 KNOBS = dict(memory_budget=16, max_answer_tokens=8)
 
@@ -204,30 +204,25 @@ def test_model_card_has_valid_front_matter_and_settings(converted):
 
 def test_cli_convert_and_the_conversion_script_write_the_same_checkpoint(tmp_path):
     source = write_authors_checkpoint(tmp_path / "src")
+    code, stdout, err = run_cli("convert", source, tmp_path / "cli", "--memory-budget", "16")
+    assert code == 0, err[-2000:]
+    assert "dropped similarity_head.weight" in stdout
     script = os.path.join(os.path.dirname(__file__), "..", "conversion", "convert_reference_checkpoint.py")
-    for command, out in (
-        ([sys.executable, "-m", "lychee_hf.cli", "convert"], "cli"),
-        ([sys.executable, script], "script"),
-    ):
-        result = subprocess.run(
-            [*command, str(source), str(tmp_path / out), "--memory-budget", "16"], capture_output=True, text=True
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
-        assert "dropped similarity_head.weight" in result.stdout
+    result = subprocess.run(
+        [sys.executable, script, str(source), str(tmp_path / "script"), "--memory-budget", "16"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dropped similarity_head.weight" in result.stdout
     first = load_file(tmp_path / "cli" / "model.safetensors")
     second = load_file(tmp_path / "script" / "model.safetensors")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_cli_convert_error_is_one_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "lychee_hf.cli", "convert", str(tmp_path / "nope"), str(tmp_path / "o")],
-        capture_output=True,
-        text=True,
-    )
-    assert (
-        result.returncode == 2 and "neither a folder nor a Hub id" in result.stderr and "Traceback" not in result.stderr
-    )
+    code, _, err = run_cli("convert", tmp_path / "nope", tmp_path / "o")
+    assert code == 2 and "neither a folder nor a Hub id" in err and "Traceback" not in err
 
 
 def test_low_rank_memory_projections_reconstruct_an_exact_low_rank_delta(tmp_path, tokenizer):

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -8,7 +6,7 @@ from lychee_hf.data import make_niah
 from lychee_hf.eval.baselines import METHODS, configured, run_method
 from lychee_hf.eval.plots import gate_precision_recall
 from lychee_hf.eval.runner import EvalSettings, run_eval
-from lychee_hf.testing import tiny_lychee
+from lychee_hf.testing import run_cli, tiny_lychee
 
 
 @pytest.fixture(scope="module")
@@ -102,28 +100,10 @@ def test_cli_eval_on_a_jsonl_file(tmp_path, tokenizer):
         },
     ]
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lychee_hf.cli",
-            "eval",
-            "--model",
-            str(tmp_path / "ckpt"),
-            "--task",
-            "jsonl",
-            "--data",
-            str(data),
-            "--method",
-            "lychee,full",
-            "--out",
-            str(tmp_path / "out"),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "| data |" in result.stdout
+    code, stdout, err = run_cli(
+        "eval", "--model", tmp_path / "ckpt", "--task", "jsonl", "--data", data, "--method", "lychee,full",
+        "--out", tmp_path / "out", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err[-2000:]
+    assert "| data |" in stdout
     assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 4

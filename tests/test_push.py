@@ -1,20 +1,23 @@
-import os
-import subprocess
-import sys
-
+import huggingface_hub.constants
 import pytest
 from fake_hub import FakeHub
 
 from lychee_hf import LycheeMemoryForCausalLM
-from lychee_hf.testing import document_ids, tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import document_ids, run_cli, tiny_lychee, tiny_tokenizer
 
 
-def run_push(*args, endpoint="http://127.0.0.1:9"):
-    env = dict(os.environ, HF_ENDPOINT=endpoint, HF_TOKEN="hf_fake_token", HF_HUB_DISABLE_TELEMETRY="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "lychee_hf.cli", "push", *args], capture_output=True, text=True, env=env, timeout=600
-    )
-    return result.returncode, result.stdout, result.stderr
+@pytest.fixture
+def run_push(monkeypatch):
+    """`lychee-hf push ARGS` in this process, against the Hub at `endpoint` (nothing listens at the default)."""
+
+    def run(*args, endpoint="http://127.0.0.1:9"):
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)  # read once, at import
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)  # the reload check's own process
+        monkeypatch.setenv("HF_TOKEN", "hf_fake_token")
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        return run_cli("push", *args)
+
+    return run
 
 
 @pytest.fixture
@@ -24,7 +27,7 @@ def checkpoint(tmp_path):
     return tmp_path / "ckpt"
 
 
-def test_push_uploads_a_checkpoint_to_a_private_branch(checkpoint, tmp_path):
+def test_push_uploads_a_checkpoint_to_a_private_branch(run_push, checkpoint, tmp_path):
     with FakeHub(tmp_path / "hub") as hub:
         code, out, err = run_push(
             str(checkpoint),
@@ -51,7 +54,7 @@ def test_push_uploads_a_checkpoint_to_a_private_branch(checkpoint, tmp_path):
     assert LycheeMemoryForCausalLM.from_pretrained(stored).config.chunk_size == 64
 
 
-def test_dry_run_prints_files_and_card_and_sends_nothing(checkpoint, tmp_path):
+def test_dry_run_prints_files_and_card_and_sends_nothing(run_push, checkpoint, tmp_path):
     with FakeHub(tmp_path / "hub") as hub:
         code, out, err = run_push(str(checkpoint), "--repo-id", "me/x", "--dry-run", endpoint=hub.endpoint)
     assert code == 0, err
@@ -60,7 +63,7 @@ def test_dry_run_prints_files_and_card_and_sends_nothing(checkpoint, tmp_path):
     assert not (checkpoint / "README.md").exists()  # a dry run writes nothing either
 
 
-def test_a_broken_checkpoint_is_never_published(checkpoint, tmp_path):
+def test_a_broken_checkpoint_is_never_published(run_push, checkpoint, tmp_path):
     (checkpoint / "modeling_lychee.py").write_text("raise ImportError('broken on purpose')\n")
     with FakeHub(tmp_path / "hub") as hub:
         code, _, err = run_push(str(checkpoint), "--repo-id", "me/broken", endpoint=hub.endpoint)
@@ -68,7 +71,7 @@ def test_a_broken_checkpoint_is_never_published(checkpoint, tmp_path):
     assert hub.requests == []
 
 
-def test_a_memory_bank_goes_to_a_dataset_repo(tmp_path, tokenizer):
+def test_a_memory_bank_goes_to_a_dataset_repo(run_push, tmp_path, tokenizer):
     model = tiny_lychee()
     model.compress(document_ids(tokenizer, 100)).save_pretrained(tmp_path / "bank")
     with FakeHub(tmp_path / "hub") as hub:
@@ -80,7 +83,7 @@ def test_a_memory_bank_goes_to_a_dataset_repo(tmp_path, tokenizer):
     assert "memory-bank" in (stored / "README.md").read_text()
 
 
-def test_a_corrupted_bank_is_never_published(tmp_path, tokenizer):
+def test_a_corrupted_bank_is_never_published(run_push, tmp_path, tokenizer):
     tiny_lychee().compress(document_ids(tokenizer, 100)).save_pretrained(tmp_path / "bank")
     block = tmp_path / "bank" / "shard-00000.safetensors"
     block.write_bytes(block.read_bytes()[:-10] + b"0123456789")
@@ -89,6 +92,6 @@ def test_a_corrupted_bank_is_never_published(tmp_path, tokenizer):
     assert code == 2 and "corrupted" in err and hub.requests == []
 
 
-def test_repo_id_needs_an_owner(checkpoint):
+def test_repo_id_needs_an_owner(run_push, checkpoint):
     code, _, err = run_push(str(checkpoint), "--repo-id", "noowner", "--dry-run")
     assert code == 2 and "ORG/NAME" in err

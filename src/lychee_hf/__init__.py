@@ -8,7 +8,7 @@ loads LycheeMemory checkpoints without `trust_remote_code`. The package itself i
 
 from importlib import import_module
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the package version: pyproject.toml reads it from here
 
 _MODEL_CLASSES = (
     "LycheeBlockTrace",

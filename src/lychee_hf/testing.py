@@ -1,6 +1,8 @@
-"""Tiny tokenizers and backbones built in code (no downloads), shared by the tests."""
+"""Tiny tokenizers and backbones built in code (no downloads), and the CLI run in-process, shared by the tests."""
 
+import contextlib
 import functools
+import io
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -101,3 +103,17 @@ def document_ids(tokenizer, n_tokens: int, seed: int = 0) -> torch.LongTensor:
 
 def question_ids(tokenizer, text: str = "What is the secret code?") -> torch.LongTensor:
     return torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
+
+
+def run_cli(*argv) -> tuple[int, str, str]:
+    """`lychee-hf ARGV` in this process: (exit status, stdout, stderr). argparse's own exits (a usage error: 2,
+    `--help`: 0) give their status as a real process would."""
+    from lychee_hf.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(word) for word in argv])
+        except SystemExit as exit:
+            code = exit.code
+    return code, out.getvalue(), err.getvalue()

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from ..files import read_json_lines
 from .examples import QAExample
 
 
@@ -28,15 +29,10 @@ def load_memagent_jsonl(path: str | Path, tokenizer=None) -> list[QAExample]:
         `FileNotFoundError` if the file is missing; `ValueError` naming `file:line` and the field for a malformed
         line, a missing or empty field, or a supporting passage absent from the context.
     """
-    path = _existing(path)
-    examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            record = _json_object(line, f"{path}:{number}")
-            examples.append(_memagent_example(record, f"{path}:{number}", str(number), tokenizer))
-    if not examples:
-        raise ValueError(f"{path} holds no examples")
-    return examples
+    return [
+        _memagent_example(line.checked(path), f"{path}:{line.number}", str(line.number), tokenizer)
+        for line in read_json_lines(path, "data")
+    ]
 
 
 def load_hotpotqa_json(path: str | Path, tokenizer=None) -> list[QAExample]:
@@ -78,16 +74,6 @@ def _existing(path: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
     return path
-
-
-def _json_object(line: str, where: str) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where} is not valid JSON ({error.msg})") from error
-    if not isinstance(record, dict):
-        raise ValueError(f"{where} should be a JSON object, got {type(record).__name__}")
-    return record
 
 
 def _memagent_example(record: dict, where: str, line_id: str, tokenizer) -> QAExample:

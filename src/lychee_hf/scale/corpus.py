@@ -35,9 +35,9 @@ import torch
 from accelerate import PartialState
 
 from ..bank_tools import compress_to_disk
+from ..files import read_json_lines, write_json_atomically
 from ..modeling import LycheeMemoryBank
 from .distributed import distributed_state, gather_lists, load_model_on_each_process, process_progress
-from .files import read_json_lines, write_json_atomically
 
 CORPUS_FORMAT = "lychee-corpus"
 CORPUS_VERSION = 1

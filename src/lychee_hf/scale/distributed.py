@@ -33,7 +33,7 @@ def place_model(model, state: PartialState):
 def load_model_on_each_process(args, state: PartialState):
     """The CLI's model (`--model`, overrides) in every process: loaded by the main process first (a Hub download or
     the default model's build happens once), then placed on this process's device."""
-    from ..cli import load_model
+    from ..commands.loading import load_model
 
     with state.main_process_first():
         model, tokenizer = load_model(args)

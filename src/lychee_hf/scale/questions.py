@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
+from ..files import check_output_file, read_json_lines, write_atomically
 from ..modeling import LycheeMemoryBank
 from ..modeling.reasoner_lychee import count_decoded, left_pad, stop_and_pad_ids
 from .corpus import CORPUS_MANIFEST, read_corpus_manifest
 from .distributed import distributed_state, gather_lists, load_model_on_each_process, process_progress
-from .files import read_json_lines, write_atomically
 
 SINGLE_BANK = ""  # the document key of every question asked over a single bank
 
@@ -176,7 +176,7 @@ def answer_questions(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     state = state or distributed_state()
     out, memory = Path(out), Path(memory)
-    check_answers_file(out, overwrite)
+    check_output_file(out, overwrite, "--out")
     over_corpus = (memory / CORPUS_MANIFEST).is_file()
     if not over_corpus:
         LycheeMemoryBank.from_pretrained(memory)  # neither a corpus nor a bank: one clear error, before any work
@@ -204,18 +204,6 @@ def answer_questions(
     state.wait_for_everyone()
     failed = sum(1 for result in ordered if "error" in result)
     return QuestionsSummary(len(rows), len(rows) - failed, failed, len(batches), elapsed, state.num_processes, out)
-
-
-def check_answers_file(out: Path, overwrite: bool) -> None:
-    """Refuses an answers file that exists (unless `overwrite`), is a folder, or sits in a missing folder."""
-    if out.is_dir():
-        raise IsADirectoryError(f"--out {out} is a folder: name a file for the answers")
-    if out.exists() and not overwrite:
-        raise FileExistsError(
-            f"{out} exists: pass --overwrite to replace it, or name a new file (nothing is overwritten)"
-        )
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
 
 
 def _bank_folders(corpus_dir: Path) -> dict[str, Path | str]:
@@ -307,7 +295,7 @@ def run_questions_command(args: argparse.Namespace) -> int:
     if not args.memory or not args.out:
         raise ValueError("--questions needs --memory (a compressed corpus or a bank) and --out (the answers file)")
     # Inputs and output first: a broken manifest, bank or questions file, or a taken --out, fails before loading.
-    check_answers_file(Path(args.out), args.overwrite)
+    check_output_file(args.out, args.overwrite, "--out")
     state = distributed_state()
     over_corpus = (Path(args.memory) / CORPUS_MANIFEST).is_file()
     read_corpus_manifest(args.memory) if over_corpus else LycheeMemoryBank.from_pretrained(args.memory)
@@ -319,7 +307,7 @@ def run_questions_command(args: argparse.Namespace) -> int:
         args.memory,
         args.questions,
         args.out,
-        batch_size=args.batch_size or 8,
+        **({"batch_size": args.batch_size} if args.batch_size else {}),  # default: answer_questions'
         max_new_tokens=args.max_new_tokens,
         state=state,
         show_progress=not args.quiet,

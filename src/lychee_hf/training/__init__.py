@@ -4,7 +4,7 @@
 
 from .compressor import CompressorPretrainingConfig, CompressorTrainer, pretrain_compressor
 from .curriculum import check_disjoint_seeds, curriculum_examples
-from .data import TimeLimitCallback
+from .data import LoraArguments, TimeLimitCallback
 from .gate import GateTrainer, GateTrainingConfig, GateTrainingResult, build_gate_rows, train_gate
 from .rl import LycheeGRPOConfig, LycheeGRPOTrainer, RLResult, train_rl
 
@@ -14,6 +14,7 @@ __all__ = [
     "GateTrainer",
     "GateTrainingConfig",
     "GateTrainingResult",
+    "LoraArguments",
     "LycheeGRPOConfig",
     "LycheeGRPOTrainer",
     "RLResult",

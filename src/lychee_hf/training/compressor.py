@@ -6,7 +6,7 @@ placed by `config.position_scheme` exactly as in `generate`, and predicts the ne
 of the same text. The loss is the mean cross-entropy of continuation tokens 2..C (the first one has no token
 of its own before it, only the block). Trainable: the memory-token embedding and the memory q/k/v projections
 (full or low-rank, as the checkpoint stores them), plus an optional `compressor` LoRA adapter on the backbone
-(active only while compressing). The backbone and everything else stay frozen.
+(`peft_config`; active only while compressing). The backbone and everything else stay frozen.
 
 Text: `offline_corpus()` is the English documentation that ships with CPython (`pydoc_data.topics`, ~170 help
 topics on the language): offline everywhere Python runs, deterministic, and nothing downloaded at run time.
@@ -18,46 +18,50 @@ between `none` and `raw`, and the closer to `raw` the better.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import Trainer
 
 from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
-from .data import ListDataset, LycheeTrainingArguments, add_role_lora, train_only, with_every_trainable_weight
-
-IGNORE_INDEX = -100
+from .data import (
+    IGNORE_INDEX,
+    ListDataset,
+    LycheeTrainingArguments,
+    add_role_lora,
+    train_only,
+    training_default,
+    with_every_trainable_weight,
+)
 
 
 @dataclass
 class CompressorPretrainingConfig(LycheeTrainingArguments):
-    """`TrainingArguments` for compressor pretraining, plus the objective's and the trainable weights' settings.
+    """`TrainingArguments` for compressor pretraining, plus the objective's settings. A `compressor` LoRA adapter on
+    the backbone, if wanted, is configured apart: `pretrain_compressor(..., peft_config=...)`.
 
     Args:
         continuation_tokens (`int`, *optional*, defaults to 128): tokens after each chunk the reasoner predicts.
-        compressor_lora_r (`int`, *optional*): also train a `compressor` LoRA adapter of this rank on the
-            backbone (default: memory embedding and projections only).
         eval_fraction (`float`, *optional*, defaults to 0.1): share of the corpus's topics held out.
         max_train_rows / max_eval_rows (`int`, *optional*): use at most this many (chunk, continuation) windows.
     """
 
-    continuation_tokens: int = 128
-    compressor_lora_r: int | None = None
-    eval_fraction: float = 0.1
-    max_train_rows: int | None = None
-    max_eval_rows: int | None = None
-    learning_rate: float = 2e-4
-    num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 2
-    per_device_eval_batch_size: int = 2
+    continuation_tokens: int = field(default=128, metadata={"help": "tokens predicted after the block"})
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "held-out share of the text (of the bundled corpus: of its topics)"}
+    )
+    max_train_rows: int | None = field(default=None, metadata={"help": "at most this many training windows"})
+    max_eval_rows: int | None = field(default=None, metadata={"help": "at most this many held-out windows"})
+    learning_rate: float = training_default("learning_rate", 2e-4)
+    num_train_epochs: float = training_default("num_train_epochs", 1.0, aliases=["--epochs"])
+    per_device_train_batch_size: int = training_default("per_device_train_batch_size", 2, aliases=["--batch-size"])
+    per_device_eval_batch_size: int = training_default("per_device_eval_batch_size", 2)
 
     def __post_init__(self):
         super().__post_init__()
         if self.continuation_tokens < 2:
             raise ValueError(f"continuation_tokens must be at least 2, got {self.continuation_tokens}.")
-        if self.compressor_lora_r is not None and self.compressor_lora_r < 1:
-            raise ValueError(f"compressor_lora_r must be positive or None, got {self.compressor_lora_r}.")
 
 
 def offline_corpus(eval_fraction: float = 0.1) -> tuple[str, str]:
@@ -175,6 +179,7 @@ def pretrain_compressor(
     config: CompressorPretrainingConfig,
     train_text: str | None = None,
     eval_text: str | None = None,
+    peft_config=None,
 ) -> CompressorPretrainingResult:
     """Trains the compressor's memory weights (and optional compressor LoRA) of `model` in place.
 
@@ -183,6 +188,9 @@ def pretrain_compressor(
         tokenizer: its tokenizer.
         config (`CompressorPretrainingConfig`): training settings.
         train_text / eval_text (`str`, *optional*): the text (default: `offline_corpus()`).
+        peft_config (`peft.LoraConfig`, *optional*): also train a new `compressor` LoRA adapter on the backbone
+            (e.g. `LoraArguments(lora_r=8).lora_config()`); default: the memory embedding and projections only. A
+            model that has a `compressor` adapter already trains it on either way.
 
     Returns:
         `CompressorPretrainingResult` with held-out losses (compressed / raw / none) before and after.
@@ -202,7 +210,9 @@ def pretrain_compressor(
             f"The text is too short for one window of chunk_size + continuation_tokens = {chunk + continuation} "
             "tokens in the training or held-out part: give more text or lower continuation_tokens."
         )
-    _mark_trainable(model, config)
+    if peft_config is not None:
+        add_role_lora(model, "compressor", peft_config)
+    train_only(model, ["compressor"])
     model.eval()
     before = evaluate_readings(model, eval_rows, config.per_device_eval_batch_size)
     trainer = CompressorTrainer(model=model, args=config, train_dataset=ListDataset(train_rows))
@@ -210,9 +220,3 @@ def pretrain_compressor(
     model.eval()
     after = evaluate_readings(model, eval_rows, config.per_device_eval_batch_size)
     return CompressorPretrainingResult(before, after, len(train_rows), len(eval_rows), trainer)
-
-
-def _mark_trainable(model, config: CompressorPretrainingConfig) -> None:
-    if config.compressor_lora_r:
-        add_role_lora(model, "compressor", config.compressor_lora_r, 2 * config.compressor_lora_r)
-    train_only(model, ["compressor"])

@@ -1,9 +1,10 @@
-"""What the trainers share: a map-style dataset over in-memory rows, the `TrainingArguments` defaults, which
-weights a role owns (and the helpers that add and unfreeze them), and a wall-time limit."""
+"""What the trainers share: a map-style dataset over in-memory rows, the `TrainingArguments` defaults, the LoRA
+arguments a new role adapter is built from, which weights a role owns (and the helpers that add and unfreeze
+them), and a wall-time limit."""
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -12,6 +13,15 @@ from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainingArguments
 
 from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names, add_role_adapter
+
+# Label of the tokens a causal-LM loss skips (transformers' and PyTorch's cross-entropy `ignore_index`).
+IGNORE_INDEX = -100
+
+
+def training_default(name: str, default, **metadata):
+    """A `TrainingArguments` field re-declared with another default, keeping its help (and CLI `aliases` given in
+    `metadata`), so that `HfArgumentParser` shows one help text per option."""
+    return field(default=default, metadata={**TrainingArguments.__dataclass_fields__[name].metadata, **metadata})
 
 
 @dataclass
@@ -28,11 +38,11 @@ class LycheeTrainingArguments(TrainingArguments):
     training each process alone.
     """
 
-    remove_unused_columns: bool = False
-    report_to: str | list[str] | None = "none"
-    logging_steps: int = 10
-    save_strategy: str = "no"
-    ddp_find_unused_parameters: bool | None = False
+    remove_unused_columns: bool = training_default("remove_unused_columns", False)
+    report_to: None | str | list[str] = training_default("report_to", "none")
+    logging_steps: float = training_default("logging_steps", 10)
+    save_strategy: str = training_default("save_strategy", "no")
+    ddp_find_unused_parameters: bool | None = training_default("ddp_find_unused_parameters", False)
 
     def __post_init__(self):
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
@@ -46,16 +56,49 @@ def role_weight(name: str, role: str) -> bool:
     return ("lora_" in name and f".{role}." in name) or (role == "compressor" and name.startswith("compressor."))
 
 
-def add_role_lora(
-    model: nn.Module, role: str, r: int, alpha: int, dropout: float = 0.0, target_modules=BACKBONE_LORA_TARGETS
-) -> None:
-    """Adds a LoRA adapter named `role` over the backbone's decoder projections, unless the model has one."""
+@dataclass
+class LoraArguments:
+    """The LoRA adapter a trainer creates for its role, as TRL's `ModelConfig` holds it; `lora_config()` builds the
+    `peft.LoraConfig` that `train_gate`, `pretrain_compressor` and `train_rl` take as `peft_config`. The CLI parses
+    these fields straight into this class. The defaults are the adapter every lychee-hf trainer has always made.
+
+    Args:
+        lora_r (`int`, *optional*, defaults to 8): rank of the adapter.
+        lora_alpha (`int`, *optional*): LoRA scaling numerator (default: 2 x `lora_r`).
+        lora_dropout (`float`, *optional*, defaults to 0.0): dropout on the LoRA input.
+        lora_target_modules (`str`, *optional*): regex of the backbone modules that get LoRA (default: every
+            attention and MLP projection of the decoder, never the compressor's memory projections).
+    """
+
+    lora_r: int = field(default=8, metadata={"help": "rank of the new LoRA adapter"})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA scaling numerator (None: 2 x the rank)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input"})
+    lora_target_modules: str = field(
+        default=BACKBONE_LORA_TARGETS, metadata={"help": "regex of the backbone modules that get LoRA"}
+    )
+
+    def __post_init__(self):
+        if self.lora_r < 1:
+            raise ValueError(f"lora_r must be a positive integer, got {self.lora_r}.")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}.")
+
+    def lora_config(self):
+        """The `peft.LoraConfig` of these arguments."""
+        from peft import LoraConfig
+
+        alpha = self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
+        return LoraConfig(
+            r=self.lora_r, lora_alpha=alpha, lora_dropout=self.lora_dropout, target_modules=self.lora_target_modules
+        )
+
+
+def add_role_lora(model: nn.Module, role: str, peft_config=None) -> None:
+    """Adds a LoRA adapter named `role` configured by `peft_config` (default: `LoraArguments().lora_config()`),
+    unless the model has one already (then that one trains on)."""
     if role in adapter_names(model):
         return
-    from peft import LoraConfig
-
-    lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
-    add_role_adapter(model, lora, role)
+    add_role_adapter(model, peft_config if peft_config is not None else LoraArguments().lora_config(), role)
 
 
 def train_only(model: nn.Module, roles: list[str]) -> None:

@@ -26,10 +26,9 @@ from transformers.utils import logging
 from ..bank_tools import compress_to_disk
 from ..data import QAExample, supporting_chunks
 from ..metrics import classification_metrics
-from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS
 from ..modeling.gate_lychee import gate_prompt
 from ..modeling.memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
-from .data import ListDataset, LycheeTrainingArguments, add_role_lora, train_only
+from .data import ListDataset, LycheeTrainingArguments, add_role_lora, train_only, training_default
 from .teacher import gold_memory_texts
 
 logger = logging.get_logger(__name__)
@@ -41,12 +40,9 @@ TEACHERS = ("gold", "initial")
 class GateTrainingConfig(LycheeTrainingArguments):
     """`TrainingArguments` for the gate, plus the adapter, teacher and class-balance settings.
 
+    The gate's LoRA adapter is configured apart, as TRL's trainers take it: `train_gate(..., peft_config=...)`.
+
     Args:
-        lora_r (`int`, *optional*, defaults to 8): rank of the gate's LoRA adapter.
-        lora_alpha (`int`, *optional*, defaults to 16): LoRA scaling numerator.
-        lora_dropout (`float`, *optional*, defaults to 0.0): dropout on the LoRA input.
-        lora_target_modules (`str`, *optional*): regex of the backbone modules that get LoRA (default: every
-            attention and MLP projection of the decoder, never the compressor's memory projections).
         teacher (`str`, *optional*, defaults to `"gold"`): where the working memory of each row comes from
             (`"gold"` or `"initial"`, see the module docstring).
         positive_weight (`float`, *optional*): weight of the related class in the loss; `None` (default) uses
@@ -59,19 +55,21 @@ class GateTrainingConfig(LycheeTrainingArguments):
             host memory: needed when all blocks of all documents do not fit (a 7B block of 1024 slots is ~58 MB).
     """
 
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_target_modules: str = BACKBONE_LORA_TARGETS
-    teacher: str = "gold"
-    positive_weight: float | None = None
-    eval_fraction: float = 0.25
-    decision_threshold: float = 0.5
-    bank_dir: str | None = None
-    learning_rate: float = 5e-4
-    num_train_epochs: float = 3.0
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 8
+    teacher: str = field(default="gold", metadata={"help": "working memory the gate sees", "choices": list(TEACHERS)})
+    positive_weight: float | None = field(
+        default=None, metadata={"help": "loss weight of the related class (None: #unrelated / #related)"}
+    )
+    eval_fraction: float = field(default=0.25, metadata={"help": "held-out share of the examples"})
+    decision_threshold: float = field(
+        default=0.5, metadata={"help": "P(related) at which a block counts as predicted related in the metrics"}
+    )
+    bank_dir: str | None = field(
+        default=None, metadata={"help": "keep the training banks on disk here (large models / many rows)"}
+    )
+    learning_rate: float = training_default("learning_rate", 5e-4)
+    num_train_epochs: float = training_default("num_train_epochs", 3.0, aliases=["--epochs"])
+    per_device_train_batch_size: int = training_default("per_device_train_batch_size", 8, aliases=["--batch-size"])
+    per_device_eval_batch_size: int = training_default("per_device_eval_batch_size", 8)
 
     def __post_init__(self):
         super().__post_init__()
@@ -242,10 +240,11 @@ def train_gate(
     examples: list[QAExample],
     config: GateTrainingConfig,
     eval_examples: list[QAExample] | None = None,
+    peft_config=None,
 ) -> GateTrainingResult:
     """Trains the `gate` adapter of `model` in place and switches the model to the classifier gate.
 
-    A model without a `gate` adapter gets a fresh LoRA one (`config.lora_*`); an existing one trains on. Every
+    A model without a `gate` adapter gets a fresh one from `peft_config`; an existing one trains on. Every
     other weight is frozen. Save the result with `model.save_pretrained(folder)`: the gate adapter lands in
     `folder/gate/` in PEFT's layout.
 
@@ -256,6 +255,8 @@ def train_gate(
             when `eval_examples` is not given.
         config (`GateTrainingConfig`): training settings.
         eval_examples (`list[QAExample]`, *optional*): held-out examples.
+        peft_config (`peft.LoraConfig`, *optional*): the new gate adapter (default: `LoraArguments().lora_config()`,
+            rank 8, alpha 16, every decoder projection).
 
     Returns:
         `GateTrainingResult` with the held-out metrics before and after training.
@@ -267,7 +268,8 @@ def train_gate(
         raise ValueError(f"Training and held-out examples overlap ({sorted(overlap)[:3]}): use disjoint sets.")
     if model.config.gate_type != "classifier" or model.config.gate_label_ids is None:
         model.set_gate("classifier", tokenizer)
-    _add_trainable_gate_adapter(model, config)
+    add_role_lora(model, "gate", peft_config)
+    train_only(model, ["gate"])
     model.eval()
     bank_dirs = (None, None) if config.bank_dir is None else (f"{config.bank_dir}/train", f"{config.bank_dir}/eval")
     train_rows = build_gate_rows(model, tokenizer, examples, config.teacher, bank_dirs[0])
@@ -300,8 +302,3 @@ def evaluate_gate(trainer: GateTrainer, rows: list[GateRow], threshold: float) -
     # torch's sigmoid saturates where 1 / (1 + math.exp(-x)) overflows (logits below about -710).
     scores = torch.sigmoid(torch.as_tensor(prediction.predictions, dtype=torch.float64).reshape(-1)).tolist()
     return classification_metrics(scores, [row.label for row in rows], threshold)
-
-
-def _add_trainable_gate_adapter(model, config: GateTrainingConfig) -> None:
-    add_role_lora(model, "gate", config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
-    train_only(model, ["gate"])

@@ -15,9 +15,8 @@ import torch
 from ..data import QAExample
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
 from ..modeling.reasoner_lychee import build_prompt, stop_and_pad_ids
+from .data import IGNORE_INDEX
 from .teacher import gold_memory_texts
-
-IGNORE_INDEX = -100
 
 
 @dataclass

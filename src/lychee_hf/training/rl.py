@@ -53,6 +53,7 @@ from .data import (
     add_role_lora,
     role_weight,
     train_only,
+    training_default,
     with_every_trainable_weight,
 )
 
@@ -65,7 +66,8 @@ REWARD_SCALINGS = ("group", "batch", "none")
 
 @dataclass
 class LycheeGRPOConfig(LycheeTrainingArguments):
-    """`TrainingArguments` for end-to-end GRPO, with TRL's `GRPOConfig` names where they mean the same.
+    """`TrainingArguments` for end-to-end GRPO, with TRL's `GRPOConfig` names where they mean the same. The `reasoner`
+    LoRA adapter created when the model has none is configured apart, as in TRL: `train_rl(..., peft_config=...)`.
 
     Args:
         num_generations (`int`, *optional*, defaults to 4): episodes sampled per question (the group).
@@ -87,35 +89,41 @@ class LycheeGRPOConfig(LycheeTrainingArguments):
         reward (`str`, *optional*, defaults to `"sub_em"`): answer reward, `"sub_em"`, `"em"` or `"f1"`.
         format_reward (`float`, *optional*, defaults to 0.0): added when the answer stops by itself (eos within
             `max_answer_length`) and is non-empty.
-        reasoner_lora_r / reasoner_lora_alpha (`int`, *optional*, defaults to 8 / 16): the `reasoner` LoRA adapter
-            created when the model has none (an existing one is trained further).
         train_compressor (`bool`, *optional*, defaults to `True`): also train the memory-token embedding and
             projections (and a `compressor` adapter if the model has one), through the blocks.
         logprob_batch_size (`int`, *optional*, defaults to 8): turns per teacher-forced forward.
     """
 
-    num_generations: int = 4
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_completion_length: int | None = None
-    max_answer_length: int | None = None
-    beta: float = 0.0
-    epsilon: float = 0.2
-    epsilon_high: float = 0.28
-    loss_type: str = "dapo"
-    scale_rewards: str = "group"
-    reward: str = "sub_em"
-    format_reward: float = 0.0
-    reasoner_lora_r: int = 8
-    reasoner_lora_alpha: int = 16
-    train_compressor: bool = True
-    logprob_batch_size: int = 8
-    learning_rate: float = 1e-5
-    num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 4
-    max_grad_norm: float = 1.0
-    logging_steps: int = 1
+    num_generations: int = field(default=4, metadata={"help": "episodes per question (the group)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of episodes"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of episodes (1: off, exact on-policy)"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling of episodes (0: off, exact on-policy)"})
+    max_completion_length: int | None = field(
+        default=None, metadata={"help": "tokens per memory update (None: the model's memory budget)"}
+    )
+    max_answer_length: int | None = field(
+        default=None, metadata={"help": "tokens of the final answer (None: the model's max_answer_tokens)"}
+    )
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient against the adapter-free reference"})
+    epsilon: float = field(default=0.2, metadata={"help": "lower clip of the ratio: 1 - epsilon"})
+    epsilon_high: float = field(default=0.28, metadata={"help": "upper clip of the ratio: 1 + epsilon_high"})
+    loss_type: str = field(
+        default="dapo", metadata={"help": "token averaging over the batch (dapo) or per episode", "choices": LOSS_TYPES}
+    )
+    scale_rewards: str = field(
+        default="group", metadata={"help": "divide advantages by this reward std", "choices": REWARD_SCALINGS}
+    )
+    reward: str = field(default="sub_em", metadata={"help": "answer reward", "choices": list(REWARDS)})
+    format_reward: float = field(default=0.0, metadata={"help": "bonus for a non-empty answer that stops"})
+    train_compressor: bool = field(
+        default=True, metadata={"help": "also train the memory-token weights, through the blocks"}
+    )
+    logprob_batch_size: int = field(default=8, metadata={"help": "turns per teacher-forced forward"})
+    learning_rate: float = training_default("learning_rate", 1e-5)
+    num_train_epochs: float = training_default("num_train_epochs", 1.0, aliases=["--epochs"])
+    per_device_train_batch_size: int = training_default("per_device_train_batch_size", 4)
+    max_grad_norm: float = training_default("max_grad_norm", 1.0)
+    logging_steps: float = training_default("logging_steps", 1)
 
     def __post_init__(self):
         super().__post_init__()
@@ -555,10 +563,11 @@ def _detached(block: LycheeMemoryBlock) -> LycheeMemoryBlock:
     return LycheeMemoryBlock(block.keys.detach(), block.values.detach(), block.mask, block.span)
 
 
-def prepare_for_rl(model, config: LycheeGRPOConfig) -> None:
-    """Adds a `reasoner` LoRA adapter if the model has none, and marks what RL trains: the reasoner adapter and,
-    with `train_compressor` (and a model in `memory_tokens` mode), the compressor's weights and adapter."""
-    add_role_lora(model, "reasoner", config.reasoner_lora_r, config.reasoner_lora_alpha)
+def prepare_for_rl(model, config: LycheeGRPOConfig, peft_config=None) -> None:
+    """Adds a `reasoner` LoRA adapter from `peft_config` (default: `LoraArguments().lora_config()`) if the model has
+    none, and marks what RL trains: the reasoner adapter and, with `train_compressor` (and a model in
+    `memory_tokens` mode), the compressor's weights and adapter."""
+    add_role_lora(model, "reasoner", peft_config)
     train_compressor = config.train_compressor and model.config.compression_mode == "memory_tokens"
     if config.train_compressor and not train_compressor:
         logger.warning("train_compressor is ignored: a lossless model has no compressor weights to train.")
@@ -580,6 +589,7 @@ def train_rl(
     config: LycheeGRPOConfig,
     reward_funcs: list[RewardFunc] | None = None,
     callbacks: list | None = None,
+    peft_config=None,
 ) -> RLResult:
     """Runs end-to-end GRPO on `examples` (in order) and leaves the trained weights in `model`.
 
@@ -592,6 +602,8 @@ def train_rl(
         config (`LycheeGRPOConfig`): training settings.
         reward_funcs (`list[Callable]`, *optional*): custom rewards instead of the rule (see `episode_rewards`).
         callbacks (`list[TrainerCallback]`, *optional*): e.g. `TimeLimitCallback(minutes)`.
+        peft_config (`peft.LoraConfig`, *optional*): the `reasoner` adapter created when the model has none
+            (default: `LoraArguments().lora_config()`, rank 8, alpha 16, every decoder projection).
 
     Returns:
         `RLResult`.
@@ -600,7 +612,7 @@ def train_rl(
         raise ValueError("train_rl needs at least one example.")
     if model.config.update_template_ids is None:
         raise ValueError("The model has no prompt templates: build it with from_backbone(model, tokenizer).")
-    prepare_for_rl(model, config)
+    prepare_for_rl(model, config, peft_config)
     trainer = LycheeGRPOTrainer(model, config, ListDataset(examples), tokenizer, reward_funcs, callbacks=callbacks)
     trainer.train()
     model.eval()

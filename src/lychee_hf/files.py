@@ -1,9 +1,11 @@
-"""Small file helpers of the scale-out paths: JSONL lines read one at a time with their own errors, and writes
-that replace a file only once its new content is complete."""
+"""Small file helpers shared by the CLI, the data loaders and the scale-out paths: JSONL lines read one at a time
+with their own errors, an output file checked before any work is done, and writes that replace a file only once
+its new content is complete."""
 
 import codecs
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,12 @@ class JsonLine:
     number: int
     record: dict | None
     error: str | None = None
+
+    def checked(self, path: str | Path) -> dict:
+        """The object, or a `ValueError` naming `path:number` and what is wrong with the line."""
+        if self.error is None:
+            return self.record
+        raise ValueError(f"{path}:{self.number}{' is ' if self.error.startswith('not ') else ': '}{self.error}")
 
 
 def read_json_lines(path: str | Path, what: str, encoding: str = "utf-8") -> list[JsonLine]:
@@ -52,6 +60,26 @@ def read_json_lines(path: str | Path, what: str, encoding: str = "utf-8") -> lis
     if not lines:
         raise ValueError(f"{what} file {path} holds no lines")
     return lines
+
+
+def check_output_file(path: str | Path, overwrite: bool = False, option: str = "--json") -> None:
+    """Refuses an output file that exists (unless `overwrite`), is a folder, sits in a missing folder or cannot be
+    written, before any work is done; `option` is the flag that named it, for the message."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a folder: name a file")
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} exists: pass --overwrite to replace it, or name a new file (nothing is overwritten)"
+        )
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{option} {path}: folder {folder} does not exist")
+    try:  # the only reliable writability test (permissions, read-only mounts, root)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lychee-hf-write-test-"):
+            pass
+    except OSError as error:
+        raise PermissionError(f"{option} {path}: cannot write in {folder} ({error.strerror})") from None
 
 
 def write_atomically(path: str | Path, text: str) -> None:

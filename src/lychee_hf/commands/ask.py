@@ -1,0 +1,228 @@
+"""`lychee-hf ask`: answer questions over a document or a saved memory bank (or many questions over a corpus)."""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..files import check_output_file
+from .arguments import (
+    add_answer_arguments,
+    add_block_arguments,
+    add_command,
+    add_document_arguments,
+    add_memory_budget_argument,
+    add_model_arguments,
+    positive_int,
+    probability,
+    show_progress,
+)
+from .loading import encode, load_model
+
+NAME = "ask"
+EXAMPLES = """examples:
+  lychee-hf ask --context examples/harbor_town.txt --question "Who founded the Saltmarsh bakery?" --trace
+  lychee-hf ask --memory bank/ --question "Who founded the bakery?" --question "When was the bridge built?"
+  lychee-hf ask --context docs.jsonl --field text --question "..." --json answers.json
+  lychee-hf ask --context long.txt --question "..." --gate-threshold 0.3 --gate-max-blocks 4
+  lychee-hf ask --memory banks/ --questions q.jsonl --out answers.jsonl   # {"document": ID, "question": ...} lines
+  accelerate launch -m lychee_hf.cli ask --memory banks/ --questions q.jsonl --out answers.jsonl   # all GPUs"""
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    parser = add_command(commands, NAME, "answer questions over a document or a saved memory bank", EXAMPLES)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--context", help="the document: plain text, or .jsonl with one document per line")
+    source.add_argument(
+        "--memory", help="a bank folder written by `lychee-hf compress` (no compression needed), or a corpus folder"
+    )
+    asked = parser.add_mutually_exclusive_group(required=True)
+    asked.add_argument("--question", action="append", help="a question; repeat for several")
+    asked.add_argument("--questions", help="JSONL, one {document, question} per line, over --memory (answers: --out)")
+    parser.add_argument("--out", help="with --questions: a new JSONL file for the answers, in input order")
+    parser.add_argument(
+        "--batch-size", type=positive_int, help="with --questions: questions per generate call (default 8)"
+    )
+    parser.add_argument("--trace", action="store_true", help="print a per-block table (gate, memory, timings)")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="OUT",
+        help="write answers + traces as JSON to OUT (or stdout without OUT); answers are still printed",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="let --json OUT replace an existing file")
+    add_document_arguments(parser)
+    add_model_arguments(parser)
+    add_block_arguments(parser)
+    add_memory_budget_argument(parser)
+    add_answer_arguments(parser)
+    gate = parser.add_argument_group("gate policy (default: the checkpoint's)")
+    gate.add_argument("--gate-threshold", type=probability, help="read a block when P(related) >= this")
+    gate.add_argument("--gate-max-blocks", type=positive_int, help="read at most this many blocks per question")
+    gate.add_argument("--gate-keep-last", action="store_true", help="always read the last block")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..documents import read_documents
+    from ..modeling import LycheeMemoryBank
+
+    if args.questions:
+        from ..scale.questions import run_questions_command
+
+        return run_questions_command(args)
+    if args.out or args.batch_size:
+        raise ValueError("--out and --batch-size go with --questions (for --question, --json OUT writes the answers)")
+    # Inputs and outputs first: a missing file, an empty question or an unwritable OUT fails before the model loads.
+    questions = _checked_questions(args.question)
+    if args.json and args.json != "-":
+        check_output_file(args.json, args.overwrite)
+    if args.memory:
+        bank = LycheeMemoryBank.from_pretrained(args.memory)
+        sources = [(args.memory, dict(memory=bank))]
+    else:
+        documents = read_documents(args.context, args.field, args.encoding)
+        sources = [
+            (f"{args.context}#{i}" if len(documents) > 1 else args.context, dict(context=text))
+            for i, text in enumerate(documents)
+        ]
+    model, tokenizer = load_model(args)
+    if args.memory:
+        bank.check_compatible(model.memory_fingerprint())
+    results = []
+    try:
+        for name, source in sources:
+            _answer_source(model, tokenizer, name, source, questions, args, results)
+        _report(results, args)
+    except (Exception, KeyboardInterrupt) as error:
+        if not results:
+            raise
+        saved = _save_partial_results(results, args)
+        message = f"{len(results)} answer(s) computed before this failure were saved to {saved}"
+        if isinstance(error, KeyboardInterrupt):
+            print(f"lychee-hf: {message}", file=sys.stderr)
+            raise
+        raise RuntimeError(f"{error} ({message})") from error
+    return 0
+
+
+def _answer_source(model, tokenizer, name: str, source: dict, questions: list[str], args, results: list) -> None:
+    """Every question over one document (compressed once) or one bank, each answer appended to `results` as soon
+    as it exists (so a later failure loses none)."""
+    import torch
+
+    if "context" in source:
+        ids = encode(tokenizer, source["context"], args.context)
+        started = time.perf_counter()
+        bank = model.compress(ids, show_progress=show_progress(args))
+        compress_seconds = time.perf_counter() - started
+    else:
+        bank, compress_seconds = source["memory"], 0.0
+    gate_policy = {
+        key: value
+        for key, value in (
+            ("gate_threshold", args.gate_threshold),
+            ("gate_max_blocks", args.gate_max_blocks),
+            ("gate_keep_last", True if args.gate_keep_last else None),
+        )
+        if value is not None
+    }
+    for question in questions:
+        question_ids = torch.tensor([tokenizer.encode(question, add_special_tokens=False)])
+        started = time.perf_counter()
+        output = model.generate(
+            input_ids=question_ids,
+            memory=bank,
+            return_dict_in_generate=True,
+            show_progress=show_progress(args),
+            **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}),
+            **gate_policy,
+        )
+        answer = tokenizer.decode(output.sequences[0, question_ids.shape[1] :], skip_special_tokens=True).strip()
+        seconds = time.perf_counter() - started
+        results.append(_result(name, question, answer, output.trace[0], tokenizer, compress_seconds, seconds))
+
+
+def _checked_questions(questions: list[str]) -> list[str]:
+    for number, question in enumerate(questions, start=1):
+        if not question.strip():
+            raise ValueError(f"--question number {number} is empty: ask something (or drop it)")
+    return questions
+
+
+def _save_partial_results(results: list[dict], args: argparse.Namespace) -> Path:
+    """Writes answers computed before a failure somewhere they survive: next to OUT, here, or the temp folder."""
+    import tempfile
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"lychee-hf-answers-{stamp}-{os.getpid()}.json"
+    folders = [Path(args.json).parent] if args.json and args.json != "-" else []
+    folders += [Path.cwd(), Path(tempfile.gettempdir())]
+    text = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+    for folder in folders:
+        try:
+            target = (folder if str(folder) else Path(".")) / name
+            target.write_text(text, encoding="utf-8")
+            return target
+        except OSError:
+            continue
+    raise OSError("no folder could take the partial answers")
+
+
+def _result(name, question, answer, trace, tokenizer, compress_seconds, seconds) -> dict:
+    return {
+        "source": name,
+        "question": question,
+        "answer": answer,
+        "compress_seconds": round(compress_seconds, 3),
+        "answer_seconds": round(seconds, 3),
+        "trace": [
+            {
+                "block": r.block_index,
+                "span": list(r.span),
+                "gate_score": round(r.gate_score, 4),
+                "kept": r.kept,
+                "gate_decision": r.gate_decision,
+                "memory_tokens": len(r.memory_ids),
+                "memory": tokenizer.decode(r.memory_ids, skip_special_tokens=True),
+                "tokens_decoded": r.tokens_decoded,
+                "seconds": round(r.gate_seconds + r.reason_seconds, 3),
+            }
+            for r in trace
+        ],
+    }
+
+
+def _report(results: list[dict], args: argparse.Namespace) -> None:
+    if args.json:
+        text = json.dumps(results if len(results) > 1 else results[0], indent=2, ensure_ascii=False)
+        if args.json == "-":
+            print(text)
+            return
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    for result in results:
+        if len(results) > 1:
+            print(f"Q: {result['question']}")
+        print(result["answer"])
+        if args.trace:
+            print(_trace_table(result["trace"]))
+    if args.json:
+        print(f"answers and traces written to {args.json}", file=sys.stderr)
+
+
+def _trace_table(trace: list[dict]) -> str:
+    columns = f"{'block':>5}  {'span':>13}  {'gate':>6}  {'kept':>4}  {'memory':>6}  {'decoded':>7}  {'seconds':>7}"
+    header = columns + "  memory text"
+    lines = [header, "-" * len(header)]
+    for r in trace:
+        span = f"{r['span'][0]}-{r['span'][1]}"
+        memory = r["memory"].replace("\n", " ")
+        memory = memory if len(memory) <= 60 else memory[:57] + "..."
+        lines.append(
+            f"{r['block']:>5}  {span:>13}  {r['gate_score']:>6.3f}  {'yes' if r['kept'] else 'no':>4}  "
+            f"{r['memory_tokens']:>6}  {r['tokens_decoded']:>7}  {r['seconds']:>7.2f}  {memory}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""`lychee-hf eval`: evaluate methods on generated tasks or your data."""
+
+import argparse
+
+from .arguments import (
+    add_answer_arguments,
+    add_block_arguments,
+    add_command,
+    add_memory_budget_argument,
+    add_model_arguments,
+    positive_int,
+)
+
+NAME = "eval"
+EXAMPLES = """examples:
+  lychee-hf eval --task mhqa --lengths 7k,14k --n 16 --method lychee,memagent,full --out eval-mhqa/
+  lychee-hf eval --task jsonl --data my.jsonl --method lychee,lychee-nogate --out eval-mine/"""
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    parser = add_command(commands, NAME, "evaluate methods on generated tasks or your data", EXAMPLES)
+    parser.add_argument("--task", required=True, help="mhqa, niah, vt (generated) or jsonl, hotpotqa (--data)")
+    parser.add_argument("--lengths", default="7k", help="comma-separated context lengths, e.g. 7k,28k,112k")
+    parser.add_argument("--n", type=positive_int, default=8, help="examples per length (default 8)")
+    parser.add_argument(
+        "--method",
+        default="lychee",
+        help="comma-separated: lychee, lychee-lossless, lychee-compressed, lychee-gate, lychee-nogate, memagent, full",
+    )
+    parser.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    parser.add_argument("--data", help="JSONL (MemAgent schema) or HotpotQA JSON for --task jsonl / hotpotqa")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0: the held-out seed)")
+    parser.add_argument(
+        "--memagent-chunk", type=positive_int, default=5000, help="raw tokens per MemAgent chunk (default 5000)"
+    )
+    add_model_arguments(parser)
+    add_block_arguments(parser)
+    add_memory_budget_argument(parser)
+    add_answer_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import parse_length
+    from ..eval.runner import EvalSettings, run_eval
+    from ..scale.distributed import distributed_state, load_model_on_each_process
+
+    settings = EvalSettings(
+        task=args.task,
+        lengths=[parse_length(text) for text in args.lengths.split(",")],
+        n=args.n,
+        methods=[m.strip() for m in args.method.split(",")],
+        seed=args.seed,
+        data=args.data,
+        max_new_tokens=args.max_new_tokens,
+        memagent_chunk_tokens=args.memagent_chunk,
+    )
+    state = distributed_state()  # under accelerate launch / torchrun, processes share the examples
+    model, tokenizer = load_model_on_each_process(args, state)
+    summary = run_eval(model, tokenizer, settings, args.out, not args.quiet, state)
+    if state.is_main_process:
+        print(summary.read_text())
+    return 0

@@ -1,0 +1,90 @@
+"""`lychee-hf pretrain-compressor`: train the memory tokens (continuation loss through a compressed block).
+
+Its options are the text and the model (below), and the fields of `CompressorPretrainingConfig` (a
+`TrainingArguments`) and `LoraArguments` (an optional compressor adapter), parsed by `HfArgumentParser`: each
+default and help text is the field's.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from .arguments import (
+    add_block_arguments,
+    add_model_arguments,
+    add_training_command,
+    cli_help,
+    dataclass_from,
+    positive_int,
+)
+from .loading import load_model, main_process, new_folder, save_trained
+
+NAME = "pretrain-compressor"
+HELP = "train the memory tokens (continuation loss through a compressed block)"
+EXAMPLES = """examples:
+  lychee-hf pretrain-compressor --ratio 4 --out pretrained/ --max-train-rows 512
+  lychee-hf pretrain-compressor --ratio 4 --text corpus.txt --out pretrained/"""
+
+
+def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
+    """The command's parser; `full=False` leaves out its options (which import transformers to build)."""
+    if not full:
+        return add_training_command(commands, NAME, HELP, EXAMPLES, None)
+    from ..training.compressor import CompressorPretrainingConfig
+    from ..training.data import LoraArguments
+
+    parser = add_training_command(commands, NAME, HELP, EXAMPLES, [CompressorPretrainingConfig, LoraArguments])
+    parser.add_argument("--out", required=True, help="new folder: the model with trained memory weights + metrics")
+    parser.add_argument("--text", help="a UTF-8 text file to train on (default: CPython's bundled docs)")
+    parser.add_argument(
+        "--compressor-lora-r",
+        dest="lora_r",
+        type=positive_int,
+        help="also train a compressor LoRA adapter of this rank",
+    )
+    # No compressor adapter unless a rank is given: by default only the memory embedding and projections train.
+    parser.set_defaults(lora_r=None)
+    # The CLI scores 32 held-out windows before and after training, so that a short run is not mostly evaluation.
+    parser.set_defaults(max_eval_rows=32)
+    # Seed 0, the CLI's seed since its first release: a rerun reproduces earlier runs (the library keeps 42).
+    parser.set_defaults(seed=0)
+    cli_help(parser, "seed", "seed of the window split and training")
+    # Held-out batches follow --batch-size unless given, as with the CLI's single batch size before.
+    parser.set_defaults(per_device_eval_batch_size=None)
+    add_model_arguments(parser)
+    add_block_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.compressor import CompressorPretrainingConfig, pretrain_compressor
+    from ..training.data import LoraArguments
+
+    out = new_folder(args.out, "the trained model")
+    config = dataclass_from(
+        args,
+        CompressorPretrainingConfig,
+        output_dir=args.output_dir or str(out / "trainer"),
+        per_device_eval_batch_size=args.per_device_eval_batch_size or args.per_device_train_batch_size,
+        disable_tqdm=True if args.quiet else args.disable_tqdm,
+    )
+    peft_config = dataclass_from(args, LoraArguments).lora_config() if args.lora_r is not None else None
+    train_text = eval_text = None  # None: CPython's bundled docs
+    if args.text:
+        text = Path(args.text).read_text(encoding="utf-8")
+        cut = int(len(text) * (1 - config.eval_fraction))  # the end of the text is held out
+        train_text, eval_text = text[:cut], text[cut:]
+    model, tokenizer = load_model(args)
+    result = pretrain_compressor(model, tokenizer, config, train_text, eval_text, peft_config=peft_config)
+    if not main_process():  # under accelerate launch / torchrun, the main process saves and reports
+        return 0
+    save_trained(model, tokenizer, out)
+    metrics = {"train_rows": result.train_rows, "eval_rows": result.eval_rows, "before": result.before}
+    metrics["after"] = result.after
+    (out / "compressor_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    lines = [f"{'held-out loss (nats/token)':<28}{'before':>8}{'after':>8}", "-" * 44]
+    for name in ("compressed", "raw", "none"):
+        lines.append(f"{name:<28}{result.before[name]:>8.3f}{result.after[name]:>8.3f}")
+    print("\n".join(lines))
+    print(f"wrote {out}")
+    return 0

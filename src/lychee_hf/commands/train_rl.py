@@ -1,0 +1,131 @@
+"""`lychee-hf train-rl`: end-to-end GRPO, the reasoner adapter and the compressor, rewarded on the final answer.
+
+Its options are the curriculum (or your data) and the model (below), and the fields of `LycheeGRPOConfig` (a
+`TrainingArguments`) and `LoraArguments` (a new reasoner adapter), parsed by `HfArgumentParser`: each default and
+help text is the field's.
+"""
+
+import argparse
+import json
+import time
+
+from .arguments import (
+    add_block_arguments,
+    add_memory_budget_argument,
+    add_model_arguments,
+    add_training_command,
+    cli_help,
+    dataclass_from,
+    positive_int,
+)
+from .loading import load_model, main_process, new_folder, save_trained
+
+NAME = "train-rl"
+HELP = "end-to-end GRPO: reasoner adapter + compressor, rewarded on the final answer"
+EXAMPLES = """examples:
+  lychee-hf train-rl --model pretrained/ --task niah,mhqa --lengths 1k,2k,4k --n 64 --out trained/
+  lychee-hf train-rl --data rows.jsonl --out trained/ --max-minutes 60"""
+
+
+def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
+    """The command's parser; `full=False` leaves out its options (which import transformers to build)."""
+    if not full:
+        return add_training_command(commands, NAME, HELP, EXAMPLES, None)
+    from ..training.data import LoraArguments
+    from ..training.rl import LycheeGRPOConfig
+
+    parser = add_training_command(commands, NAME, HELP, EXAMPLES, [LycheeGRPOConfig, LoraArguments])
+    parser.add_argument("--task", default="niah,vt", help="comma-separated generated tasks (mhqa, niah, vt)")
+    parser.add_argument("--data", help="your questions instead: JSONL in the MemAgent/verl schema")
+    parser.add_argument("--lengths", default="1k", help="curriculum: comma-separated context lengths, shortest first")
+    parser.add_argument("--n", type=positive_int, default=16, help="examples per task and length")
+    parser.add_argument("--held-out-seed", type=int, default=0, help="eval seed training must not use")
+    parser.add_argument("--out", required=True, help="new folder: the trained model + rl_log.json")
+    parser.add_argument(
+        "--questions-per-step",
+        type=positive_int,
+        help="questions per optimizer step (default 1): per_device_train_batch_size = num_generations x this",
+    )
+    parser.add_argument(
+        "--no-compressor", dest="train_compressor", action="store_false", help="train the reasoner adapter only"
+    )
+    parser.add_argument("--max-minutes", type=float, help="stop cleanly after this much wall time (steps so far kept)")
+    # The seed also draws the curriculum's first stage: 1000 keeps it apart from the held-out seed.
+    parser.set_defaults(seed=1000)
+    cli_help(parser, "seed", "generator seed of the first stage, and training seed")
+    # Episodes per step follow from --num-generations and --questions-per-step unless given.
+    parser.set_defaults(per_device_train_batch_size=None)
+    # --gradient-checkpointing is TrainingArguments' deprecated name: the CLI passes it on as the new one.
+    cli_help(parser, "gradient_checkpointing", "recompute activations to save memory (as --activation_checkpointing)")
+    add_model_arguments(parser)
+    add_block_arguments(parser)
+    add_memory_budget_argument(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import parse_length
+    from ..training.curriculum import check_disjoint_seeds, curriculum_examples
+    from ..training.data import LoraArguments, TimeLimitCallback
+    from ..training.rl import LycheeGRPOConfig, train_rl
+
+    out = new_folder(args.out, "the trained model")
+    lengths = [parse_length(text) for text in args.lengths.split(",")]
+    if not args.data:
+        check_disjoint_seeds(args.seed, len(lengths), args.held_out_seed)
+    config = dataclass_from(
+        args,
+        LycheeGRPOConfig,
+        output_dir=args.output_dir or str(out / "trainer"),
+        per_device_train_batch_size=_episodes_per_step(args),
+        activation_checkpointing=args.activation_checkpointing or args.gradient_checkpointing,
+        gradient_checkpointing=None,
+        disable_tqdm=True if args.quiet else args.disable_tqdm,
+    )
+    peft_config = dataclass_from(args, LoraArguments).lora_config()
+    model, tokenizer = load_model(args)
+    if args.data:
+        from ..data import load_memagent_jsonl
+
+        examples = load_memagent_jsonl(args.data)
+    else:
+        examples = curriculum_examples(tokenizer, args.task.split(","), lengths, args.n, args.seed)
+    started = time.perf_counter()
+    callbacks = [TimeLimitCallback(args.max_minutes)] if args.max_minutes else None
+    result = train_rl(model, tokenizer, examples, config, callbacks=callbacks, peft_config=peft_config)
+    seconds = time.perf_counter() - started
+    if not main_process():  # under accelerate launch / torchrun, the main process saves and reports
+        return 0
+    save_trained(model, tokenizer, out)
+    log = [entry for entry in result.trainer.state.log_history if "reward" in entry]
+    steps = result.trainer.state.global_step
+    settings = json.loads(config.to_json_string())
+    record = {"examples": len(examples), "steps": steps, "seconds": seconds, "config": settings, "log": log}
+    (out / "rl_log.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(_reward_table(log))
+    questions = steps * config.questions_per_device * config.gradient_accumulation_steps
+    print(f"wrote {out} ({steps} steps, {questions} of {len(examples)} questions, {seconds:.0f} s)")
+    return 0
+
+
+def _episodes_per_step(args: argparse.Namespace) -> int:
+    """Episodes per device and step: `--per_device_train_batch_size`, or num_generations x questions per step."""
+    if args.per_device_train_batch_size is None:
+        return args.num_generations * (args.questions_per_step or 1)
+    if args.questions_per_step is not None:
+        raise ValueError("--questions-per-step and --per_device_train_batch_size both set the batch: pass one of them")
+    return args.per_device_train_batch_size
+
+
+def _reward_table(log: list[dict], rows: int = 5) -> str:
+    """Mean reward over consecutive slices of the training log (at most `rows` lines)."""
+    if not log:
+        return "no training steps were logged"
+    size = max(1, -(-len(log) // rows))
+    lines = [f"{'steps':<12}{'reward':>8}{'correct':>9}{'turns':>7}", "-" * 36]
+    for start in range(0, len(log), size):
+        part = log[start : start + size]
+        mean = {key: sum(entry[key] for entry in part) / len(part) for key in ("reward", "answer_correct", "turns")}
+        steps = f"{part[0]['step']}-{part[-1]['step']}"
+        lines.append(f"{steps:<12}{mean['reward']:>8.3f}{mean['answer_correct']:>9.3f}{mean['turns']:>7.2f}")
+    return "\n".join(lines)
