@@ -95,3 +95,9 @@ def test_two_hop_questions_name_the_first_entity_and_answer_the_second_relation(
         texts = first + " " + second
         assert example.answers[0] in texts
         assert any(word in texts for word in re.findall(r"[A-Z][a-z]+", example.question))
+
+
+def test_cli_help_names_every_generated_task():
+    from lychee_hf.commands.arguments import GENERATED_TASKS
+
+    assert GENERATED_TASKS.split(", ") == list(TASKS)

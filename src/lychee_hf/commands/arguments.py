@@ -117,6 +117,8 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
 
 # The storage formats of `modeling/kv_quant_lychee.py` (a test keeps them equal), spelled here so that building the
 # parser imports no torch: `lychee-hf --help` stays instant.
+# `lychee_hf.data.TASKS` by name, written out so that `--help` imports nothing (a test keeps them equal).
+GENERATED_TASKS = "mhqa, niah, vt, facts, facts-rephrased, facts-heldout, twohop, twohop-heldout"
 BANK_DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")
 
 

@@ -3,6 +3,7 @@
 import argparse
 
 from .arguments import (
+    GENERATED_TASKS,
     add_answer_arguments,
     add_block_arguments,
     add_command,
@@ -19,7 +20,7 @@ EXAMPLES = """examples:
 
 def add_parser(commands) -> argparse.ArgumentParser:
     parser = add_command(commands, NAME, "evaluate methods on generated tasks or your data", EXAMPLES)
-    parser.add_argument("--task", required=True, help="mhqa, niah, vt (generated) or jsonl, hotpotqa (--data)")
+    parser.add_argument("--task", required=True, help=f"{GENERATED_TASKS} (generated) or jsonl, hotpotqa (--data)")
     parser.add_argument("--lengths", default="7k", help="comma-separated context lengths, e.g. 7k,28k,112k")
     parser.add_argument("--n", type=positive_int, default=8, help="examples per length (default 8)")
     parser.add_argument(

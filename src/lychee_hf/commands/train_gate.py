@@ -8,6 +8,7 @@ import argparse
 import json
 
 from .arguments import (
+    GENERATED_TASKS,
     add_block_arguments,
     add_memory_budget_argument,
     add_model_arguments,
@@ -33,7 +34,7 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     from ..training.gate import GateTrainingConfig
 
     parser = add_training_command(commands, NAME, HELP, EXAMPLES, [GateTrainingConfig, LoraArguments])
-    parser.add_argument("--task", required=True, help="mhqa, niah, vt (generated) or jsonl, hotpotqa (--data)")
+    parser.add_argument("--task", required=True, help=f"{GENERATED_TASKS} (generated) or jsonl, hotpotqa (--data)")
     parser.add_argument("--data", help="JSONL (MemAgent schema + 'supporting') or HotpotQA JSON")
     parser.add_argument("--length", default="4k", help="context length of generated examples")
     parser.add_argument("--n", type=positive_int, default=64, help="examples (a quarter is held out)")

@@ -10,6 +10,7 @@ import json
 import time
 
 from .arguments import (
+    GENERATED_TASKS,
     add_block_arguments,
     add_memory_budget_argument,
     add_model_arguments,
@@ -35,7 +36,7 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     from ..training.rl import LycheeGRPOConfig
 
     parser = add_training_command(commands, NAME, HELP, EXAMPLES, [LycheeGRPOConfig, LoraArguments])
-    parser.add_argument("--task", default="niah,vt", help="comma-separated generated tasks (mhqa, niah, vt)")
+    parser.add_argument("--task", default="niah,vt", help=f"comma-separated generated tasks ({GENERATED_TASKS})")
     parser.add_argument("--data", help="your questions instead: JSONL in the MemAgent/verl schema")
     parser.add_argument("--lengths", default="1k", help="curriculum: comma-separated context lengths, shortest first")
     parser.add_argument("--n", type=positive_int, default=16, help="examples per task and length")
