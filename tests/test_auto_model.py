@@ -32,6 +32,9 @@ def test_save_writes_auto_map_and_the_modeling_files(tmp_path, tokenizer):
         "compat_lychee.py",
         "gate_lychee.py",
         "reasoner_lychee.py",
+        "prompts_lychee.py",
+        "pretrained_lychee.py",
+        "validation_lychee.py",
         "memory_bank_lychee.py",
         "templates_lychee.py",
     ):

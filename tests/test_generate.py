@@ -6,7 +6,7 @@ import torch
 from lychee_hf import LycheeGate, LycheeGenerateOutput
 from lychee_hf.modeling.compat_lychee import cache_kwargs
 from lychee_hf.modeling.prefix_lychee import block_prefix
-from lychee_hf.modeling.reasoner_lychee import build_prompt, clean_memory
+from lychee_hf.modeling.prompts_lychee import build_prompt, clean_memory
 from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 

@@ -19,7 +19,7 @@ from transformers import GenerationConfig, GenerationMixin
 from ..data import QAExample
 from ..modeling.adapters_lychee import adapter_names
 from ..modeling.gate_lychee import GATE_CLASSES
-from ..modeling.reasoner_lychee import build_prompt, clean_memory, count_decoded, memory_update_config, stop_and_pad_ids
+from ..modeling.prompts_lychee import build_prompt, clean_memory, count_decoded, memory_update_config, stop_and_pad_ids
 
 LYCHEE_VARIANTS = {
     "lychee": {},

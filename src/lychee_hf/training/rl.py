@@ -46,7 +46,7 @@ from ..data import QAExample
 from ..metrics import exact_match, substring_match, token_f1
 from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
-from ..modeling.reasoner_lychee import build_prompt, count_decoded, left_pad, stop_and_pad_ids
+from ..modeling.prompts_lychee import build_prompt, count_decoded, left_pad, stop_and_pad_ids
 from .data import (
     ListDataset,
     LycheeTrainingArguments,
