@@ -83,7 +83,7 @@ class LycheeCompressor(LycheePreTrainedModel):
                 for name in ("q_proj", "k_proj", "v_proj"):
                     mine, base = getattr(own, name), getattr(layer.self_attn, name)
                     if isinstance(mine, LowRankDelta):  # zero delta: the backbone's projection exactly
-                        mine.lora_B.zero_()
+                        mine.up.zero_()
                         if mine.bias is not None:
                             mine.bias.copy_(base.bias)
                     else:

@@ -26,7 +26,7 @@ from .adapters_lychee import (
     role_adapter,
     save_role_adapter,
 )
-from .attention_lychee import install_lychee_attention
+from .attention_lychee import LEGACY_KEY_MAPPING, install_lychee_attention
 from .compat_lychee import cache_kwargs, output_cache, pop_cache
 from .compressor_lychee import LycheeCompressor
 from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig, backbone_head_dim
@@ -281,6 +281,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         """
         roles = adapter_names(self)
         self.config.role_adapters = roles or None
+        # Always today's weight names: a checkpoint loaded through `LEGACY_KEY_MAPPING` is not written back in its
+        # old names (transformers' `save_original_format` would revert the renaming).
+        kwargs.setdefault("save_original_format", False)
         if not roles:
             return super().save_pretrained(save_directory, *args, **kwargs)
         check_adapter_names(self)
@@ -344,8 +347,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
 
         A folder or repo that is not a LycheeMemory checkpoint is refused before anything is built, and so is a
         checkpoint whose weights do not match its config (missing, unexpected or mis-shaped tensors): such a model
-        would answer with random weights. Keyword overrides of the config (`compression_ratio=2`, ...) go through
-        the config's own validation.
+        would answer with random weights. Low-rank memory projections saved under their former names
+        (`lora_A` / `lora_B`) load through transformers' `key_mapping` (`LEGACY_KEY_MAPPING`). Keyword overrides of
+        the config (`compression_ratio=2`, ...) go through the config's own validation.
 
         Args:
             load_role_adapters (`bool`, *optional*, defaults to `True`): `False` loads the bare backbone and
@@ -355,6 +359,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             Other arguments as for `PreTrainedModel.from_pretrained` (`quantization_config`, `device_map`, ...).
         """
         check_checkpoint_config(pretrained_model_name_or_path, kwargs)
+        # Checkpoints written before `LowRankDelta`'s factors were renamed (`lora_A` / `lora_B`) load as they are.
+        kwargs["key_mapping"] = {**LEGACY_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
         wants_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         if not allow_missing_weights:

@@ -27,7 +27,7 @@ class LycheePreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, LowRankDelta):
             std = getattr(self.config.text_config, "initializer_range", 0.02)
-            init.normal_(module.lora_A, mean=0.0, std=std)
-            init.zeros_(module.lora_B)
+            init.normal_(module.down, mean=0.0, std=std)
+            init.zeros_(module.up)
             if module.bias is not None:
                 init.zeros_(module.bias)
