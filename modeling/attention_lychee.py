@@ -58,24 +58,44 @@ def eager_attention_forward(
 
 
 class LowRankDelta(nn.Module):
-    """A memory projection kept as the backbone's weight plus a rank-r delta: W_base x + B (A x) + bias.
+    """A memory projection kept as the backbone's weight plus a rank-r delta: W_base x + up(down(x)) + bias.
 
-    Shapes: `lora_A` (r, in), `lora_B` (out, r), `bias` (out,). Starts (B = 0, bias = the backbone's) as an exact
-    copy of the backbone's projection, as full memory projections do. The backbone's part W_base x comes in as a
-    tensor (see `backbone_projection`): the backbone's projection may be quantized, wrapped by an adapter, or
-    offloaded, and a module argument would be moved by accelerate's device hooks.
+    Shapes: `down` (r, in), `up` (out, r), `bias` (out,). Starts (up = 0, bias = the backbone's) as an exact copy
+    of the backbone's projection, as full memory projections do. The backbone's part W_base x comes in as a tensor
+    (see `backbone_projection`): the backbone's projection may be quantized, wrapped by an adapter, or offloaded,
+    and a module argument would be moved by accelerate's device hooks.
+
+    Checkpoints written before the rename name the factors `lora_A` / `lora_B` (PEFT's own names, for weights that
+    are no PEFT adapter): `LEGACY_NAMES` maps them, in `load_state_dict` (a pre-hook here) and in
+    `LycheeMemoryForCausalLM.from_pretrained` (transformers' `key_mapping`, `LEGACY_KEY_MAPPING`).
     """
+
+    LEGACY_NAMES = {"lora_A": "down", "lora_B": "up"}
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool):
         super().__init__()
-        self.lora_A = nn.Parameter(torch.empty(rank, in_features))
-        self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
+        self.down = nn.Parameter(torch.empty(rank, in_features))
+        self.up = nn.Parameter(torch.zeros(out_features, rank))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.register_load_state_dict_pre_hook(_rename_legacy_factors)
 
     def forward(self, hidden_states: torch.Tensor, backbone_output: torch.Tensor) -> torch.Tensor:
         """`backbone_output` (..., out) = W_base `hidden_states`, without the backbone's bias."""
-        delta = nn.functional.linear(nn.functional.linear(hidden_states, self.lora_A), self.lora_B, self.bias)
+        delta = nn.functional.linear(nn.functional.linear(hidden_states, self.down), self.up, self.bias)
         return backbone_output + delta
+
+
+def _rename_legacy_factors(module, state_dict, prefix, *args) -> None:
+    """`load_state_dict` pre-hook: `<prefix>lora_A` / `lora_B` of an older checkpoint become `down` / `up`."""
+    for old, new in LowRankDelta.LEGACY_NAMES.items():
+        if prefix + old in state_dict and prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+
+# `from_pretrained(key_mapping=...)` form of `LowRankDelta.LEGACY_NAMES`: checkpoint key pattern -> current name.
+LEGACY_KEY_MAPPING = {
+    rf"^(compressor\.layers\.\d+\.[qkv]_proj)\.{old}$": rf"\1.{new}" for old, new in LowRankDelta.LEGACY_NAMES.items()
+}
 
 
 def backbone_projection(base: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:

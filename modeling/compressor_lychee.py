@@ -12,13 +12,12 @@ Lossless mode: the block is the chunk's own K/V (no memory tokens).
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.cache_utils import DynamicCache
 
 from .attention_lychee import BlockStates, LowRankDelta, MemoryProjections, MemoryRouting, apply_rotary
-from .compat_lychee import CACHE_ARG, LEGACY_CACHE_ARG, cache_kwargs
-from .configuration_lychee import LycheeMemoryConfig
+from .compat_lychee import cache_kwargs
+from .configuration_lychee import LycheeMemoryConfig, backbone_head_dim
+from .pretrained_lychee import LycheePreTrainedModel
 
 
 def memory_token_layout(window: int, ratio: int, placement: str) -> tuple[torch.LongTensor, torch.LongTensor]:
@@ -47,29 +46,6 @@ def positions_from_mask(mask: torch.Tensor) -> torch.LongTensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-class LycheePreTrainedModel(PreTrainedModel):
-    config_class = LycheeMemoryConfig
-    config: LycheeMemoryConfig
-    base_model_prefix = "model"
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-    # accelerate's device hooks move every tensor-like argument, modules included (`Module.to`): the compressor's
-    # `backbone` argument must stay where it is (pass it by keyword; positional arguments cannot be skipped).
-    _skip_keys_device_placement = sorted({CACHE_ARG, LEGACY_CACHE_ARG, "backbone"})
-
-    def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        if isinstance(module, LowRankDelta):
-            std = getattr(self.config.text_config, "initializer_range", 0.02)
-            init.normal_(module.lora_A, mean=0.0, std=std)
-            init.zeros_(module.lora_B)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-
-
 class LycheeCompressor(LycheePreTrainedModel):
     """Memory-token embedding and per-layer memory q/k/v projections; compresses chunks with a given backbone.
 
@@ -83,7 +59,7 @@ class LycheeCompressor(LycheePreTrainedModel):
     def __init__(self, config: LycheeMemoryConfig):
         super().__init__(config)
         text = config.text_config
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        head_dim = backbone_head_dim(text)
         bias, rank = attention_bias(text), config.memory_projection_rank
         q_out, kv_out = text.num_attention_heads * head_dim, text.num_key_value_heads * head_dim
 
@@ -107,7 +83,7 @@ class LycheeCompressor(LycheePreTrainedModel):
                 for name in ("q_proj", "k_proj", "v_proj"):
                     mine, base = getattr(own, name), getattr(layer.self_attn, name)
                     if isinstance(mine, LowRankDelta):  # zero delta: the backbone's projection exactly
-                        mine.lora_B.zero_()
+                        mine.up.zero_()
                         if mine.bias is not None:
                             mine.bias.copy_(base.bias)
                     else:

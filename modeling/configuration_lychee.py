@@ -234,6 +234,11 @@ class LycheeMemoryConfig(PreTrainedConfig):
             )
 
 
+def backbone_head_dim(text_config) -> int:
+    """Channels per attention head of a backbone config: its `head_dim`, else hidden size / heads."""
+    return getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+
+
 def check_gate_policy(threshold: float, max_blocks: int | None) -> None:
     """Validates the gate policy knobs, from the config or from one `generate` call's overrides."""
     if not 0.0 <= threshold <= 1.0:

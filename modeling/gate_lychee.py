@@ -17,17 +17,21 @@ Gate types (`config.gate_type`):
   the answer tokens (`config.gate_label_ids`): no new weights beside the adapter, so the gate is one standard
   PEFT adapter, and an untrained adapter starts from the backbone's own zero-shot yes/no judgement. It reads
   the memory, so `generate` rescores the blocks ahead after every memory update.
+
+`GatePolicy` turns the scores into keep/skip decisions (threshold, block limit, keep the last block).
 """
+
+from dataclasses import dataclass
 
 import torch
 
 from .adapters_lychee import adapter_names, role_adapter
 from .compat_lychee import cache_kwargs
-from .compressor_lychee import LycheePreTrainedModel
-from .configuration_lychee import LycheeMemoryConfig
+from .configuration_lychee import LycheeMemoryConfig, check_gate_policy
 from .memory_bank_lychee import LycheeMemoryBank
 from .prefix_lychee import block_prefix
-from .reasoner_lychee import build_prompt, left_pad
+from .pretrained_lychee import LycheePreTrainedModel
+from .prompts_lychee import build_prompt, left_pad
 
 # z-score (in spreads above the document median) at which a block is even odds related, and the slope around it.
 QUERY_LIKELIHOOD_MIDPOINT = 1.5
@@ -181,6 +185,46 @@ def gate_prompt(config: LycheeMemoryConfig, question_ids: torch.LongTensor, memo
             "model.set_gate('classifier', tokenizer)."
         )
     return build_prompt(config.gate_template_ids, question_ids, memory_ids)
+
+
+@dataclass
+class GatePolicy:
+    """Which blocks the reasoner reads, given their gate scores.
+
+    Attributes:
+        threshold (`float`): a block is related when its score is at least this.
+        max_blocks (`int`, *optional*): read at most this many blocks, the first related ones in document order;
+            with `keep_last` the last block is one of them.
+        keep_last (`bool`): always read the last block.
+    """
+
+    threshold: float = 0.5
+    max_blocks: int | None = None
+    keep_last: bool = False
+
+    @classmethod
+    def from_config(cls, config, **overrides) -> "GatePolicy":
+        """The config's policy, with `gate_threshold` / `gate_max_blocks` / `gate_keep_last` overrides."""
+        policy = cls(config.gate_threshold, config.gate_max_blocks, config.gate_keep_last)
+        for name, value in overrides.items():
+            setattr(policy, name.removeprefix("gate_"), value)
+        check_gate_policy(policy.threshold, policy.max_blocks)
+        return policy
+
+    def decide(self, score: float, is_last: bool, kept_so_far: int) -> tuple[bool, str]:
+        """(read the block?, why) for one block."""
+        if is_last and self.keep_last:
+            return True, "last block"
+        if score < self.threshold:
+            return False, "unrelated"
+        # With keep_last, one read stays reserved for the last block.
+        allowance = None if self.max_blocks is None else self.max_blocks - int(self.keep_last and not is_last)
+        if allowance is not None and kept_so_far >= allowance:
+            return False, "block limit"
+        return True, "related"
+
+
+GATE_POLICY_KWARGS = ("gate_threshold", "gate_max_blocks", "gate_keep_last")
 
 
 GATE_CLASSES = {

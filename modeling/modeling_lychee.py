@@ -26,26 +26,19 @@ from .adapters_lychee import (
     role_adapter,
     save_role_adapter,
 )
-from .attention_lychee import install_lychee_attention
+from .attention_lychee import LEGACY_KEY_MAPPING, install_lychee_attention
 from .compat_lychee import cache_kwargs, output_cache, pop_cache
-from .compressor_lychee import LycheeCompressor, LycheePreTrainedModel
-from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig
+from .compressor_lychee import LycheeCompressor
+from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig, backbone_head_dim
 from .fingerprint_lychee import WEIGHTS_DIGEST_VERSION, weights_digest
-from .gate_lychee import GATE_CLASSES
+from .gate_lychee import GATE_CLASSES, GATE_POLICY_KWARGS, GatePolicy
 from .kv_quant_lychee import check_bank_dtype
 from .loading_lychee import HUB_KWARGS, check_checkpoint_config, check_loading_info
-from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock, MemoryBankError
+from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
-from .reasoner_lychee import (
-    GATE_POLICY_KWARGS,
-    GatePolicy,
-    LycheeGenerateOutput,
-    ReasonerLoop,
-    build_prompt,
-    left_pad,
-    memory_update_config,
-    stop_and_pad_ids,
-)
+from .pretrained_lychee import LycheePreTrainedModel
+from .prompts_lychee import id_list, memory_update_config, stop_and_pad_ids
+from .reasoner_lychee import LycheeGenerateOutput, ReasonerLoop
 from .templates_lychee import (
     FINAL_ANSWER_TEMPLATE,
     INITIAL_MEMORY,
@@ -54,6 +47,21 @@ from .templates_lychee import (
     gate_template_ids,
     template_config_ids,
 )
+from .validation_lychee import check_banks, check_context, check_prompt_lengths, check_questions, unpadded_rows
+
+
+def generation_config_for(backbone: nn.Module, tokenizer) -> GenerationConfig:
+    """The backbone's generation config with eos = every stop id the tokenizer or backbone knows, and a pad id."""
+    config = copy.deepcopy(backbone.generation_config) if backbone.generation_config else GenerationConfig()
+    eos = id_list(config.eos_token_id)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
+        eos.insert(0, tokenizer.eos_token_id)
+    config.eos_token_id = eos[0] if len(eos) == 1 else eos
+    if config.pad_token_id is None:
+        config.pad_token_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else None)
+        )
+    return config
 
 
 class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
@@ -214,7 +222,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 f"from_backbone needs a causal LM (…ForCausalLM) of type {SUPPORTED_BACKBONES}, got "
                 f"{type(backbone).__name__}."
             )
-        generation_config = _generation_config_for(backbone, tokenizer)
+        generation_config = generation_config_for(backbone, tokenizer)
         eos_ids, _ = stop_and_pad_ids(generation_config)
         if not eos_ids:
             raise ValueError("The tokenizer and backbone define no eos token: memory updates could never stop.")
@@ -273,6 +281,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         """
         roles = adapter_names(self)
         self.config.role_adapters = roles or None
+        # Always today's weight names: a checkpoint loaded through `LEGACY_KEY_MAPPING` is not written back in its
+        # old names (transformers' `save_original_format` would revert the renaming).
+        kwargs.setdefault("save_original_format", False)
         if not roles:
             return super().save_pretrained(save_directory, *args, **kwargs)
         check_adapter_names(self)
@@ -336,8 +347,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
 
         A folder or repo that is not a LycheeMemory checkpoint is refused before anything is built, and so is a
         checkpoint whose weights do not match its config (missing, unexpected or mis-shaped tensors): such a model
-        would answer with random weights. Keyword overrides of the config (`compression_ratio=2`, ...) go through
-        the config's own validation.
+        would answer with random weights. Low-rank memory projections saved under their former names
+        (`lora_A` / `lora_B`) load through transformers' `key_mapping` (`LEGACY_KEY_MAPPING`). Keyword overrides of
+        the config (`compression_ratio=2`, ...) go through the config's own validation.
 
         Args:
             load_role_adapters (`bool`, *optional*, defaults to `True`): `False` loads the bare backbone and
@@ -347,6 +359,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             Other arguments as for `PreTrainedModel.from_pretrained` (`quantization_config`, `device_map`, ...).
         """
         check_checkpoint_config(pretrained_model_name_or_path, kwargs)
+        # Checkpoints written before `LowRankDelta`'s factors were renamed (`lora_A` / `lora_B`) load as they are.
+        kwargs["key_mapping"] = {**LEGACY_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
         wants_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         if not allow_missing_weights:
@@ -374,7 +388,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             "architecture": text.model_type,
             "num_hidden_layers": text.num_hidden_layers,
             "num_key_value_heads": text.num_key_value_heads,
-            "head_dim": getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads,
+            "head_dim": backbone_head_dim(text),
             "compression_mode": config.compression_mode,
             "chunk_size": config.chunk_size,
             "compression_window": config.compression_window,
@@ -413,9 +427,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         Returns:
             `LycheeMemoryBank` with one block per `chunk_size` tokens.
         """
-        context_ids, attention_mask = self._check_context(context_ids, attention_mask, single=True)
+        context_ids, attention_mask = check_context(self, context_ids, attention_mask, single=True)
         banks, _ = self._compress_documents(
-            _unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu, bank_dtype
+            unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu, bank_dtype
         )
         return banks[0]
 
@@ -429,9 +443,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         bank_dtype: str | None = None,
     ) -> list[LycheeMemoryBank]:
         """`compress` for a (B, N) batch of (padded) documents: one bank per row."""
-        context_ids, attention_mask = self._check_context(context_ids, attention_mask, single=False)
+        context_ids, attention_mask = check_context(self, context_ids, attention_mask, single=False)
         banks, _ = self._compress_documents(
-            _unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu, bank_dtype
+            unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu, bank_dtype
         )
         return banks
 
@@ -449,7 +463,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         Returns:
             `list[LycheeMemoryBlock]`, one per chunk.
         """
-        ids = torch.full((len(chunks), self.config.chunk_size), self._pad_id(), dtype=torch.long, device=self.device)
+        _, pad_id = stop_and_pad_ids(self.generation_config)
+        ids = torch.full((len(chunks), self.config.chunk_size), pad_id, dtype=torch.long, device=self.device)
         mask = torch.zeros_like(ids)
         for row, chunk in enumerate(chunks):
             ids[row, : chunk.numel()] = chunk
@@ -547,158 +562,34 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             raise ValueError("Pass either context_ids (compress now) or memory (a prebuilt bank), not both.")
         check_adapter_names(self)
         policy = GatePolicy.from_config(self.config, **{k: kwargs.pop(k) for k in GATE_POLICY_KWARGS if k in kwargs})
-        questions = self._check_questions(input_ids, attention_mask)
+        questions = check_questions(self, input_ids, attention_mask)
         if context_ids is not None:
-            context_ids, context_attention_mask = self._check_context(context_ids, context_attention_mask, single=False)
+            context_ids, context_attention_mask = check_context(self, context_ids, context_attention_mask, single=False)
             if context_ids.shape[0] != len(questions):
                 raise ValueError(
                     f"input_ids has {len(questions)} rows but context_ids has {context_ids.shape[0]}: one document "
                     "per question (repeat the document, or compress it once and pass memory=bank)."
                 )
             banks, compress_seconds = self._compress_documents(
-                _unpadded_rows(context_ids, context_attention_mask), show_progress, offload_to_cpu=False
+                unpadded_rows(context_ids, context_attention_mask), show_progress, offload_to_cpu=False
             )
         else:
-            banks, compress_seconds = self._check_banks(memory, len(questions)), None
+            banks, compress_seconds = check_banks(self, memory, len(questions)), None
 
         final_config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
         kwargs = final_config.update(**kwargs)
         if final_config.max_new_tokens is None and final_config.max_length == GenerationConfig().max_length:
             final_config.max_new_tokens = self.config.max_answer_tokens
-        self._check_prompt_lengths(questions, final_config.max_new_tokens)
+        check_prompt_lengths(self.config, questions, final_config.max_new_tokens)
         update_config = memory_update_config(final_config, self.config.memory_budget, memory_generation_config)
-        loop = ReasonerLoop(self, update_config, show_progress, policy)
-        memories = loop.run(questions, banks, compress_seconds)
+        loop = ReasonerLoop(self, update_config, final_config, show_progress, policy)
+        answers, output = loop.run(questions, banks, compress_seconds, **kwargs)
 
-        _, pad_id = stop_and_pad_ids(final_config)
-        final_prompts = [build_prompt(self.config.final_template_ids, q, m) for q, m in zip(questions, memories)]
-        final_ids, final_mask = left_pad(final_prompts, pad_id)
-        with role_adapter(self, "reasoner"):
-            output = super().generate(final_ids, attention_mask=final_mask, generation_config=final_config, **kwargs)
-        sequences = output if isinstance(output, torch.Tensor) else output.sequences
-        sequences = torch.cat([input_ids.to(sequences.device), sequences[:, final_ids.shape[1] :]], dim=1)
+        sequences = torch.cat([input_ids.to(answers.device), answers], dim=1)
         if isinstance(output, torch.Tensor):
             return sequences
         fields = {key: value for key, value in output.items() if key != "sequences"}
         return LycheeGenerateOutput(sequences=sequences, trace=loop.traces, **fields)
-
-    # ----------------------------------------------------------------------------------------- validation
-    def _pad_id(self) -> int:
-        return stop_and_pad_ids(self.generation_config)[1]
-
-    def _check_ids(self, name: str, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        real = ids[mask.bool()]
-        if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.vocab_size):
-            raise ValueError(
-                f"{name} holds ids outside the vocabulary [0, {self.vocab_size}) (min {int(real.min())}, max "
-                f"{int(real.max())}): tokenize with this model's tokenizer."
-            )
-
-    def _check_context(self, context_ids, attention_mask, single: bool):
-        if not isinstance(context_ids, torch.Tensor):
-            raise TypeError(f"context_ids must be a torch.LongTensor, got {type(context_ids).__name__}.")
-        _check_integer_ids("context_ids", context_ids)
-        if context_ids.dim() == 1:
-            context_ids = context_ids[None]
-            attention_mask = attention_mask[None] if attention_mask is not None else None
-        if context_ids.dim() != 2:
-            raise ValueError(f"context_ids must be (N,) or (B, N), got shape {tuple(context_ids.shape)}.")
-        if single and context_ids.shape[0] != 1:
-            raise ValueError(
-                f"compress takes one document, got {context_ids.shape[0]} rows: use compress_batch for several."
-            )
-        if attention_mask is None:
-            attention_mask = torch.ones_like(context_ids)
-        if attention_mask.shape != context_ids.shape:
-            raise ValueError(
-                f"context_attention_mask has shape {tuple(attention_mask.shape)} but context_ids has "
-                f"{tuple(context_ids.shape)}: they must match."
-            )
-        context_ids, attention_mask = context_ids.to(self.device), attention_mask.to(self.device)
-        empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
-        if context_ids.shape[1] == 0 or empty:
-            raise ValueError(f"The context is empty (rows {empty or 'all'} have no tokens): pass a non-empty document.")
-        self._check_ids("context_ids", context_ids, attention_mask)
-        return context_ids, attention_mask
-
-    def _check_questions(self, input_ids, attention_mask) -> list[torch.LongTensor]:
-        if input_ids is None or not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-            raise ValueError("input_ids must be the (B, L) question ids when answering over a context.")
-        _check_integer_ids("input_ids", input_ids)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}."
-            )
-        self._check_ids("input_ids", input_ids, attention_mask)
-        if self.config.update_template_ids is None or self.config.final_template_ids is None:
-            raise ValueError(
-                "This config has no prompt templates: build the model with from_backbone(model, tokenizer)."
-            )
-        return _unpadded_rows(input_ids.to(self.device), attention_mask.to(self.device))
-
-    def _check_banks(self, memory, rows: int) -> list[LycheeMemoryBank]:
-        banks = [memory] * rows if isinstance(memory, LycheeMemoryBank) else list(memory)
-        if len(banks) != rows:
-            raise ValueError(f"Got {len(banks)} memory banks for {rows} questions: pass one bank, or one per row.")
-        expected = self.memory_fingerprint()
-        for bank in {id(b): b for b in banks}.values():
-            if not len(bank):
-                raise ValueError("A memory bank is empty: compress a non-empty document.")
-            if not bank.complete:
-                raise MemoryBankError(
-                    f"A memory bank covers only {bank.num_tokens} tokens of its document (its writing did not "
-                    "finish): complete it with `lychee-hf compress ... --resume` before asking questions."
-                )
-            bank.check_compatible(expected)
-        return banks
-
-    def _check_prompt_lengths(self, questions: list[torch.LongTensor], max_new_tokens: int | None) -> None:
-        config = self.config
-        longest = max(q.numel() for q in questions)
-        needed = config.slots_per_block + config.template_length("update") + longest + 2 * config.memory_budget
-        limit = config.text_config.max_position_embeddings
-        if needed > limit:
-            raise ValueError(
-                f"A question of {longest} tokens makes a memory update span {needed} positions, beyond the "
-                f"backbone's {limit}: shorten the question or lower memory_budget / chunk_size."
-            )
-        if max_new_tokens is None:
-            return
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
-        prompt = config.template_length("final") + longest + config.memory_budget
-        if prompt + max_new_tokens > limit:
-            raise ValueError(
-                f"max_new_tokens={max_new_tokens} would run the answer to position {prompt + max_new_tokens}, beyond "
-                f"the backbone's {limit} (the final prompt takes up to {prompt}): use at most {limit - prompt}."
-            )
-
-
-def _check_integer_ids(name: str, ids: torch.Tensor) -> None:
-    """Token ids must be integers: float ids would be truncated into other tokens without a word."""
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}: pass the tokenizer's ids.")
-
-
-def _unpadded_rows(ids: torch.LongTensor, mask: torch.Tensor) -> list[torch.LongTensor]:
-    return [row[row_mask.bool()] for row, row_mask in zip(ids, mask)]
-
-
-def _generation_config_for(backbone: nn.Module, tokenizer) -> GenerationConfig:
-    """The backbone's generation config with eos = every stop id the tokenizer or backbone knows, and a pad id."""
-    config = copy.deepcopy(backbone.generation_config) if backbone.generation_config else GenerationConfig()
-    eos = config.eos_token_id
-    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
-        eos.insert(0, tokenizer.eos_token_id)
-    config.eos_token_id = eos[0] if len(eos) == 1 else eos
-    if config.pad_token_id is None:
-        config.pad_token_id = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else None)
-        )
-    return config
 
 
 LycheeMemoryConfig.register_for_auto_class()

@@ -3,9 +3,10 @@
 Every decoding step goes through the public `GenerationMixin.generate` with a prefilled `DynamicCache` holding
 the block's K/V, an explicit 2D attention mask over [block slots, prompt] and explicit position ids of the same
 length (transformers 5 derives wrong positions for a prefix whose positions differ from its length otherwise).
+The loop records every turn in the trace, the exact prompt ids it fed to `generate` included, so that training
+reads the prompts the model read instead of rebuilding them.
 """
 
-import copy
 import time
 from dataclasses import dataclass, field
 
@@ -16,9 +17,10 @@ from transformers.utils import logging
 
 from .adapters_lychee import role_adapter
 from .compat_lychee import cache_kwargs
-from .configuration_lychee import check_gate_policy
+from .gate_lychee import GatePolicy
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
+from .prompts_lychee import build_prompt, clean_memory, count_decoded, left_pad, stop_and_pad_ids
 
 
 @dataclass
@@ -36,6 +38,8 @@ class LycheeBlockTrace:
         tokens_decoded (`int`): tokens the memory update generated (0 when skipped).
         generated_ids (`list[int]`): those tokens, through the first stop id (empty when skipped): what the
             reasoner wrote, before pad/eos removal and the budget cut made it `memory_ids` (RL scores these).
+        prompt_ids (`list[int]`): the memory update's prompt after the block, exactly as fed to `generate`
+            (without the batch's left padding; empty when skipped): update template, question, previous memory.
         prompt_tokens (`int`): prompt tokens the memory update prefilled after the block (0 when skipped).
         compress_seconds / gate_seconds / reason_seconds (`float`): this block's own wall time. The gate scores
             the blocks ahead in batched passes (again only when the memory changes); each block is charged an
@@ -54,127 +58,118 @@ class LycheeBlockTrace:
     gate_decision: str = ""
     tokens_decoded: int = 0
     generated_ids: list[int] = field(default_factory=list)
+    prompt_ids: list[int] = field(default_factory=list)
     prompt_tokens: int = 0
     compress_seconds: float = 0.0
     gate_seconds: float = 0.0
     reason_seconds: float = 0.0
     row: int = 0
 
+    def to_dict(self, tokenizer) -> dict:
+        """The record as plain JSON values: what `lychee-hf ask --json` and evaluation's predictions write.
+
+        Args:
+            tokenizer (`PreTrainedTokenizerBase`): decodes the working memory into `memory`.
+
+        Returns:
+            `dict` with `block`, `span`, `gate_score` (4 decimals), `kept`, `gate_decision`, `memory_tokens`,
+            `memory` (text), `tokens_decoded`, `prompt_tokens` and `seconds` (gate + reasoning, 3 decimals).
+        """
+        return {
+            "block": self.block_index,
+            "span": list(self.span),
+            "gate_score": round(self.gate_score, 4),
+            "kept": self.kept,
+            "gate_decision": self.gate_decision,
+            "memory_tokens": len(self.memory_ids),
+            "memory": tokenizer.decode(self.memory_ids, skip_special_tokens=True),
+            "tokens_decoded": self.tokens_decoded,
+            "prompt_tokens": self.prompt_tokens,
+            "seconds": round(self.gate_seconds + self.reason_seconds, 3),
+        }
+
+
+class LycheeTrace(list):
+    """One row's trace: its `LycheeBlockTrace` records in document order (a plain list of them), plus the final
+    answer turn.
+
+    Attributes:
+        answer_prompt_ids (`list[int]`): the final answer's prompt (final template, question, last working
+            memory), exactly as fed to `generate`, without the batch's left padding.
+        answer_ids (`list[int]`): the answer's tokens through the first stop id.
+    """
+
+    def __init__(self, records=(), answer_prompt_ids: list[int] | None = None, answer_ids: list[int] | None = None):
+        super().__init__(records)
+        self.answer_prompt_ids = answer_prompt_ids or []
+        self.answer_ids = answer_ids or []
+
+    def to_dict(self, tokenizer) -> dict:
+        """The row as plain JSON values.
+
+        Returns:
+            `dict` with `answer` (decoded, special tokens skipped, stripped), `answer_prompt_tokens`,
+            `answer_tokens` (decoded answer tokens through the first stop) and `trace` (`LycheeBlockTrace.to_dict`
+            of every block).
+        """
+        return {
+            "answer": tokenizer.decode(self.answer_ids, skip_special_tokens=True).strip(),
+            "answer_prompt_tokens": len(self.answer_prompt_ids),
+            "answer_tokens": len(self.answer_ids),
+            "trace": [record.to_dict(tokenizer) for record in self],
+        }
+
 
 @dataclass
 class LycheeGenerateOutput(GenerateDecoderOnlyOutput):
-    """`GenerateDecoderOnlyOutput` of the final answer plus `trace`: one list of `LycheeBlockTrace` per row."""
+    """`GenerateDecoderOnlyOutput` of the final answer plus `trace`: one `LycheeTrace` per row."""
 
-    trace: list[list[LycheeBlockTrace]] | None = None
-
-
-def build_prompt(pieces: list[list[int]], question: torch.LongTensor, memory: torch.LongTensor) -> torch.LongTensor:
-    """piece 0 + question + piece 1 + memory + piece 2, as one 1-D tensor."""
-    device = question.device
-    parts = [
-        torch.tensor(pieces[0], dtype=torch.long, device=device),
-        question,
-        torch.tensor(pieces[1], dtype=torch.long, device=device),
-        memory.to(device),
-        torch.tensor(pieces[2], dtype=torch.long, device=device),
-    ]
-    return torch.cat(parts)
-
-
-def left_pad(rows: list[torch.LongTensor], pad_id: int) -> tuple[torch.LongTensor, torch.LongTensor]:
-    """Stacks 1-D rows into (B, T) ids and mask, padded on the left."""
-    length = max(row.numel() for row in rows)
-    ids = rows[0].new_full((len(rows), length), pad_id)
-    mask = rows[0].new_zeros((len(rows), length))
-    for i, row in enumerate(rows):
-        if row.numel():
-            ids[i, length - row.numel() :] = row
-            mask[i, length - row.numel() :] = 1
-    return ids, mask
-
-
-def clean_memory(generated: torch.LongTensor, drop_ids: list[int], budget: int) -> torch.LongTensor:
-    """The new memory: generated ids without pad/eos ids (other special tokens stay), last `budget` kept."""
-    if drop_ids:
-        generated = generated[~torch.isin(generated, torch.tensor(drop_ids, device=generated.device))]
-    return generated[-budget:]
-
-
-def stop_and_pad_ids(generation_config: GenerationConfig) -> tuple[list[int], int]:
-    eos = generation_config.eos_token_id
-    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
-    pad = generation_config.pad_token_id
-    if pad is None:
-        pad = eos[0] if eos else 0
-    return eos, pad
-
-
-def memory_update_config(
-    final_config: GenerationConfig, budget: int, memory_config: GenerationConfig | None = None
-) -> GenerationConfig:
-    """Decoding of memory updates: `memory_config` if given (its lengths win), else the final answer's settings
-    with the memory budget as length; always plain tensor output."""
-    update = copy.deepcopy(memory_config or final_config)
-    update.max_new_tokens = (memory_config.max_new_tokens if memory_config else None) or budget
-    update.min_new_tokens = memory_config.min_new_tokens if memory_config else None
-    update.max_length = None
-    update.num_return_sequences = 1
-    update.return_dict_in_generate = False
-    update.output_scores = update.output_logits = False
-    return update
-
-
-@dataclass
-class GatePolicy:
-    """Which blocks the reasoner reads, given their gate scores.
-
-    Attributes:
-        threshold (`float`): a block is related when its score is at least this.
-        max_blocks (`int`, *optional*): read at most this many blocks, the first related ones in document order;
-            with `keep_last` the last block is one of them.
-        keep_last (`bool`): always read the last block.
-    """
-
-    threshold: float = 0.5
-    max_blocks: int | None = None
-    keep_last: bool = False
-
-    @classmethod
-    def from_config(cls, config, **overrides) -> "GatePolicy":
-        """The config's policy, with `gate_threshold` / `gate_max_blocks` / `gate_keep_last` overrides."""
-        policy = cls(config.gate_threshold, config.gate_max_blocks, config.gate_keep_last)
-        for name, value in overrides.items():
-            setattr(policy, name.removeprefix("gate_"), value)
-        check_gate_policy(policy.threshold, policy.max_blocks)
-        return policy
-
-    def decide(self, score: float, is_last: bool, kept_so_far: int) -> tuple[bool, str]:
-        """(read the block?, why) for one block."""
-        if is_last and self.keep_last:
-            return True, "last block"
-        if score < self.threshold:
-            return False, "unrelated"
-        # With keep_last, one read stays reserved for the last block.
-        allowance = None if self.max_blocks is None else self.max_blocks - int(self.keep_last and not is_last)
-        if allowance is not None and kept_so_far >= allowance:
-            return False, "block limit"
-        return True, "related"
-
-
-GATE_POLICY_KWARGS = ("gate_threshold", "gate_max_blocks", "gate_keep_last")
+    trace: list[LycheeTrace] | None = None
 
 
 @dataclass
 class ReasonerLoop:
-    """One call's loop state (never stored on the model, so calls and threads never share memory)."""
+    """One call's loop state (never stored on the model, so calls and threads never share memory).
+
+    Attributes:
+        model (`LycheeMemoryForCausalLM`): the model (shared backbone, gate, role adapters).
+        update_config (`GenerationConfig`): decoding of the memory updates.
+        answer_config (`GenerationConfig`): decoding of the final answer.
+        show_progress (`bool`, *optional*): progress bar over blocks (default: on for 8+).
+        policy (`GatePolicy`, *optional*): keep/skip rule (default: the config's).
+        traces (`list[LycheeTrace]`): filled by `run`, one per row.
+    """
 
     model: "torch.nn.Module"
     update_config: GenerationConfig
+    answer_config: GenerationConfig
     show_progress: bool | None = None
     policy: GatePolicy | None = None
-    traces: list[list[LycheeBlockTrace]] = field(default_factory=list)
+    traces: list[LycheeTrace] = field(default_factory=list)
 
     def run(
+        self,
+        questions: list[torch.LongTensor],
+        banks: list[LycheeMemoryBank],
+        compress_seconds: list[list[float]] | None = None,
+        **generate_kwargs,
+    ):
+        """Reads every row's blocks, then answers every row from its final working memory.
+
+        Args:
+            questions (`list[torch.LongTensor]`): one 1-D question per row, without padding.
+            banks (`list[LycheeMemoryBank]`): one bank per row.
+            compress_seconds (`list[list[float]]`, *optional*): per row and block, the compression time to record.
+            **generate_kwargs: passed to the final answer's `generate` (streamer, logits processors, ...).
+
+        Returns:
+            `(answers, output)`: (B, T) answer ids (padded after the first stop) and the final answer's `generate`
+            output (a tensor, or a `GenerateDecoderOnlyOutput` with `return_dict_in_generate`).
+        """
+        memories = self.read_blocks(questions, banks, compress_seconds)
+        return self.answer(questions, memories, **generate_kwargs)
+
+    def read_blocks(
         self,
         questions: list[torch.LongTensor],
         banks: list[LycheeMemoryBank],
@@ -184,7 +179,7 @@ class ReasonerLoop:
         device = self.model.device
         initial = self.model.config.initial_memory_ids or []
         memories = [torch.tensor(initial, dtype=torch.long, device=device) for _ in banks]
-        self.traces = [[] for _ in banks]
+        self.traces = [LycheeTrace() for _ in banks]
         self._scores = [None] * len(banks)  # per row: gate scores of blocks scored_from.., None once stale
         self._scored_from = [0] * len(banks)
         self._score_share = [0.0] * len(banks)  # per row: seconds of the last scoring pass per block it scored
@@ -208,25 +203,21 @@ class ReasonerLoop:
             active = [row for row, record in records.items() if record.kept]
             if active:
                 started = time.perf_counter()
-                prompt_lengths = [
-                    self.model.config.template_length("update") + questions[r].numel() + memories[r].numel()
-                    for r in active
-                ]
                 with role_adapter(self.model, "reasoner"):
-                    new_memories, generated = self.update_memories(
+                    new_memories, generated, prompts = self.update_memories(
                         [banks[r].block(step) for r in active],
                         [questions[r] for r in active],
                         [memories[r] for r in active],
                     )
                 elapsed = time.perf_counter() - started
-                for row, memory, written in zip(active, new_memories, generated):
+                for row, memory, written, prompt in zip(active, new_memories, generated, prompts):
                     changed = not torch.equal(memory, memories[row])
                     memories[row] = memory
                     if self.model.gate.reads_memory and changed:  # the blocks ahead need scores for the new memory
                         records[row].gate_seconds += self._discard_scores(row, step)
                     records[row].generated_ids, records[row].tokens_decoded = written, len(written)
                     records[row].reason_seconds = elapsed
-                    records[row].prompt_tokens = prompt_lengths[active.index(row)]
+                    records[row].prompt_ids, records[row].prompt_tokens = prompt, len(prompt)
             for row, record in records.items():
                 record.memory_ids = memories[row].tolist()
                 self.traces[row].append(record)
@@ -264,11 +255,12 @@ class ReasonerLoop:
 
     def update_memories(
         self, blocks: list[LycheeMemoryBlock], questions: list[torch.LongTensor], memories: list[torch.LongTensor]
-    ) -> tuple[list[torch.LongTensor], list[list[int]]]:
+    ) -> tuple[list[torch.LongTensor], list[list[int]], list[list[int]]]:
         """One batched memory update: each row reads its block as prefix and writes a new memory.
 
         Returns:
-            `(memories, generated)`: per row the new memory (1-D ids) and the generated ids through the first stop.
+            `(memories, generated, prompts)`: per row the new memory (1-D ids), the generated ids through the
+            first stop, and the prompt ids fed to `generate` (before left padding).
         """
         config = self.model.config
         eos_ids, pad_id = stop_and_pad_ids(self.update_config)
@@ -286,13 +278,30 @@ class ReasonerLoop:
         drop = sorted(set(eos_ids) | {pad_id})
         new_memories = [clean_memory(row, drop, config.memory_budget) for row in generated]
         written = [row[: count_decoded(row, eos_ids, pad_id)].tolist() for row in generated]
-        return new_memories, written
+        return new_memories, written, [prompt.tolist() for prompt in prompts]
 
+    def answer(self, questions: list[torch.LongTensor], memories: list[torch.LongTensor], **generate_kwargs):
+        """The final turn: every row answers from its question and working memory alone (`reasoner` adapter).
 
-def count_decoded(generated: torch.LongTensor, eos_ids: list[int], pad_id: int) -> int:
-    """Tokens generated up to and including the first stop id (the rest is padding of finished rows)."""
-    stops = torch.isin(generated, torch.tensor(eos_ids or [pad_id], device=generated.device)).nonzero()
-    return int(stops[0, 0]) + 1 if len(stops) else generated.numel()
+        Records each row's prompt and answer ids in its trace. Returns what `run` returns.
+        """
+        eos_ids, pad_id = stop_and_pad_ids(self.answer_config)
+        prompts = [build_prompt(self.model.config.final_template_ids, q, m) for q, m in zip(questions, memories)]
+        prompt_ids, prompt_mask = left_pad(prompts, pad_id)
+        with role_adapter(self.model, "reasoner"):
+            output = GenerationMixin.generate(
+                self.model,
+                prompt_ids,
+                attention_mask=prompt_mask,
+                generation_config=self.answer_config,
+                **generate_kwargs,
+            )
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        answers = sequences[:, prompt_ids.shape[1] :]
+        for trace, prompt, answer in zip(self.traces, prompts, answers):
+            trace.answer_prompt_ids = prompt.tolist()
+            trace.answer_ids = answer[: count_decoded(answer, eos_ids, pad_id)].tolist()
+        return answers, output
 
 
 def _wants_progress(show_progress: bool | None, total: int) -> bool:

@@ -114,10 +114,10 @@ def test_low_rank_memory_projections_start_as_the_backbones_and_train(tokenizer)
     full = LycheeMemoryForCausalLM.from_backbone(backbone, tokenizer, **knobs)
     low_rank = LycheeMemoryForCausalLM.from_backbone(backbone, tokenizer, memory_projection_rank=4, **knobs)
     layer = low_rank.compressor.layers[0].k_proj
-    assert tuple(layer.lora_A.shape) == (4, 64) and tuple(layer.lora_B.shape) == (32, 4)
+    assert tuple(layer.down.shape) == (4, 64) and tuple(layer.up.shape) == (32, 4)
     doc = document_ids(tokenizer, 64)
     torch.testing.assert_close(low_rank.compress(doc).block(0).keys, full.compress(doc).block(0).keys)
     low_rank.train()
     keys, _, _ = low_rank.compressor(low_rank.model, doc, torch.ones_like(doc))
     keys.sum().backward()
-    assert layer.lora_B.grad.abs().sum() > 0 and layer.bias.grad.abs().sum() > 0
+    assert layer.up.grad.abs().sum() > 0 and layer.bias.grad.abs().sum() > 0

@@ -231,7 +231,7 @@ def test_low_rank_memory_projections_reconstruct_an_exact_low_rank_delta(tmp_pat
     report = convert_reference_checkpoint(source, tmp_path / "lora", memory_rank=4, **KNOBS)
     assert len(report.low_rank_errors) == 6 and max(report.low_rank_errors.values()) < 1e-5
     weights = load_file(tmp_path / "lora" / "model.safetensors")
-    assert "compressor.layers.0.q_proj.lora_A" in weights and "compressor.layers.0.q_proj.weight" not in weights
+    assert "compressor.layers.0.q_proj.down" in weights and "compressor.layers.0.q_proj.weight" not in weights
     doc = document_ids(tokenizer, 100)
     exact = LycheeMemoryForCausalLM.from_pretrained(tmp_path / "full").compress(doc)
     low_rank = LycheeMemoryForCausalLM.from_pretrained(tmp_path / "lora").compress(doc)

@@ -86,3 +86,38 @@ def test_shipped_files_name_no_folder_of_the_machine_that_made_them():
     for path in files:
         found = machine_path.search(path.read_text(encoding="utf-8"))
         assert found is None, f"{path} names a machine path: {found.group(0)}"
+
+
+def test_the_shipped_compressor_weights_load_under_the_current_names(tmp_path):
+    """The shipped file predates the rename of `LowRankDelta`'s factors (`lora_A` / `lora_B` -> `down` / `up`);
+    `apply_shipped_weights` still loads it, strictly, into a compressor of the default's shapes."""
+    import shutil
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+    from transformers import LlamaConfig
+
+    from lychee_hf.modeling import LycheeCompressor, LycheeMemoryConfig
+
+    shipped = load_file(SHIPPED_WEIGHTS / "compressor.safetensors")
+    assert "compressor.layers.0.q_proj.lora_A" in shipped
+    rank, hidden = shipped["compressor.layers.0.q_proj.lora_A"].shape
+    head_dim = 64  # SmolLM2-135M
+    text = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=len({key.split(".")[2] for key in shipped if key.startswith("compressor.layers.")}),
+        num_attention_heads=shipped["compressor.layers.0.q_proj.lora_B"].shape[0] // head_dim,
+        num_key_value_heads=shipped["compressor.layers.0.k_proj.lora_B"].shape[0] // head_dim,
+        head_dim=head_dim,
+        vocab_size=64,
+        max_position_embeddings=8192,
+    )
+    compressor = LycheeCompressor(LycheeMemoryConfig(text_config=text, memory_projection_rank=int(rank)))
+    shutil.copy(SHIPPED_WEIGHTS / "compressor.safetensors", tmp_path)  # the compressor file alone
+    assert apply_shipped_weights(SimpleNamespace(compressor=compressor), tmp_path) == ["compressor"]
+    assert torch.equal(compressor.memory_embedding.weight, shipped.pop("compressor.memory_embedding.weight").float())
+    for key, tensor in shipped.items():
+        layer, projection, name = key.split(".")[2:]
+        current = getattr(compressor.layers[int(layer)], projection)
+        assert torch.equal(getattr(current, {"lora_A": "down", "lora_B": "up"}.get(name, name)), tensor.float())

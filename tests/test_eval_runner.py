@@ -77,6 +77,16 @@ def test_gate_precision_recall_against_gold_chunks():
     row = {"gold_chunks": [1, 3], "trace": [{"step": i, "kept": i in (1, 2)} for i in range(4)]}
     assert gate_precision_recall(row) == (0.5, 0.5)
     assert gate_precision_recall({"gold_chunks": [], "trace": []}) is None
+    # Traces name the index `block` now (as `lychee-hf ask --json` does); `step` is what older files hold.
+    renamed = {"gold_chunks": [1, 3], "trace": [{"block": i, "kept": i in (1, 2)} for i in range(4)]}
+    assert gate_precision_recall(renamed) == (0.5, 0.5)
+
+
+def test_lychee_and_memagent_traces_use_the_cli_field_names(model, tokenizer, example):
+    for method in ("lychee", "memagent"):
+        trace = run_method(method, model, tokenizer, example, memagent_chunk_tokens=128).trace
+        assert [step["block"] for step in trace] == list(range(len(trace)))
+        assert all({"tokens_decoded", "prompt_tokens", "memory_tokens", "gate_decision"} <= set(step) for step in trace)
 
 
 def test_unknown_method_or_missing_data_is_refused():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lychee_hf.modeling.reasoner_lychee import GatePolicy
+from lychee_hf.modeling.gate_lychee import GatePolicy
 from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 peft = pytest.importorskip("peft")

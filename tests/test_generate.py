@@ -1,3 +1,4 @@
+import json
 import threading
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 from lychee_hf import LycheeGate, LycheeGenerateOutput
 from lychee_hf.modeling.compat_lychee import cache_kwargs
 from lychee_hf.modeling.prefix_lychee import block_prefix
-from lychee_hf.modeling.reasoner_lychee import build_prompt, clean_memory
+from lychee_hf.modeling.prompts_lychee import build_prompt, clean_memory
 from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 
@@ -284,3 +285,58 @@ def test_gate_seconds_are_each_blocks_share_and_add_up_to_the_scoring_passes(gat
         assert all(r.gate_seconds == pytest.approx(1.0 / len(trace)) for r in trace)
     else:  # block 0's update threw away the scores of the blocks ahead: their cost is block 0's
         assert len(passes) > 1 and trace[0].gate_seconds == pytest.approx(1.0)
+
+
+# The per-block fields of `lychee-hf ask --json` (the CLI's public names); `to_dict` must keep every one.
+CLI_TRACE_FIELDS = {
+    "block",
+    "span",
+    "gate_score",
+    "kept",
+    "gate_decision",
+    "memory_tokens",
+    "memory",
+    "tokens_decoded",
+    "seconds",
+}
+
+
+def test_trace_records_the_exact_prompt_ids_of_every_turn(tokenizer):
+    """Each memory update's and the final answer's prompt ids, as fed to generate, are in the trace."""
+    model = tiny_lychee()
+    question = question_ids(tokenizer)
+    out = model.generate(
+        input_ids=question,
+        context_ids=document_ids(tokenizer, 150),
+        gate_threshold=1.0,
+        gate_max_blocks=2,
+        gate_keep_last=True,
+        return_dict_in_generate=True,
+    )
+    trace, config = out.trace[0], model.config
+    memory = torch.tensor(config.initial_memory_ids)
+    assert [r.kept for r in trace] == [True, False, True]
+    for record in trace:
+        expected = build_prompt(config.update_template_ids, question[0], memory).tolist() if record.kept else []
+        assert record.prompt_ids == expected and record.prompt_tokens == len(expected)
+        memory = torch.tensor(record.memory_ids, dtype=torch.long)
+    assert trace.answer_prompt_ids == build_prompt(config.final_template_ids, question[0], memory).tolist()
+    answer = out.sequences[0, question.shape[1] :].tolist()
+    assert trace.answer_ids == answer[: len(trace.answer_ids)] and len(trace.answer_ids) > 0
+
+
+def test_trace_to_dict_has_the_cli_fields_and_the_answer(tokenizer):
+    model = tiny_lychee()
+    question = question_ids(tokenizer)
+    out = model.generate(input_ids=question, context_ids=document_ids(tokenizer, 150), return_dict_in_generate=True)
+    trace = out.trace[0]
+    row = trace.to_dict(tokenizer)
+    assert row["answer"] == tokenizer.decode(out.sequences[0, question.shape[1] :], skip_special_tokens=True).strip()
+    assert row["answer_prompt_tokens"] == len(trace.answer_prompt_ids)
+    assert row["answer_tokens"] == len(trace.answer_ids)
+    assert [entry["block"] for entry in row["trace"]] == [0, 1, 2]
+    for entry, record in zip(row["trace"], trace):
+        assert CLI_TRACE_FIELDS <= set(entry) and entry == record.to_dict(tokenizer)
+        assert entry["memory"] == tokenizer.decode(record.memory_ids, skip_special_tokens=True)
+        assert entry["prompt_tokens"] == record.prompt_tokens and entry["seconds"] >= 0
+    json.dumps(row)  # plain JSON values only

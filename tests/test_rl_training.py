@@ -132,6 +132,24 @@ def test_an_episode_is_every_kept_block_update_then_the_final_answer(group):
     assert len(rollouts.episodes) == 4
 
 
+def test_episode_prompts_are_the_prompts_the_loop_fed_to_generate(tokenizer, examples, tmp_path, monkeypatch):
+    """RL reads every turn's prompt from the trace: a prompt changed in the loop reaches training as it is."""
+    from lychee_hf.modeling import reasoner_lychee
+
+    marker, original = 7, reasoner_lychee.build_prompt
+
+    def marked_prompt(pieces, question, memory):
+        prompt = original(pieces, question, memory)
+        return torch.cat([prompt, prompt.new_tensor([marker])])
+
+    monkeypatch.setattr(reasoner_lychee, "build_prompt", marked_prompt)
+    torch.manual_seed(0)
+    model = tiny_lychee(**SMALL)
+    rollouts = sample_group(model, tokenizer, examples[0], config(tmp_path), [answer_length_reward])
+    turns = [turn for episode in rollouts.episodes for turn in episode.turns]
+    assert len(turns) > len(rollouts.episodes) and all(int(turn.prompt_ids[-1]) == marker for turn in turns)
+
+
 def _incremental_logprobs(model, turn, block, temperature: float) -> torch.Tensor:
     """The completion's log-probs as decoding saw them: prefill [block, prompt] through a cache, then one token at
     a time (an independent path from the trainer's single teacher-forced forward)."""

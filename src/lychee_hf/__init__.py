@@ -19,6 +19,7 @@ _MODEL_CLASSES = (
     "LycheeMemoryBlock",
     "LycheeMemoryConfig",
     "LycheeMemoryForCausalLM",
+    "LycheeTrace",
 )
 _FUNCTIONS = {"load_default_model": "default_model", "default_model_path": "default_model"}
 

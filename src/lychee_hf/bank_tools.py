@@ -18,14 +18,14 @@ from .modeling.bank_storage_lychee import (
     StorageFormat,
     write_manifest,
 )
+from .modeling.configuration_lychee import backbone_head_dim
 from .modeling.kv_quant_lychee import check_bank_dtype, default_bank_dtype, kv_nbytes
 
 
 def bank_block_shape(model: LycheeMemoryForCausalLM) -> tuple[int, int, int, int]:
     """(layers, kv_heads, slots, head_dim) of one block made by `model`."""
     text = model.config.text_config
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    return (text.num_hidden_layers, text.num_key_value_heads, model.config.slots_per_block, head_dim)
+    return (text.num_hidden_layers, text.num_key_value_heads, model.config.slots_per_block, backbone_head_dim(text))
 
 
 def bank_bytes_per_block(model: LycheeMemoryForCausalLM, bank_dtype: str | None = None) -> int:

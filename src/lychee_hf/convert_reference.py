@@ -136,7 +136,7 @@ def convert_reference_checkpoint(
         max_shard_bytes (`int`): size at which an output shard is flushed.
         memory_rank (`int`, *optional*): store the memory q/k/v projections as the backbone's plus a delta of this
             rank (truncated SVD of memory - backbone); `None` keeps the exact full matrices.
-        tolerance (`float`): largest relative reconstruction error ||W - (W_base + B A)|| / ||W|| accepted per
+        tolerance (`float`): largest relative reconstruction error ||W - (W_base + up down)|| / ||W|| accepted per
             projection with `memory_rank`.
         force (`bool`): convert even when a projection exceeds `tolerance` (the errors stay in the report).
         **knobs: `LycheeMemoryConfig` overrides (e.g. `chunk_size=8192`, `memory_budget=512`).
@@ -181,7 +181,7 @@ def convert_reference_checkpoint(
             report.initialised.append(target)
         for target, factors in low_rank.items():
             stem = target.removesuffix(".weight")
-            for suffix, tensor in zip(("lora_A", "lora_B"), factors.tensors):
+            for suffix, tensor in zip(("down", "up"), factors.tensors):
                 _check_shape(f"{stem}.{suffix}", tensor, expected)
                 writer.add(f"{stem}.{suffix}", tensor)
             report.converted += 1
@@ -315,12 +315,12 @@ def _memory_initialisers(source_dir: Path, sources: dict, memory: list[str]) -> 
 
 @dataclass
 class _Factors:
-    tensors: tuple[torch.Tensor, torch.Tensor]  # lora_A (r, in), lora_B (out, r)
+    tensors: tuple[torch.Tensor, torch.Tensor]  # LowRankDelta.down (r, in), LowRankDelta.up (out, r)
     error: float
 
 
 def _low_rank_plan(plan: _Plan, rank: int, tolerance: float, force: bool) -> dict[str, _Factors]:
-    """Factors of every memory q/k/v weight as backbone + B A; refuses projections above `tolerance`."""
+    """Factors of every memory q/k/v weight as backbone + up @ down; refuses projections above `tolerance`."""
     factors = {}
     for target in [
         t for t in {**plan.sources, **plan.initialised} if re.fullmatch(r"compressor\.layers\.\d+\.\w_proj\.weight", t)
@@ -349,16 +349,16 @@ def _read_planned(plan: _Plan, target: str) -> torch.Tensor:
 
 
 def _factorise(memory: torch.Tensor, base: torch.Tensor, rank: int, dtype: torch.dtype) -> _Factors:
-    """Truncated SVD of memory - base: B = U_r S_r (out, r), A = V_r^T (r, in); error relative to ||memory||."""
+    """Truncated SVD of memory - base: up = U_r S_r (out, r), down = V_r^T (r, in); error relative to ||memory||."""
     delta = memory - base
-    if not delta.any():  # a stock backbone: zero delta, A random so that training can move B
+    if not delta.any():  # a stock backbone: zero delta, `down` random so that training can move `up`
         generator = torch.Generator().manual_seed(0)
-        lora_a = 0.02 * torch.randn(rank, delta.shape[1], generator=generator)
-        return _Factors((lora_a.to(dtype), torch.zeros(delta.shape[0], rank, dtype=dtype)), 0.0)
+        down = 0.02 * torch.randn(rank, delta.shape[1], generator=generator)
+        return _Factors((down.to(dtype), torch.zeros(delta.shape[0], rank, dtype=dtype)), 0.0)
     u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-    lora_b, lora_a = u[:, :rank] * s[:rank], vh[:rank]
-    error = (torch.linalg.matrix_norm(delta - lora_b @ lora_a) / torch.linalg.matrix_norm(memory)).item()
-    return _Factors((lora_a.to(dtype), lora_b.to(dtype)), error)
+    up, down = u[:, :rank] * s[:rank], vh[:rank]
+    error = (torch.linalg.matrix_norm(delta - up @ down) / torch.linalg.matrix_norm(memory)).item()
+    return _Factors((down.to(dtype), up.to(dtype)), error)
 
 
 def _check_shape(target: str, tensor: torch.Tensor, expected: dict) -> None:

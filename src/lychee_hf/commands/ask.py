@@ -179,20 +179,7 @@ def _result(name, question, answer, trace, tokenizer, compress_seconds, seconds)
         "answer": answer,
         "compress_seconds": round(compress_seconds, 3),
         "answer_seconds": round(seconds, 3),
-        "trace": [
-            {
-                "block": r.block_index,
-                "span": list(r.span),
-                "gate_score": round(r.gate_score, 4),
-                "kept": r.kept,
-                "gate_decision": r.gate_decision,
-                "memory_tokens": len(r.memory_ids),
-                "memory": tokenizer.decode(r.memory_ids, skip_special_tokens=True),
-                "tokens_decoded": r.tokens_decoded,
-                "seconds": round(r.gate_seconds + r.reason_seconds, 3),
-            }
-            for r in trace
-        ],
+        "trace": [record.to_dict(tokenizer) for record in trace],
     }
 
 

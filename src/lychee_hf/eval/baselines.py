@@ -19,7 +19,8 @@ from transformers import GenerationConfig, GenerationMixin
 from ..data import QAExample
 from ..modeling.adapters_lychee import adapter_names
 from ..modeling.gate_lychee import GATE_CLASSES
-from ..modeling.reasoner_lychee import build_prompt, clean_memory, count_decoded, memory_update_config, stop_and_pad_ids
+from ..modeling.prompts_lychee import build_prompt, clean_memory, count_decoded, memory_update_config, stop_and_pad_ids
+from ..modeling.reasoner_lychee import LycheeBlockTrace
 
 LYCHEE_VARIANTS = {
     "lychee": {},
@@ -37,7 +38,8 @@ class MethodResult:
 
     Attributes:
         prediction (`str`): the decoded answer.
-        trace (`list[dict]`): per step: block/chunk index, gate score, kept, memory text, tokens.
+        trace (`list[dict]`): per block (or raw chunk) read, `LycheeBlockTrace.to_dict`: index (`block`), span,
+            gate score, kept, memory text, tokens.
         stats (`dict`): seconds, compress_seconds, prefill_tokens, decode_tokens, steps, truncated_tokens.
     """
 
@@ -104,20 +106,8 @@ def _lychee(model, tokenizer, question, context, generation_config, memory_gener
     )
     seconds = time.perf_counter() - started
     answer_ids = out.sequences[0, question.shape[1] :]
-    final_prompt = model.config.template_length("final") + question.shape[1] + len(out.trace[0][-1].memory_ids)
-    trace = [
-        {
-            "step": r.block_index,
-            "span": list(r.span),
-            "gate_score": round(r.gate_score, 4),
-            "kept": r.kept,
-            "memory": tokenizer.decode(r.memory_ids, skip_special_tokens=True),
-            "memory_tokens": len(r.memory_ids),
-            "prompt_tokens": r.prompt_tokens,
-            "decoded_tokens": r.tokens_decoded,
-        }
-        for r in out.trace[0]
-    ]
+    final_prompt = len(out.trace[0].answer_prompt_ids)
+    trace = [record.to_dict(tokenizer) for record in out.trace[0]]
     stats = {
         "seconds": seconds,
         "compress_seconds": sum(r.compress_seconds for r in out.trace[0]),
@@ -145,23 +135,23 @@ def _memagent(model, tokenizer, question, context, generation_config, memory_gen
     for step, start in enumerate(range(0, context.shape[1], chunk_tokens)):
         chunk = context[0, start : start + chunk_tokens]
         prompt = torch.cat([chunk, build_prompt(config.update_template_ids, question[0], memory)])[None]
+        step_started = time.perf_counter()
         out = GenerationMixin.generate(model, prompt, attention_mask=torch.ones_like(prompt), generation_config=update)
         generated = out[0, prompt.shape[1] :]
         memory = clean_memory(generated, sorted(set(eos_ids) | {pad_id}), config.memory_budget)
         decoded = _answer_length(generated, model)
         prefill, decode = prefill + prompt.shape[1], decode + decoded
-        trace.append(
-            {
-                "step": step,
-                "span": [start, start + chunk.numel()],
-                "kept": True,
-                "gate_score": 1.0,
-                "memory": tokenizer.decode(memory, skip_special_tokens=True),
-                "memory_tokens": memory.numel(),
-                "prompt_tokens": prompt.shape[1],
-                "decoded_tokens": decoded,
-            }
+        record = LycheeBlockTrace(
+            block_index=step,
+            span=(start, start + chunk.numel()),
+            gate_score=1.0,
+            kept=True,
+            memory_ids=memory.tolist(),
+            tokens_decoded=decoded,
+            prompt_tokens=prompt.shape[1],
+            reason_seconds=time.perf_counter() - step_started,
         )
+        trace.append(record.to_dict(tokenizer))
     answer, final_prefill = _answer_from(model, question, memory, final)
     stats = {
         "seconds": time.perf_counter() - started,

@@ -29,9 +29,15 @@ def gate_precision_recall(row: dict) -> tuple[float, float] | None:
     gold = set(row.get("gold_chunks") or [])
     if not gold or not row["trace"]:
         return None
-    kept = {step["step"] for step in row["trace"] if step["kept"]}
+    kept = {block_index(step) for step in row["trace"] if step["kept"]}
     hits = len(kept & gold)
     return (hits / len(kept) if kept else 0.0), hits / len(gold)
+
+
+def block_index(step: dict) -> int:
+    """A trace entry's block (or raw chunk) index: `block`, as `LycheeBlockTrace.to_dict` and `lychee-hf ask --json`
+    name it; predictions files written before that named it `step`."""
+    return step["block"] if "block" in step else step["step"]
 
 
 def _accuracy_vs_length(rows, out_dir, plt) -> Path:
@@ -97,7 +103,7 @@ def _trace_of_one_example(rows, out_dir, plt) -> Path | None:
     row = next((r for r in rows if r["method"].startswith("lychee") and r["trace"]), None)
     if row is None:
         return None
-    steps = [s["step"] for s in row["trace"]]
+    steps = [block_index(s) for s in row["trace"]]
     figure, axis = plt.subplots(figsize=(9, 4))
     colours = ["tab:green" if s["kept"] else "tab:grey" for s in row["trace"]]
     axis.bar(steps, [s["gate_score"] for s in row["trace"]], color=colours, label="gate score (green: kept)")

@@ -24,7 +24,7 @@ from accelerate import PartialState
 
 from ..files import check_output_file, read_json_lines, write_atomically
 from ..modeling import LycheeMemoryBank
-from ..modeling.reasoner_lychee import count_decoded, left_pad, stop_and_pad_ids
+from ..modeling.prompts_lychee import count_decoded, left_pad, stop_and_pad_ids
 from .corpus import CORPUS_MANIFEST, read_corpus_manifest
 from .distributed import distributed_state, gather_lists, load_model_on_each_process, process_progress
 

@@ -14,7 +14,7 @@ import torch
 
 from ..data import QAExample
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
-from ..modeling.reasoner_lychee import build_prompt, stop_and_pad_ids
+from ..modeling.prompts_lychee import build_prompt, stop_and_pad_ids
 from .data import IGNORE_INDEX
 from .teacher import gold_memory_texts
 

@@ -46,7 +46,7 @@ from ..data import QAExample
 from ..metrics import exact_match, substring_match, token_f1
 from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
-from ..modeling.reasoner_lychee import build_prompt, count_decoded, left_pad, stop_and_pad_ids
+from ..modeling.prompts_lychee import count_decoded, left_pad, stop_and_pad_ids
 from .data import (
     ListDataset,
     LycheeTrainingArguments,
@@ -253,18 +253,21 @@ def sample_group(model, tokenizer, example: QAExample, config: LycheeGRPOConfig,
     eos_ids, pad_id = stop_and_pad_ids(answer_config)
     group, answers, stops = RolloutGroup(example, context[0]), [], []
     for row, trace in enumerate(output.trace):
-        memory = torch.tensor(model.config.initial_memory_ids or [], dtype=torch.long, device=device)
-        turns = []
-        for record in trace:
-            if record.kept:
-                prompt = build_prompt(model.config.update_template_ids, question, memory)
-                turns.append(Turn(record.block_index, prompt, torch.tensor(record.generated_ids, device=device)))
-            memory = torch.tensor(record.memory_ids, dtype=torch.long, device=device)
+        # Every turn's prompt as the loop fed it to generate (the trace records them), never rebuilt here.
+        turns = [
+            Turn(
+                record.block_index,
+                torch.tensor(record.prompt_ids, dtype=torch.long, device=device),
+                torch.tensor(record.generated_ids, device=device),
+            )
+            for record in trace
+            if record.kept
+        ]
         generated = output.sequences[row, question.numel() :]
         length = count_decoded(generated, eos_ids, pad_id)
         completion = generated[:length]
         stops.append(bool(length) and int(completion[-1]) in eos_ids)
-        turns.append(Turn(None, build_prompt(model.config.final_template_ids, question, memory), completion))
+        turns.append(Turn(None, torch.tensor(trace.answer_prompt_ids, dtype=torch.long, device=device), completion))
         answers.append(tokenizer.decode(completion, skip_special_tokens=True).strip())
         group.episodes.append(Episode(turns, answers[-1], 0.0))
     rewards = episode_rewards(answers, stops, example.answers, config, reward_funcs)
