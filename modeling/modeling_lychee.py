@@ -551,8 +551,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
 
         Returns:
             `torch.LongTensor` (B, L + answer) = questions followed by the answers, or with
-            `return_dict_in_generate=True` a `LycheeGenerateOutput` whose `trace` holds one list of
-            `LycheeBlockTrace` per row.
+            `return_dict_in_generate=True` a `LycheeGenerateOutput` whose `trace` holds one `LycheeTrace` per row
+            (its `LycheeBlockTrace` records, with every turn's prompt ids, and the final answer's prompt and ids).
         """
         if context_ids is None and memory is None:
             return super().generate(
