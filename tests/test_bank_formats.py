@@ -15,16 +15,6 @@ from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_lychee()
-
-
-@pytest.fixture(scope="module")
-def doc(tokenizer):
-    return document_ids(tokenizer, 150)
-
-
-@pytest.fixture(scope="module")
 def exact(model, doc):
     return model.compress(doc)
 

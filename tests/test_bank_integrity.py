@@ -12,14 +12,9 @@ from lychee_hf.bank_tools import compress_to_disk
 from lychee_hf.cli import main
 from lychee_hf.modeling import memory_bank_lychee
 from lychee_hf.modeling.memory_bank_lychee import MemoryBankError
-from lychee_hf.testing import document_ids, question_ids, tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import document_ids, question_ids, tiny_tokenizer
 
 TEXT = "Alice was born in Paris. Paris is the capital of France. " * 12 + "The secret code is 4721. " * 3
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_lychee()
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +111,6 @@ def test_overwrite_refuses_a_folder_that_holds_no_bank(model, doc, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- CLI
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt")
-    tiny_lychee().save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
-
-
 @pytest.fixture
 def cut_bank(checkpoint, tmp_path):
     """The bank `lychee-hf compress` of `context.txt` would write, interrupted after two chunks."""

@@ -8,12 +8,7 @@ import torch
 from lychee_hf import LycheeMemoryBank
 from lychee_hf.bank_tools import bank_bytes_per_block
 from lychee_hf.modeling import bank_storage_lychee
-from lychee_hf.testing import document_ids, question_ids, tiny_lychee
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_lychee()
+from lychee_hf.testing import document_ids, question_ids
 
 
 @pytest.fixture(scope="module")

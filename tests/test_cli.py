@@ -17,14 +17,6 @@ DOCUMENT = "Alice was born in Paris. Paris is the capital of France. " * 12 + "T
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt")
-    tiny_lychee().save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def context(tmp_path_factory):
     path = tmp_path_factory.mktemp("ctx") / "doc.txt"
     path.write_text(DOCUMENT)
@@ -329,3 +321,27 @@ def test_a_real_process_reports_a_usage_error_with_status_2():
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 2 and "argument --n: must be a positive integer, got 0" in result.stderr
+
+
+def test_train_rl_resumes_an_interrupted_run_and_records_every_start(checkpoint, tmp_path):
+    pytest.importorskip("peft")
+    out = tmp_path / "rl"
+    arguments = [
+        "train-rl", "--model", str(checkpoint), "--task", "niah", "--lengths", "300", "--n", "2",
+        "--num-generations", "2", "--save_steps", "1", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    code, _, err = run_cli(*arguments, "--max-minutes", "1e-6")  # stops after its first step, with a checkpoint
+    assert code == 0, err
+    assert json.loads((out / "rl_log.json").read_text())["steps"] == 1
+    code, _, err = run_cli(*arguments, "--resume")
+    assert code == 0, err
+    log = json.loads((out / "rl_log.json").read_text())
+    assert log["steps"] == 2 and [entry["step"] for entry in log["log"]] == [1, 2]
+    assert [run["resumed_from"] is not None for run in log["runs"]] == [False, True]
+
+
+def test_resume_of_a_folder_that_does_not_exist_says_so(checkpoint, tmp_path):
+    code, _, err = run_cli(
+        "train-gate", "--model", str(checkpoint), "--task", "niah", "--out", str(tmp_path / "no"), "--resume"
+    )
+    assert code == 2 and "nothing to resume" in err

@@ -4,11 +4,6 @@ import torch
 from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_lychee()
-
-
 def test_empty_context_is_refused(model, tokenizer):
     with pytest.raises(ValueError, match="context is empty"):
         model.generate(input_ids=question_ids(tokenizer), context_ids=torch.zeros(1, 0, dtype=torch.long))

@@ -9,16 +9,6 @@ from lychee_hf.modeling.memory_bank_lychee import MemoryBankError
 from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_lychee()
-
-
-@pytest.fixture(scope="module")
-def doc(tokenizer):
-    return document_ids(tokenizer, 150)
-
-
 @pytest.fixture
 def saved(model, doc, tmp_path):
     model.compress(doc).save_pretrained(tmp_path / "bank", bank_dtype="float32")

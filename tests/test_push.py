@@ -3,7 +3,7 @@ import pytest
 from fake_hub import FakeHub
 
 from lychee_hf import LycheeMemoryForCausalLM
-from lychee_hf.testing import document_ids, run_cli, tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import document_ids, run_cli, save_tiny_checkpoint, tiny_lychee
 
 
 @pytest.fixture
@@ -22,9 +22,7 @@ def run_push(monkeypatch):
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    tiny_lychee().save_pretrained(tmp_path / "ckpt")
-    tiny_tokenizer().save_pretrained(tmp_path / "ckpt")
-    return tmp_path / "ckpt"
+    return save_tiny_checkpoint(tmp_path / "ckpt")
 
 
 def test_push_uploads_a_checkpoint_to_a_private_branch(run_push, checkpoint, tmp_path):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.modeling.adapters_lychee import role_adapter
@@ -335,3 +336,51 @@ def test_reward_rises_on_a_learnable_toy_task(tokenizer, tmp_path):
     rewards = [entry["reward"] for entry in logs]
     assert len(rewards) == 16 and all("loss" in entry for entry in logs)
     assert sum(rewards[-5:]) / 5 >= 0.9 and sum(rewards[-5:]) / 5 > sum(rewards[:3]) / 3 + 0.2
+
+
+# ----------------------------------------------------------------------------------------------- resuming
+class StopAfter(TrainerCallback):
+    """Interrupts a run after `steps` steps, as a stopped job would be (the checkpoint of that step exists)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.steps:
+            control.should_training_stop = True
+
+
+def resumable_run(tokenizer, examples, out, callbacks=None, resume=None):
+    torch.manual_seed(0)
+    model = tiny_lychee(**SMALL)
+    settings = config(
+        out, learning_rate=5e-3, max_steps=3, seed=0, save_strategy="steps", save_steps=1, logging_steps=1
+    )
+    result = train_rl(
+        model,
+        tokenizer,
+        examples,
+        settings,
+        reward_funcs=[answer_length_reward],
+        callbacks=callbacks,
+        resume_from_checkpoint=resume,
+    )
+    return model, result
+
+
+def test_a_resumed_run_ends_with_the_weights_of_one_uninterrupted_run(tokenizer, examples, tmp_path):
+    whole, whole_result = resumable_run(tokenizer, examples, tmp_path / "whole")
+    resumable_run(tokenizer, examples, tmp_path / "cut", callbacks=[StopAfter(2)])
+    resumed, resumed_result = resumable_run(tokenizer, examples, tmp_path / "cut", resume=True)
+    assert resumed_result.trainer.state.global_step == 3
+    for (name, expected), (_, got) in zip(whole.named_parameters(), resumed.named_parameters()):
+        assert torch.equal(expected, got), name
+    rewards = [
+        [e["reward"] for e in r.trainer.state.log_history if "reward" in e] for r in (whole_result, resumed_result)
+    ]
+    assert rewards[0] == rewards[1] and len(rewards[0]) == 3
+
+
+def test_resuming_without_a_checkpoint_names_the_folder_and_the_fix(tokenizer, examples, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint-<step> folder.*save_strategy='steps'"):
+        resumable_run(tokenizer, examples, tmp_path / "empty", resume=True)

@@ -7,15 +7,12 @@ import pytest
 
 from lychee_hf.cli import main
 from lychee_hf.eval.runner import EvalSettings, run_eval
-from lychee_hf.testing import tiny_lychee, tiny_tokenizer
+from lychee_hf.testing import save_tiny_checkpoint, tiny_lychee
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt")
-    tiny_lychee(max_answer_tokens=4, memory_budget=8).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), max_answer_tokens=4, memory_budget=8)
 
 
 @pytest.fixture(scope="module")

@@ -117,3 +117,11 @@ def run_cli(*argv) -> tuple[int, str, str]:
         except SystemExit as exit:
             code = exit.code
     return code, out.getvalue(), err.getvalue()
+
+
+def save_tiny_checkpoint(path, **knobs):
+    """Saves `tiny_lychee(**knobs)` and the tiny tokenizer to `path` (a checkpoint folder the CLI can load); returns
+    `path`."""
+    tiny_lychee(**knobs).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path

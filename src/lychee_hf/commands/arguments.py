@@ -66,6 +66,37 @@ def add_training_command(commands, name: str, help: str, examples: str, dataclas
     return add_command(commands, name, help, examples, parents=[fields], formatter_class=TrainingFormatter)
 
 
+def add_training_options(parser: argparse.ArgumentParser, memory_budget: bool = True) -> None:
+    """What every training command takes after its own options: the model, its block settings (and memory budget),
+    and `--resume` with checkpoints on by default, so that every run can be resumed."""
+    add_model_arguments(parser)
+    add_block_arguments(parser)
+    if memory_budget:
+        add_memory_budget_argument(parser)
+    # Held-out batches follow --batch-size unless given, as with the CLI's single batch size before.
+    parser.set_defaults(per_device_eval_batch_size=None)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out from its last checkpoint (same result as one uninterrupted run)",
+    )
+    # Resumable by default: a checkpoint every 50 steps in OUT/trainer, only the last one kept (a 135M model's is
+    # about 0.5 GB with its optimizer state).
+    parser.set_defaults(save_strategy="steps", save_steps=50, save_total_limit=1)
+
+
+def training_config(args: argparse.Namespace, config_class, out, **overrides):
+    """The command's training config from its parsed options: the Trainer writes into `OUT/trainer` unless
+    `--output_dir` says otherwise, `--quiet` hides its bars, and held-out batches follow `--batch-size` unless
+    given (as with the CLI's single batch size before)."""
+    values = dict(
+        output_dir=args.output_dir or str(out / "trainer"),
+        per_device_eval_batch_size=args.per_device_eval_batch_size or args.per_device_train_batch_size,
+        disable_tqdm=True if args.quiet else args.disable_tqdm,
+    )
+    return dataclass_from(args, config_class, **{**values, **overrides})
+
+
 def cli_help(parser: argparse.ArgumentParser, dest: str, help: str) -> None:
     """Another help text for a dataclass option whose value the command uses for more than the field does (e.g. a
     seed that also draws the examples)."""

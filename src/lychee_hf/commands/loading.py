@@ -65,6 +65,43 @@ def new_folder(path: str, what: str) -> Path:
     return out
 
 
+def training_folder(args) -> Path:
+    """`--out` of a training command: a new folder, or with `--resume` the folder of the interrupted run."""
+    if not args.resume:
+        return new_folder(args.out, "the trained model")
+    out = Path(args.out)
+    if not out.is_dir():
+        raise FileNotFoundError(f"nothing to resume: {out} does not exist (drop --resume to start a new run there)")
+    return out
+
+
+def start_training(args, out: Path, output_dir: str) -> tuple[str | None, list[dict]]:
+    """The checkpoint this run resumes from (`None` without `--resume`) and every start of the run in `out`,
+    this one appended to `OUT/training_runs.json` before training (so an interrupted run is recorded too): the
+    provenance across resumptions."""
+    import datetime
+    import json
+    import sys
+
+    from ..training.data import checkpoint_to_resume
+
+    checkpoint = checkpoint_to_resume(output_dir, args.resume)
+
+    path = out / "training_runs.json"
+    runs = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    runs.append(
+        {
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "resumed_from": checkpoint,
+            "command": ["lychee-hf", *sys.argv[1:]],
+        }
+    )
+    if main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
+    return checkpoint, runs
+
+
 def main_process() -> bool:
     from ..scale.distributed import distributed_state
 

@@ -9,15 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .arguments import (
-    add_block_arguments,
-    add_model_arguments,
-    add_training_command,
-    cli_help,
-    dataclass_from,
-    positive_int,
-)
-from .loading import load_model, main_process, new_folder, save_trained
+from . import arguments as options
+from .loading import load_model, main_process, save_trained, start_training, training_folder
 
 NAME = "pretrain-compressor"
 HELP = "train the memory tokens (continuation loss through a compressed block)"
@@ -29,17 +22,17 @@ EXAMPLES = """examples:
 def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     """The command's parser; `full=False` leaves out its options (which import transformers to build)."""
     if not full:
-        return add_training_command(commands, NAME, HELP, EXAMPLES, None)
+        return options.add_training_command(commands, NAME, HELP, EXAMPLES, None)
     from ..training.compressor import CompressorPretrainingConfig
     from ..training.data import LoraArguments
 
-    parser = add_training_command(commands, NAME, HELP, EXAMPLES, [CompressorPretrainingConfig, LoraArguments])
+    parser = options.add_training_command(commands, NAME, HELP, EXAMPLES, [CompressorPretrainingConfig, LoraArguments])
     parser.add_argument("--out", required=True, help="new folder: the model with trained memory weights + metrics")
     parser.add_argument("--text", help="a UTF-8 text file to train on (default: CPython's bundled docs)")
     parser.add_argument(
         "--compressor-lora-r",
         dest="lora_r",
-        type=positive_int,
+        type=options.positive_int,
         help="also train a compressor LoRA adapter of this rank",
     )
     # No compressor adapter unless a rank is given: by default only the memory embedding and projections train.
@@ -48,11 +41,8 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     parser.set_defaults(max_eval_rows=32)
     # Seed 0, the CLI's seed since its first release: a rerun reproduces earlier runs (the library keeps 42).
     parser.set_defaults(seed=0)
-    cli_help(parser, "seed", "seed of the window split and training")
-    # Held-out batches follow --batch-size unless given, as with the CLI's single batch size before.
-    parser.set_defaults(per_device_eval_batch_size=None)
-    add_model_arguments(parser)
-    add_block_arguments(parser)
+    options.cli_help(parser, "seed", "seed of the window split and training")
+    options.add_training_options(parser, memory_budget=False)
     return parser
 
 
@@ -60,26 +50,23 @@ def run(args: argparse.Namespace) -> int:
     from ..training.compressor import CompressorPretrainingConfig, pretrain_compressor
     from ..training.data import LoraArguments
 
-    out = new_folder(args.out, "the trained model")
-    config = dataclass_from(
-        args,
-        CompressorPretrainingConfig,
-        output_dir=args.output_dir or str(out / "trainer"),
-        per_device_eval_batch_size=args.per_device_eval_batch_size or args.per_device_train_batch_size,
-        disable_tqdm=True if args.quiet else args.disable_tqdm,
-    )
-    peft_config = dataclass_from(args, LoraArguments).lora_config() if args.lora_r is not None else None
+    out = training_folder(args)
+    config = options.training_config(args, CompressorPretrainingConfig, out)
+    peft_config = options.dataclass_from(args, LoraArguments).lora_config() if args.lora_r is not None else None
     train_text = eval_text = None  # None: CPython's bundled docs
     if args.text:
         text = Path(args.text).read_text(encoding="utf-8")
         cut = int(len(text) * (1 - config.eval_fraction))  # the end of the text is held out
         train_text, eval_text = text[:cut], text[cut:]
     model, tokenizer = load_model(args)
-    result = pretrain_compressor(model, tokenizer, config, train_text, eval_text, peft_config=peft_config)
+    checkpoint, runs = start_training(args, out, config.output_dir)
+    result = pretrain_compressor(
+        model, tokenizer, config, train_text, eval_text, peft_config=peft_config, resume_from_checkpoint=checkpoint
+    )
     if not main_process():  # under accelerate launch / torchrun, the main process saves and reports
         return 0
     save_trained(model, tokenizer, out)
-    metrics = {"train_rows": result.train_rows, "eval_rows": result.eval_rows, "before": result.before}
+    metrics = {"train_rows": result.train_rows, "eval_rows": result.eval_rows, "before": result.before, "runs": runs}
     metrics["after"] = result.after
     (out / "compressor_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     lines = [f"{'held-out loss (nats/token)':<28}{'before':>8}{'after':>8}", "-" * 44]

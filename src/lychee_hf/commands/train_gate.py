@@ -7,17 +7,8 @@ Its options are the examples to train on and the model (below), and the fields o
 import argparse
 import json
 
-from .arguments import (
-    GENERATED_TASKS,
-    add_block_arguments,
-    add_memory_budget_argument,
-    add_model_arguments,
-    add_training_command,
-    cli_help,
-    dataclass_from,
-    positive_int,
-)
-from .loading import load_model, main_process, new_folder, save_trained
+from . import arguments as options
+from .loading import load_model, main_process, save_trained, start_training, training_folder
 
 NAME = "train-gate"
 HELP = "train the gate adapter (classifier) on labelled examples"
@@ -29,24 +20,22 @@ EXAMPLES = """examples:
 def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     """The command's parser; `full=False` leaves out its options (which import transformers to build)."""
     if not full:
-        return add_training_command(commands, NAME, HELP, EXAMPLES, None)
+        return options.add_training_command(commands, NAME, HELP, EXAMPLES, None)
     from ..training.data import LoraArguments
     from ..training.gate import GateTrainingConfig
 
-    parser = add_training_command(commands, NAME, HELP, EXAMPLES, [GateTrainingConfig, LoraArguments])
-    parser.add_argument("--task", required=True, help=f"{GENERATED_TASKS} (generated) or jsonl, hotpotqa (--data)")
+    parser = options.add_training_command(commands, NAME, HELP, EXAMPLES, [GateTrainingConfig, LoraArguments])
+    parser.add_argument(
+        "--task", required=True, help=f"{options.GENERATED_TASKS} (generated) or jsonl, hotpotqa (--data)"
+    )
     parser.add_argument("--data", help="JSONL (MemAgent schema + 'supporting') or HotpotQA JSON")
     parser.add_argument("--length", default="4k", help="context length of generated examples")
-    parser.add_argument("--n", type=positive_int, default=64, help="examples (a quarter is held out)")
+    parser.add_argument("--n", type=options.positive_int, default=64, help="examples (a quarter is held out)")
     parser.add_argument("--out", required=True, help="new folder: the model with its gate adapter + metrics")
     # The seed also draws the generated examples: 1000 keeps them apart from eval's default seed 0.
     parser.set_defaults(seed=1000)
-    cli_help(parser, "seed", "generator and training seed (1000: disjoint from eval's default 0)")
-    # Held-out batches follow --batch-size unless given, as with the CLI's single batch size before.
-    parser.set_defaults(per_device_eval_batch_size=None)
-    add_model_arguments(parser)
-    add_block_arguments(parser)
-    add_memory_budget_argument(parser)
+    options.cli_help(parser, "seed", "generator and training seed (1000: disjoint from eval's default 0)")
+    options.add_training_options(parser)
     return parser
 
 
@@ -56,19 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from ..training.data import LoraArguments
     from ..training.gate import GateTrainingConfig, train_gate
 
-    out = new_folder(args.out, "the trained model")
-    config = dataclass_from(
-        args,
-        GateTrainingConfig,
-        output_dir=args.output_dir or str(out / "trainer"),
-        per_device_eval_batch_size=args.per_device_eval_batch_size or args.per_device_train_batch_size,
-        disable_tqdm=True if args.quiet else args.disable_tqdm,
-    )
-    peft_config = dataclass_from(args, LoraArguments).lora_config()
+    out = training_folder(args)
+    config = options.training_config(args, GateTrainingConfig, out)
+    peft_config = options.dataclass_from(args, LoraArguments).lora_config()
     settings = EvalSettings(task=args.task, n=args.n, seed=args.seed, data=args.data)
     model, tokenizer = load_model(args)
     examples = examples_for(settings, tokenizer, parse_length(args.length))
-    result = train_gate(model, tokenizer, examples, config, peft_config=peft_config)
+    checkpoint, runs = start_training(args, out, config.output_dir)
+    result = train_gate(model, tokenizer, examples, config, peft_config=peft_config, resume_from_checkpoint=checkpoint)
     if not main_process():  # under accelerate launch / torchrun, the main process saves and reports
         return 0
     save_trained(model, tokenizer, out)
@@ -80,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         "positive_weight": result.positive_weight,
         "held_out_before": result.metrics_before,
         "held_out_after": result.metrics,
+        "runs": runs,
     }
     (out / "gate_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(_metrics_table(result.metrics_before, result.metrics))

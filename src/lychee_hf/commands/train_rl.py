@@ -9,17 +9,8 @@ import argparse
 import json
 import time
 
-from .arguments import (
-    GENERATED_TASKS,
-    add_block_arguments,
-    add_memory_budget_argument,
-    add_model_arguments,
-    add_training_command,
-    cli_help,
-    dataclass_from,
-    positive_int,
-)
-from .loading import load_model, main_process, new_folder, save_trained
+from . import arguments as options
+from .loading import load_model, main_process, save_trained, start_training, training_folder
 
 NAME = "train-rl"
 HELP = "end-to-end GRPO: reasoner adapter + compressor, rewarded on the final answer"
@@ -31,20 +22,22 @@ EXAMPLES = """examples:
 def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     """The command's parser; `full=False` leaves out its options (which import transformers to build)."""
     if not full:
-        return add_training_command(commands, NAME, HELP, EXAMPLES, None)
+        return options.add_training_command(commands, NAME, HELP, EXAMPLES, None)
     from ..training.data import LoraArguments
     from ..training.rl import LycheeGRPOConfig
 
-    parser = add_training_command(commands, NAME, HELP, EXAMPLES, [LycheeGRPOConfig, LoraArguments])
-    parser.add_argument("--task", default="niah,vt", help=f"comma-separated generated tasks ({GENERATED_TASKS})")
+    parser = options.add_training_command(commands, NAME, HELP, EXAMPLES, [LycheeGRPOConfig, LoraArguments])
+    parser.add_argument(
+        "--task", default="niah,vt", help=f"comma-separated generated tasks ({options.GENERATED_TASKS})"
+    )
     parser.add_argument("--data", help="your questions instead: JSONL in the MemAgent/verl schema")
     parser.add_argument("--lengths", default="1k", help="curriculum: comma-separated context lengths, shortest first")
-    parser.add_argument("--n", type=positive_int, default=16, help="examples per task and length")
+    parser.add_argument("--n", type=options.positive_int, default=16, help="examples per task and length")
     parser.add_argument("--held-out-seed", type=int, default=0, help="eval seed training must not use")
     parser.add_argument("--out", required=True, help="new folder: the trained model + rl_log.json")
     parser.add_argument(
         "--questions-per-step",
-        type=positive_int,
+        type=options.positive_int,
         help="questions per optimizer step (default 1): per_device_train_batch_size = num_generations x this",
     )
     parser.add_argument(
@@ -53,14 +46,14 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--max-minutes", type=float, help="stop cleanly after this much wall time (steps so far kept)")
     # The seed also draws the curriculum's first stage: 1000 keeps it apart from the held-out seed.
     parser.set_defaults(seed=1000)
-    cli_help(parser, "seed", "generator seed of the first stage, and training seed")
+    options.cli_help(parser, "seed", "generator seed of the first stage, and training seed")
     # Episodes per step follow from --num-generations and --questions-per-step unless given.
     parser.set_defaults(per_device_train_batch_size=None)
     # --gradient-checkpointing is TrainingArguments' deprecated name: the CLI passes it on as the new one.
-    cli_help(parser, "gradient_checkpointing", "recompute activations to save memory (as --activation_checkpointing)")
-    add_model_arguments(parser)
-    add_block_arguments(parser)
-    add_memory_budget_argument(parser)
+    options.cli_help(
+        parser, "gradient_checkpointing", "recompute activations to save memory (as --activation_checkpointing)"
+    )
+    options.add_training_options(parser)
     return parser
 
 
@@ -70,20 +63,19 @@ def run(args: argparse.Namespace) -> int:
     from ..training.data import LoraArguments, TimeLimitCallback
     from ..training.rl import LycheeGRPOConfig, train_rl
 
-    out = new_folder(args.out, "the trained model")
+    out = training_folder(args)
     lengths = [parse_length(text) for text in args.lengths.split(",")]
     if not args.data:
         check_disjoint_seeds(args.seed, len(lengths), args.held_out_seed)
-    config = dataclass_from(
+    config = options.training_config(
         args,
         LycheeGRPOConfig,
-        output_dir=args.output_dir or str(out / "trainer"),
+        out,
         per_device_train_batch_size=_episodes_per_step(args),
         activation_checkpointing=args.activation_checkpointing or args.gradient_checkpointing,
         gradient_checkpointing=None,
-        disable_tqdm=True if args.quiet else args.disable_tqdm,
     )
-    peft_config = dataclass_from(args, LoraArguments).lora_config()
+    peft_config = options.dataclass_from(args, LoraArguments).lora_config()
     model, tokenizer = load_model(args)
     if args.data:
         from ..data import load_memagent_jsonl
@@ -93,7 +85,16 @@ def run(args: argparse.Namespace) -> int:
         examples = curriculum_examples(tokenizer, args.task.split(","), lengths, args.n, args.seed)
     started = time.perf_counter()
     callbacks = [TimeLimitCallback(args.max_minutes)] if args.max_minutes else None
-    result = train_rl(model, tokenizer, examples, config, callbacks=callbacks, peft_config=peft_config)
+    checkpoint, runs = start_training(args, out, config.output_dir)
+    result = train_rl(
+        model,
+        tokenizer,
+        examples,
+        config,
+        callbacks=callbacks,
+        peft_config=peft_config,
+        resume_from_checkpoint=checkpoint,
+    )
     seconds = time.perf_counter() - started
     if not main_process():  # under accelerate launch / torchrun, the main process saves and reports
         return 0
@@ -101,7 +102,14 @@ def run(args: argparse.Namespace) -> int:
     log = [entry for entry in result.trainer.state.log_history if "reward" in entry]
     steps = result.trainer.state.global_step
     settings = json.loads(config.to_json_string())
-    record = {"examples": len(examples), "steps": steps, "seconds": seconds, "config": settings, "log": log}
+    record = {
+        "examples": len(examples),
+        "steps": steps,
+        "seconds": seconds,
+        "config": settings,
+        "log": log,
+        "runs": runs,
+    }
     (out / "rl_log.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(_reward_table(log))
     questions = steps * config.questions_per_device * config.gradient_accumulation_steps

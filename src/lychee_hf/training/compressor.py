@@ -30,6 +30,7 @@ from .data import (
     ListDataset,
     LycheeTrainingArguments,
     add_role_lora,
+    checkpoint_to_resume,
     train_only,
     training_default,
     with_every_trainable_weight,
@@ -180,6 +181,7 @@ def pretrain_compressor(
     train_text: str | None = None,
     eval_text: str | None = None,
     peft_config=None,
+    resume_from_checkpoint: bool | str | None = None,
 ) -> CompressorPretrainingResult:
     """Trains the compressor's memory weights (and optional compressor LoRA) of `model` in place.
 
@@ -191,6 +193,9 @@ def pretrain_compressor(
         peft_config (`peft.LoraConfig`, *optional*): also train a new `compressor` LoRA adapter on the backbone
             (e.g. `LoraArguments(lora_r=8).lora_config()`); default: the memory embedding and projections only. A
             model that has a `compressor` adapter already trains it on either way.
+        resume_from_checkpoint (`bool` or `str`, *optional*): continue an interrupted run from the last
+            checkpoint in `config.output_dir` (`True`) or from this checkpoint folder: weights, optimizer, scheduler,
+            RNG and step restored, so the result equals one uninterrupted run (needs `save_strategy="steps"`).
 
     Returns:
         `CompressorPretrainingResult` with held-out losses (compressed / raw / none) before and after.
@@ -216,7 +221,7 @@ def pretrain_compressor(
     model.eval()
     before = evaluate_readings(model, eval_rows, config.per_device_eval_batch_size)
     trainer = CompressorTrainer(model=model, args=config, train_dataset=ListDataset(train_rows))
-    trainer.train()
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(config.output_dir, resume_from_checkpoint))
     model.eval()
     after = evaluate_readings(model, eval_rows, config.per_device_eval_batch_size)
     return CompressorPretrainingResult(before, after, len(train_rows), len(eval_rows), trainer)

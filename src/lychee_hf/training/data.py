@@ -131,8 +131,37 @@ class ListDataset(Dataset):
         return self.rows[index]
 
 
+def checkpoint_to_resume(output_dir: str, resume: bool | str | None) -> str | None:
+    """The checkpoint `Trainer.train(resume_from_checkpoint=...)` continues from, or `None` for a fresh run.
+
+    Args:
+        output_dir (`str`): the trainer's `output_dir`, where `save_strategy="steps"` writes `checkpoint-<step>`.
+        resume (`bool` or `str`, *optional*): `True` for the last checkpoint in `output_dir`, a path for that one.
+
+    Raises:
+        `FileNotFoundError`: naming the folder when there is nothing to resume from, and how checkpoints are made.
+    """
+    if not resume:
+        return None
+    if isinstance(resume, str):
+        if not os.path.isdir(resume):
+            raise FileNotFoundError(f"cannot resume from {resume}: no such checkpoint folder.")
+        return resume
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if last is None:
+        raise FileNotFoundError(
+            f"nothing to resume: {output_dir} holds no checkpoint-<step> folder. Checkpoints are written every "
+            "`save_steps` steps with save_strategy='steps' (the lychee-hf training commands do so by default); "
+            "start a fresh run instead."
+        )
+    return last
+
+
 class TimeLimitCallback(TrainerCallback):
-    """Ends training cleanly (the model keeps every step taken) once `minutes` of wall time have passed."""
+    """Ends training cleanly (the model keeps every step taken) once `minutes` of wall time have passed, with a
+    checkpoint at that step when the run writes checkpoints."""
 
     def __init__(self, minutes: float):
         self.seconds = minutes * 60
@@ -144,3 +173,5 @@ class TimeLimitCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if time.monotonic() - self.started >= self.seconds:
             control.should_training_stop = True
+            # A checkpoint at the stop (when checkpoints are on), so that `--resume` continues from this very step.
+            control.should_save = args.save_strategy != "no"

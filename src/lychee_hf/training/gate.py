@@ -28,7 +28,14 @@ from ..data import QAExample, supporting_chunks
 from ..metrics import classification_metrics
 from ..modeling.gate_lychee import gate_prompt
 from ..modeling.memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
-from .data import ListDataset, LycheeTrainingArguments, add_role_lora, train_only, training_default
+from .data import (
+    ListDataset,
+    LycheeTrainingArguments,
+    add_role_lora,
+    checkpoint_to_resume,
+    train_only,
+    training_default,
+)
 from .teacher import gold_memory_texts
 
 logger = logging.get_logger(__name__)
@@ -241,6 +248,7 @@ def train_gate(
     config: GateTrainingConfig,
     eval_examples: list[QAExample] | None = None,
     peft_config=None,
+    resume_from_checkpoint: bool | str | None = None,
 ) -> GateTrainingResult:
     """Trains the `gate` adapter of `model` in place and switches the model to the classifier gate.
 
@@ -257,6 +265,9 @@ def train_gate(
         eval_examples (`list[QAExample]`, *optional*): held-out examples.
         peft_config (`peft.LoraConfig`, *optional*): the new gate adapter (default: `LoraArguments().lora_config()`,
             rank 8, alpha 16, every decoder projection).
+        resume_from_checkpoint (`bool` or `str`, *optional*): continue an interrupted run from the last
+            checkpoint in `config.output_dir` (`True`) or from this checkpoint folder: weights, optimizer, scheduler,
+            RNG and step restored, so the result equals one uninterrupted run (needs `save_strategy="steps"`).
 
     Returns:
         `GateTrainingResult` with the held-out metrics before and after training.
@@ -289,7 +300,7 @@ def train_gate(
         positive_weight=positive_weight,
     )
     metrics_before = evaluate_gate(trainer, eval_rows, config.decision_threshold)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(config.output_dir, resume_from_checkpoint))
     model.eval()
     metrics = evaluate_gate(trainer, eval_rows, config.decision_threshold)
     logger.info(f"gate held-out metrics: {metrics}")

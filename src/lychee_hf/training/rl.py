@@ -51,6 +51,7 @@ from .data import (
     ListDataset,
     LycheeTrainingArguments,
     add_role_lora,
+    checkpoint_to_resume,
     role_weight,
     train_only,
     training_default,
@@ -593,6 +594,7 @@ def train_rl(
     reward_funcs: list[RewardFunc] | None = None,
     callbacks: list | None = None,
     peft_config=None,
+    resume_from_checkpoint: bool | str | None = None,
 ) -> RLResult:
     """Runs end-to-end GRPO on `examples` (in order) and leaves the trained weights in `model`.
 
@@ -607,6 +609,9 @@ def train_rl(
         callbacks (`list[TrainerCallback]`, *optional*): e.g. `TimeLimitCallback(minutes)`.
         peft_config (`peft.LoraConfig`, *optional*): the `reasoner` adapter created when the model has none
             (default: `LoraArguments().lora_config()`, rank 8, alpha 16, every decoder projection).
+        resume_from_checkpoint (`bool` or `str`, *optional*): continue an interrupted run from the last
+            checkpoint in `config.output_dir` (`True`) or from this checkpoint folder: weights, optimizer, scheduler,
+            RNG and step restored, so the result equals one uninterrupted run (needs `save_strategy="steps"`).
 
     Returns:
         `RLResult`.
@@ -617,7 +622,7 @@ def train_rl(
         raise ValueError("The model has no prompt templates: build it with from_backbone(model, tokenizer).")
     prepare_for_rl(model, config, peft_config)
     trainer = LycheeGRPOTrainer(model, config, ListDataset(examples), tokenizer, reward_funcs, callbacks=callbacks)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(config.output_dir, resume_from_checkpoint))
     model.eval()
     model.activate_role_adapter("reasoner")
     return RLResult(trainer, len(examples))
