@@ -38,7 +38,7 @@ from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
 from .pretrained_lychee import LycheePreTrainedModel
 from .prompts_lychee import id_list, memory_update_config, stop_and_pad_ids
-from .reasoner_lychee import LycheeGenerateOutput, ReasonerLoop
+from .reasoner_lychee import LycheeGenerateOutput, ReasonerLoop, wants_progress
 from .templates_lychee import (
     FINAL_ANSWER_TEMPLATE,
     INITIAL_MEMORY,
@@ -497,7 +497,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             total=len(chunks),
             desc="compressing",
             unit="chunk",
-            disable=not (show_progress if show_progress is not None else len(chunks) >= 8),
+            disable=not wants_progress(show_progress, len(chunks)),
         )
         for first in range(0, len(chunks), config.compress_batch_size):
             batch = chunks[first : first + config.compress_batch_size]

@@ -190,7 +190,7 @@ class ReasonerLoop:
             range(steps),
             desc="reasoning over blocks",
             unit="block",
-            disable=not _wants_progress(self.show_progress, steps),
+            disable=not wants_progress(self.show_progress, steps),
         )
         for step in progress:
             records = {
@@ -304,5 +304,6 @@ class ReasonerLoop:
         return answers, output
 
 
-def _wants_progress(show_progress: bool | None, total: int) -> bool:
+def wants_progress(show_progress: bool | None, total: int) -> bool:
+    """Whether long work shows a progress bar: as asked, else from 8 steps (chunks, blocks) on."""
     return show_progress if show_progress is not None else total >= 8

@@ -20,6 +20,7 @@ from .modeling.bank_storage_lychee import (
 )
 from .modeling.configuration_lychee import backbone_head_dim
 from .modeling.kv_quant_lychee import check_bank_dtype, default_bank_dtype, kv_nbytes
+from .modeling.reasoner_lychee import wants_progress
 
 
 def bank_block_shape(model: LycheeMemoryForCausalLM) -> tuple[int, int, int, int]:
@@ -252,4 +253,4 @@ def bank_line(where: str | Path, bank: LycheeMemoryBank) -> str:
 
 
 def _progress(show_progress: bool | None, num_tokens: int, model: LycheeMemoryForCausalLM) -> bool:
-    return show_progress if show_progress is not None else num_tokens >= 8 * model.config.chunk_size
+    return wants_progress(show_progress, -(-num_tokens // model.config.chunk_size))

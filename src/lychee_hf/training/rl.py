@@ -46,7 +46,7 @@ from ..data import QAExample
 from ..metrics import exact_match, substring_match, token_f1
 from ..modeling.adapters_lychee import role_adapter
 from ..modeling.memory_bank_lychee import LycheeMemoryBlock
-from ..modeling.prompts_lychee import count_decoded, left_pad, stop_and_pad_ids
+from ..modeling.prompts_lychee import left_pad, stop_and_pad_ids
 from .data import (
     ListDataset,
     LycheeTrainingArguments,
@@ -251,9 +251,9 @@ def sample_group(model, tokenizer, example: QAExample, config: LycheeGRPOConfig,
         return_dict_in_generate=True,
         show_progress=False,
     )
-    eos_ids, pad_id = stop_and_pad_ids(answer_config)
+    eos_ids, _ = stop_and_pad_ids(answer_config)
     group, answers, stops = RolloutGroup(example, context[0]), [], []
-    for row, trace in enumerate(output.trace):
+    for trace in output.trace:
         # Every turn's prompt as the loop fed it to generate (the trace records them), never rebuilt here.
         turns = [
             Turn(
@@ -264,10 +264,8 @@ def sample_group(model, tokenizer, example: QAExample, config: LycheeGRPOConfig,
             for record in trace
             if record.kept
         ]
-        generated = output.sequences[row, question.numel() :]
-        length = count_decoded(generated, eos_ids, pad_id)
-        completion = generated[:length]
-        stops.append(bool(length) and int(completion[-1]) in eos_ids)
+        completion = torch.tensor(trace.answer_ids, dtype=torch.long, device=device)  # through the first stop id
+        stops.append(bool(trace.answer_ids) and trace.answer_ids[-1] in eos_ids)
         turns.append(Turn(None, torch.tensor(trace.answer_prompt_ids, dtype=torch.long, device=device), completion))
         answers.append(tokenizer.decode(completion, skip_special_tokens=True).strip())
         group.episodes.append(Episode(turns, answers[-1], 0.0))
