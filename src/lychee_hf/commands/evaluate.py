@@ -19,20 +19,26 @@ EXAMPLES = """examples:
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
+    from ..eval.settings import default
+
+    lengths = ",".join(f"{length // 1000}k" if length % 1000 == 0 else str(length) for length in default("lengths"))
     parser = add_command(commands, NAME, "evaluate methods on generated tasks or your data", EXAMPLES)
     parser.add_argument("--task", required=True, help=f"{GENERATED_TASKS} (generated) or jsonl, hotpotqa (--data)")
-    parser.add_argument("--lengths", default="7k", help="comma-separated context lengths, e.g. 7k,28k,112k")
-    parser.add_argument("--n", type=positive_int, default=8, help="examples per length (default 8)")
+    parser.add_argument("--lengths", default=lengths, help="comma-separated context lengths, e.g. 7k,28k,112k")
+    parser.add_argument(
+        "--n", type=positive_int, default=default("n"), help=f"examples per length (default {default('n')})"
+    )
     parser.add_argument(
         "--method",
-        default="lychee",
+        default=",".join(default("methods")),
         help="comma-separated: lychee, lychee-lossless, lychee-compressed, lychee-gate, lychee-nogate, memagent, full",
     )
     parser.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     parser.add_argument("--data", help="JSONL (MemAgent schema) or HotpotQA JSON for --task jsonl / hotpotqa")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0: the held-out seed)")
+    seed, chunk = default("seed"), default("memagent_chunk_tokens")
+    parser.add_argument("--seed", type=int, default=seed, help=f"generator seed (default {seed}: the held-out seed)")
     parser.add_argument(
-        "--memagent-chunk", type=positive_int, default=5000, help="raw tokens per MemAgent chunk (default 5000)"
+        "--memagent-chunk", type=positive_int, default=chunk, help=f"raw tokens per MemAgent chunk (default {chunk})"
     )
     add_model_arguments(parser)
     add_block_arguments(parser)
@@ -43,7 +49,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import parse_length
-    from ..eval.runner import EvalSettings, run_eval
+    from ..eval.runner import run_eval
+    from ..eval.settings import EvalSettings
     from ..scale.distributed import distributed_state, load_model_on_each_process
 
     settings = EvalSettings(

@@ -41,7 +41,8 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import parse_length
-    from ..eval.runner import EvalSettings, examples_for
+    from ..eval.runner import examples_for
+    from ..eval.settings import EvalSettings
     from ..training.data import LoraArguments
     from ..training.gate import GateTrainingConfig, train_gate
 

@@ -11,7 +11,6 @@ Output folder:
 
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
@@ -20,33 +19,11 @@ from transformers import GenerationConfig
 from ..data import TASKS, QAExample, supporting_chunks
 from ..metrics import METRIC_NAMES, score
 from ..scale.distributed import distributed_state, process_progress
-from .baselines import METHODS, run_method
+from .baselines import run_method
+from .settings import EvalSettings
 
 PREDICTIONS = "predictions.jsonl"
 PART_GLOB = "predictions.part-*.jsonl"
-
-
-@dataclass
-class EvalSettings:
-    """What to evaluate. Lengths are ignored for loaded data (`task` "jsonl" / "hotpotqa")."""
-
-    task: str
-    lengths: list[int] = field(default_factory=lambda: [7000])
-    n: int = 8
-    methods: list[str] = field(default_factory=lambda: ["lychee"])
-    seed: int = 0
-    data: str | None = None
-    max_new_tokens: int | None = None
-    memagent_chunk_tokens: int = 5000
-
-    def __post_init__(self):
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}: choose from {', '.join(METHODS)}")
-        if self.task not in (*TASKS, "jsonl", "hotpotqa"):
-            raise ValueError(f"unknown task {self.task!r}: choose from {', '.join((*TASKS, 'jsonl', 'hotpotqa'))}")
-        if self.task in ("jsonl", "hotpotqa") and not self.data:
-            raise ValueError(f"task {self.task} reads your data: pass --data FILE")
 
 
 def examples_for(settings: EvalSettings, tokenizer, length: int) -> list[QAExample]:
