@@ -7,7 +7,7 @@ pre-rotary keys and values of the requested rows are exported.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -157,9 +157,11 @@ class MemoryProjections(nn.Module):
         return own(hidden_states)
 
 
-@dataclass
 class MemoryRouting:
     """Per-call instructions for `LycheeAttention` (never stored on a module).
+
+    A plain class, not a dataclass: the layers fill `exported` in place, and FSDP2 (`fully_shard`) rebuilds a
+    unit's dataclass arguments when gradients are on, which would leave every layer filling its own copy.
 
     Attributes:
         export_index (`torch.LongTensor`): sequence positions whose pre-rotary K/V every layer exports.
@@ -168,9 +170,10 @@ class MemoryRouting:
         exported (`dict`): filled by the layers: `layer_idx -> (keys, values)`, each (B, H_kv, len(export_index), D).
     """
 
-    export_index: torch.LongTensor
-    projections: nn.ModuleList | None = None
-    exported: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    def __init__(self, export_index: torch.LongTensor, projections: nn.ModuleList | None = None):
+        self.export_index = export_index
+        self.projections = projections
+        self.exported: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 @dataclass

@@ -162,7 +162,7 @@ class LycheeCompressor(LycheePreTrainedModel):
         states = BlockStates(layers) if layers else None
 
         routing = MemoryRouting(export_index=memory_slots, projections=self.layers)
-        backbone(
+        hidden = backbone(
             inputs_embeds=embeds,
             attention_mask=full_mask,
             position_ids=positions[:, prefix_len:],
@@ -170,7 +170,14 @@ class LycheeCompressor(LycheePreTrainedModel):
             use_cache=False,
             memory_routing=routing,
             block_states=states,
-        )
+        ).last_hidden_state
+        if hidden.requires_grad:
+            # The K/V leave the layers by `routing`, not as outputs, and nothing reads the last layer's output: tie
+            # it in with an exact zero (an empty sum), so that the gradient passes through every layer's output.
+            # FSDP2 gathers a sharded layer's weights for backward when its output gets a gradient.
+            last = max(routing.exported)
+            keys, values = routing.exported[last]
+            routing.exported[last] = (keys + hidden[:, :0].sum().to(keys), values)
         return routing
 
     @staticmethod

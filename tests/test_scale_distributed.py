@@ -164,3 +164,17 @@ def test_train_rl_under_two_processes_writes_one_trained_model(inputs, tmp_path)
     log = json.loads((out / "rl_log.json").read_text())
     assert log["steps"] == 1 and log["log"][0]["reward"] >= 0
     assert (out / "reasoner" / "adapter_model.safetensors").is_file() and (out / "config.json").is_file()
+
+
+# ----------------------------------------------------------------------------------------------- FSDP2
+def test_an_fsdp2_compressor_pretraining_step_equals_the_one_process_step(tmp_path):
+    # Two processes shard every decoder layer and the root with `fully_shard` (dist_fsdp_step.py); one process
+    # runs the same step unsharded. Same global batch: the updated weights agree up to float reduction order.
+    for processes in (1, 2):
+        torchrun(processes, "dist_fsdp_step.py", "--out", tmp_path / str(processes), "--global-batch", 4)
+    initial = load_file(tmp_path / "1" / "compressor-initial.safetensors")
+    alone = load_file(tmp_path / "1" / "compressor.safetensors")
+    sharded = load_file(tmp_path / "2" / "compressor.safetensors")
+    assert sum(not torch.equal(alone[name], initial[name]) for name in alone) >= len(alone) - 1  # it trained
+    for name in alone:
+        torch.testing.assert_close(sharded[name], alone[name], rtol=1e-5, atol=1e-6)

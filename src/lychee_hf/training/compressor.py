@@ -31,6 +31,7 @@ from .data import (
     LycheeTrainingArguments,
     add_role_lora,
     checkpoint_to_resume,
+    prepare_for_fsdp,
     train_only,
     training_default,
     with_every_trainable_weight,
@@ -140,6 +141,7 @@ class CompressorTrainer(Trainer):
 
     def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
         unwrapped = self.accelerator.unwrap_model(model)
+        prepare_for_fsdp(unwrapped)
         loss = continuation_loss(unwrapped, inputs, "compressed", forward=model)
         loss = with_every_trainable_weight(loss, model, unwrapped)  # DDP: the last memory queries get no gradient
         return (loss, None) if return_outputs else loss

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainingArguments
@@ -118,6 +119,22 @@ def with_every_trainable_weight(loss: torch.Tensor, model: nn.Module, unwrapped:
     if not isinstance(model, DistributedDataParallel):
         return loss
     return loss + sum(p.reshape(-1)[0] * 0.0 for p in unwrapped.parameters() if p.requires_grad)
+
+
+def prepare_for_fsdp(model: nn.Module) -> None:
+    """Readies a model sharded with FSDP2 (`fully_shard`, accelerate's `fsdp_version: 2`) for our trainers; a
+    no-op for any other model, and done once.
+
+    `compress_chunks` becomes one of the root's forward methods (`register_fsdp_forward_method`): compression
+    calls the backbone and its embedding outside `forward`, where FSDP2 would not have gathered the root's
+    weights. And every unit reduces a zero gradient for weights that got none (`set_reduce_scatter_unused_params`),
+    as `with_every_trainable_weight` does for DDP: a GRPO step in which only some processes kept a block would
+    otherwise reduce different weights on different processes.
+    """
+    if not isinstance(model, FSDPModule) or "compress_chunks" in vars(model):
+        return
+    register_fsdp_forward_method(model, "compress_chunks")
+    model.set_reduce_scatter_unused_params(True)
 
 
 class ListDataset(Dataset):

@@ -52,6 +52,7 @@ from .data import (
     LycheeTrainingArguments,
     add_role_lora,
     checkpoint_to_resume,
+    prepare_for_fsdp,
     role_weight,
     train_only,
     training_default,
@@ -453,6 +454,7 @@ class LycheeGRPOTrainer(Trainer):
         self, model, inputs: list[tuple[int, QAExample]], return_outputs: bool = False, num_items_in_batch=None
     ):
         unwrapped = self.accelerator.unwrap_model(model)
+        prepare_for_fsdp(unwrapped)
         was_training = unwrapped.training
         unwrapped.eval()  # sampling: no dropout
         groups = []
