@@ -328,9 +328,11 @@ def test_train_rl_resumes_an_interrupted_run_and_records_every_start(checkpoint,
     out = tmp_path / "rl"
     arguments = [
         "train-rl", "--model", str(checkpoint), "--task", "niah", "--lengths", "300", "--n", "2",
-        "--num-generations", "2", "--save_steps", "1", "--out", str(out), "--quiet",
+        "--num-generations", "2", "--out", str(out), "--quiet",
     ]  # fmt: skip
-    code, _, err = run_cli(*arguments, "--max-minutes", "1e-6")  # stops after its first step, with a checkpoint
+    # Stops after its first step; the default schedule (every 50 steps) would write no checkpoint there, the time
+    # limit does.
+    code, _, err = run_cli(*arguments, "--max-minutes", "1e-6")
     assert code == 0, err
     assert json.loads((out / "rl_log.json").read_text())["steps"] == 1
     code, _, err = run_cli(*arguments, "--resume")

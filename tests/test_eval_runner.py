@@ -5,7 +5,7 @@ import pytest
 from lychee_hf.data import make_niah
 from lychee_hf.eval.baselines import METHODS, configured, run_method
 from lychee_hf.eval.plots import gate_precision_recall
-from lychee_hf.eval.runner import EvalSettings, run_eval
+from lychee_hf.eval.runner import EvalSettings, render_summary, run_eval
 from lychee_hf.testing import run_cli, tiny_lychee
 
 
@@ -117,3 +117,19 @@ def test_cli_eval_on_a_jsonl_file(tmp_path, tokenizer):
     assert code == 0, err[-2000:]
     assert "| data |" in stdout
     assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 4
+
+
+def test_summary_reports_fact_families_apart_with_95_percent_intervals():
+    from transformers import GenerationConfig
+
+    def row(family, sub_em):
+        metrics = {"em": 0.0, "sub_em": sub_em, "f1": 0.0}
+        return {"method": "lychee", "length": 2000, "family": family, "metrics": metrics, "stats": {}}
+
+    rows = [row("colour", 1.0), row("colour", 0.0), row("spouse", 1.0), row("spouse", 1.0)]
+    settings = EvalSettings(task="facts-heldout", lengths=[2000], methods=["lychee"])
+    text = render_summary(rows, settings, GenerationConfig(max_new_tokens=8))
+    # sub-EM over the four rows: mean 0.75, sample std 0.5, half-width 1.96 * 0.5 / 2 = 0.49
+    assert "| 2000 | 0.750 ± 0.490 (n=4) |" in text
+    assert "## sub-EM by fact family" in text
+    assert "| 2000 | colour | 0.500 ± 0.980 (n=2) |" in text and "| 2000 | spouse | 1.000 ± 0.000 (n=2) |" in text

@@ -146,10 +146,11 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=positive_int, help="max answer tokens (default: the checkpoint's)")
 
 
-# The storage formats of `modeling/kv_quant_lychee.py` (a test keeps them equal), spelled here so that building the
-# parser imports no torch: `lychee-hf --help` stays instant.
 # `lychee_hf.data.TASKS` by name, written out so that `--help` imports nothing (a test keeps them equal).
 GENERATED_TASKS = "mhqa, niah, vt, facts, facts-rephrased, facts-heldout, twohop, twohop-heldout"
+
+# The storage formats of `modeling/kv_quant_lychee.py` (a test keeps them equal), spelled here so that building the
+# parser imports no torch: `lychee-hf --help` stays instant.
 BANK_DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")
 
 

@@ -76,8 +76,12 @@ class Relation:
     make_slots: Callable[[random.Random, GoldNameMaker], dict[str, str]]
 
     def phrasings(self, kind: str, split: str | None) -> list[Phrasing]:
-        pool = self.facts if kind == "fact" else self.questions
-        return [p for p in pool if split is None or p.split == split]
+        return in_split(self.facts if kind == "fact" else self.questions, split)
+
+
+def in_split(phrasings: tuple[Phrasing, ...], split: str | None) -> list[Phrasing]:
+    """The phrasings of `split` (`None`: all of them)."""
+    return [p for p in phrasings if split is None or p.split == split]
 
 
 @dataclass(frozen=True)
@@ -436,16 +440,16 @@ def _draw_chain(family: Family, rng: random.Random, names: GoldNameMaker) -> _Ch
 
 
 def _state(relation: Relation, slots: dict[str, str], rng: random.Random, split: str | None) -> tuple[str, str]:
-    phrasing = rng.choice(relation.phrasings("fact", split) or relation.phrasings("fact", None))
+    phrasing = rng.choice(relation.phrasings("fact", split))
     return _capitalised(phrasing.text.format(**slots)), phrasing.text
 
 
 def _ask(family: Family, chain: _Chain, rng: random.Random, split: str | None) -> tuple[str, str]:
     if family.hops == 1:
-        pool = family.relations[0].phrasings("question", split) or family.relations[0].phrasings("question", None)
+        pool = family.relations[0].phrasings("question", split)
         slots = chain.slots[0]
     else:
-        pool = [p for p in family.chain_questions if split is None or p.split == split] or list(family.chain_questions)
+        pool = in_split(family.chain_questions, split)
         slots = {**chain.slots[1], **chain.slots[0]}  # the first hop's subject and its own slots name the entity
     phrasing = rng.choice(pool)
     return _capitalised(phrasing.text.format(**slots)), phrasing.text
