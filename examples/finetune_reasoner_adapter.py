@@ -22,7 +22,7 @@ from lychee_hf.data import TASKS, parse_length
 from lychee_hf.metrics import score
 from lychee_hf.modeling.adapters_lychee import BACKBONE_LORA_TARGETS
 from lychee_hf.training.data import ListDataset
-from lychee_hf.training.reasoner import build_reasoner_steps, collate_reasoner_steps
+from lychee_hf.training.reasoner import ReasonerStepCollator, build_reasoner_steps
 
 
 def accuracy(model, tokenizer, examples, desc: str) -> float:
@@ -63,7 +63,6 @@ def main() -> None:
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=BACKBONE_LORA_TARGETS, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora, adapter_name="reasoner")
     peft_model.print_trainable_parameters()
-    pad_id = model.generation_config.pad_token_id or 0
     trainer = Trainer(
         model=peft_model,
         args=TrainingArguments(
@@ -79,7 +78,7 @@ def main() -> None:
             seed=0,
         ),
         train_dataset=ListDataset(steps),
-        data_collator=lambda batch: collate_reasoner_steps(batch, pad_id),
+        data_collator=ReasonerStepCollator(model),  # compresses each step's chunk (no gradients)
     )
     trainer.train()
     peft_model.eval()
