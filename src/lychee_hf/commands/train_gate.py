@@ -40,18 +40,15 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import parse_length
-    from ..eval.runner import examples_for
-    from ..eval.settings import EvalSettings
+    from ..data import load_examples, parse_length
     from ..training.data import LoraArguments
     from ..training.gate import GateTrainingConfig, train_gate
 
     out = training_folder(args)
     config = options.training_config(args, GateTrainingConfig, out)
     peft_config = options.dataclass_from(args, LoraArguments).lora_config()
-    settings = EvalSettings(task=args.task, n=args.n, seed=args.seed, data=args.data)
     model, tokenizer = load_model(args)
-    examples = examples_for(settings, tokenizer, parse_length(args.length))
+    examples = load_examples(args.task, tokenizer, parse_length(args.length), args.n, args.seed, args.data)
     checkpoint, runs = start_training(args, out, config.output_dir)
     result = train_gate(model, tokenizer, examples, config, peft_config=peft_config, resume_from_checkpoint=checkpoint)
     if not main_process():  # under accelerate launch / torchrun, the main process saves and reports

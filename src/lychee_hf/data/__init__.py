@@ -4,7 +4,7 @@ both stand on it; neither imports the other."""
 
 from .examples import QAExample, parse_length
 from .families import FAMILIES, FAMILY_TASKS
-from .loaders import load_hotpotqa_json, load_memagent_jsonl
+from .loaders import load_examples, load_hotpotqa_json, load_memagent_jsonl
 from .spans import supporting_chunks
 from .synthetic import SYNTHETIC_TASKS, make_mhqa, make_niah, make_vt
 
@@ -17,6 +17,7 @@ __all__ = [
     "SYNTHETIC_TASKS",
     "TASKS",
     "QAExample",
+    "load_examples",
     "load_hotpotqa_json",
     "load_memagent_jsonl",
     "make_mhqa",

@@ -16,7 +16,7 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import GenerationConfig
 
-from ..data import TASKS, QAExample, supporting_chunks
+from ..data import TASKS, QAExample, load_examples, supporting_chunks
 from ..metrics import METRIC_NAMES, score
 from ..scale.distributed import distributed_state, process_progress
 from .baselines import run_method
@@ -27,15 +27,7 @@ PART_GLOB = "predictions.part-*.jsonl"
 
 
 def examples_for(settings: EvalSettings, tokenizer, length: int) -> list[QAExample]:
-    if settings.task == "jsonl":
-        from ..data import load_memagent_jsonl
-
-        return load_memagent_jsonl(settings.data)[: settings.n]
-    if settings.task == "hotpotqa":
-        from ..data import load_hotpotqa_json
-
-        return load_hotpotqa_json(settings.data)[: settings.n]
-    return TASKS[settings.task](tokenizer, length, settings.n, seed=settings.seed)
+    return load_examples(settings.task, tokenizer, length, settings.n, settings.seed, settings.data)
 
 
 def run_eval(
