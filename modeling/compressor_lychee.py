@@ -7,7 +7,8 @@ over [earlier windows' memory tokens, this window's slots] ("full-coverage"), po
 skip padding, every chunk starts from a fresh state, and only the memory tokens' keys (before rotary
 embedding) and values are kept.
 
-Lossless mode: the block is the chunk's own K/V (no memory tokens).
+Lossless mode: the block is the chunk's own K/V (no memory tokens). `read_losslessly` computes that block in either
+mode (`forward(..., lossless=True)`), e.g. as the teacher that memory tokens are distilled towards.
 """
 
 import torch
@@ -90,7 +91,7 @@ class LycheeCompressor(LycheePreTrainedModel):
                         mine.load_state_dict(base.state_dict())
 
     def forward(
-        self, backbone: nn.Module, chunk_ids: torch.LongTensor, chunk_mask: torch.Tensor
+        self, backbone: nn.Module, chunk_ids: torch.LongTensor, chunk_mask: torch.Tensor, lossless: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.BoolTensor]:
         """Compresses a batch of chunks, each from a fresh state. Keeps gradients (call under no_grad to drop them).
 
@@ -98,16 +99,33 @@ class LycheeCompressor(LycheePreTrainedModel):
             backbone (`nn.Module`): the base decoder (with `LycheeAttention` installed).
             chunk_ids (`torch.LongTensor`): (N, chunk_size), right-padded.
             chunk_mask (`torch.Tensor`): (N, chunk_size), 1 for real tokens.
+            lossless (`bool`, *optional*, defaults to `False`): the chunks' own K/V (`read_losslessly`) whatever
+                `config.compression_mode` says.
 
         Returns:
             `(keys, values, slot_mask)`: keys and values (N, num_layers, H_kv, slots, D) before rotary embedding,
             slot_mask (N, slots) bool.
         """
-        if self.config.compression_mode == "lossless":
-            return self._read_losslessly(backbone, chunk_ids, chunk_mask)
+        if lossless or self.config.compression_mode == "lossless":
+            return self.read_losslessly(backbone, chunk_ids, chunk_mask)
         return self._compress_with_memory_tokens(backbone, chunk_ids, chunk_mask)
 
-    def _read_losslessly(self, backbone, chunk_ids, chunk_mask):
+    @staticmethod
+    def read_losslessly(
+        backbone: nn.Module, chunk_ids: torch.LongTensor, chunk_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.BoolTensor]:
+        """The lossless block of each chunk: every real token's own keys (before rotary embedding) and values.
+
+        Uses the backbone only (no memory weights), so it is the same in either `compression_mode`.
+
+        Args:
+            backbone (`nn.Module`): the base decoder (with `LycheeAttention` installed).
+            chunk_ids (`torch.LongTensor`): (N, chunk_size), right-padded.
+            chunk_mask (`torch.Tensor`): (N, chunk_size), 1 for real tokens.
+
+        Returns:
+            `(keys, values, slot_mask)`: (N, num_layers, H_kv, chunk_size, D) twice, and chunk_mask as bool.
+        """
         routing = MemoryRouting(export_index=torch.arange(chunk_ids.shape[1], device=chunk_ids.device))
         backbone(
             input_ids=chunk_ids,

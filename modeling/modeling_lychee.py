@@ -449,7 +449,13 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         )
         return banks
 
-    def compress_chunks(self, chunks: list[torch.LongTensor], spans: list[tuple[int, int]]) -> list[LycheeMemoryBlock]:
+    def compress_chunks(
+        self,
+        chunks: list[torch.LongTensor],
+        spans: list[tuple[int, int]],
+        lossless: bool = False,
+        role: str | None = "compressor",
+    ) -> list[LycheeMemoryBlock]:
         """Compresses chunks of at most `chunk_size` ids, one block each, in one batch with the `compressor` adapter.
 
         Gradients are kept (training reads the blocks end to end); `compress` and `generate` call it under
@@ -459,6 +465,11 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             chunks (`list[torch.LongTensor]`): 1-D token ids, each at most `chunk_size` long (shorter ones are
                 padded and their padding masked).
             spans (`list[tuple[int, int]]`): each chunk's [start, end) in its document, stored in the block.
+            lossless (`bool`, *optional*, defaults to `False`): make lossless blocks (each chunk's own K/V, exactly
+                as `compression_mode="lossless"` does) whatever the config says; the config is not touched.
+            role (`str`, *optional*, defaults to `"compressor"`): the adapter active while compressing, as in
+                `generate`; `None` runs the plain backbone (a teacher that stays fixed while a `compressor`
+                adapter trains).
 
         Returns:
             `list[LycheeMemoryBlock]`, one per chunk.
@@ -469,9 +480,11 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         for row, chunk in enumerate(chunks):
             ids[row, : chunk.numel()] = chunk
             mask[row, : chunk.numel()] = 1
-        with role_adapter(self, "compressor"):
+        with role_adapter(self, role):
             # By keyword: accelerate's hook on an offloaded compressor moves positional tensors and modules.
-            keys, values, slot_mask = self.compressor(backbone=self.model, chunk_ids=ids, chunk_mask=mask)
+            keys, values, slot_mask = self.compressor(
+                backbone=self.model, chunk_ids=ids, chunk_mask=mask, lossless=lossless
+            )
         return [LycheeMemoryBlock(keys[row], values[row], slot_mask[row], span) for row, span in enumerate(spans)]
 
     def _compress_documents(

@@ -97,6 +97,20 @@ def test_lossless_block_is_the_chunks_own_kv(tokenizer):
     assert bank.blocks[1].mask.sum() == 36
 
 
+def test_lossless_blocks_on_request_equal_a_lossless_models_without_touching_the_config(tokenizer):
+    """`compress_chunks(..., lossless=True)` on a memory-token model: the chunk's own K/V, exactly as lossless mode."""
+    memory, lossless = tiny_lychee().eval(), tiny_lychee(compression_mode="lossless").eval()
+    chunks = [document_ids(tokenizer, 64)[0], document_ids(tokenizer, 40, seed=1)[0]]  # a full chunk, a short one
+    with torch.no_grad():
+        asked = memory.compress_chunks(chunks, [(0, 64), (64, 104)], lossless=True, role=None)
+        expected = lossless.compress_chunks(chunks, [(0, 64), (64, 104)])
+    assert memory.config.compression_mode == "memory_tokens"
+    for got, want in zip(asked, expected):
+        assert torch.equal(got.keys, want.keys) and torch.equal(got.values, want.values)
+        assert torch.equal(got.mask, want.mask) and got.span == want.span
+    assert asked[1].num_slots == 64 and asked[1].mask.sum() == 40
+
+
 def test_compression_keeps_gradients_for_training(tokenizer):
     model = tiny_lychee()
     ids = document_ids(tokenizer, 64)
