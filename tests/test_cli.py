@@ -173,6 +173,21 @@ def test_pretrain_compressor_writes_a_model_and_the_loss_table(checkpoint, tmp_p
     assert (out / "model.safetensors").is_file()
 
 
+def test_pretrain_compressor_distills_on_reading_rows(checkpoint, tmp_path):
+    out = tmp_path / "distilled"
+    code, stdout, err = run_cli(
+        "pretrain-compressor", "--model", str(checkpoint), "--continuation-tokens", "8", "--max-train-rows", "0",
+        "--max-eval-rows", "2", "--distill-weight", "1", "--distill-temperature", "2", "--reading-task", "facts",
+        "--reading-n", "1", "--reading-length", "300", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "KL to lossless reading" in stdout
+    metrics = json.loads((out / "compressor_metrics.json").read_text())
+    assert metrics["train_rows"] == metrics["reading_rows"] > 0 and "kl_to_lossless" in metrics["after"]
+    code, _, err = run_cli("pretrain-compressor", "--distill-weight", "-1", "--out", str(tmp_path / "bad"))
+    assert code != 0 and "distill_weight must be 0 or more" in err
+
+
 def test_train_rl_writes_a_model_with_a_reasoner_adapter_and_the_reward_log(checkpoint, tmp_path):
     pytest.importorskip("peft")
     out = tmp_path / "rl"

@@ -1,8 +1,8 @@
 """Training: the gate classifier (`gate.py`), reasoner fine-tuning rows (`reasoner.py`), compressor pretraining
-(`compressor.py`) and end-to-end GRPO of reasoner + compressor (`rl.py`, rows from `curriculum.py`), all on
-`transformers.Trainer`."""
+(`compressor.py`, rows in `compressor_rows.py`, the KL to lossless reading in `distillation.py`) and end-to-end
+GRPO of reasoner + compressor (`rl.py`, rows from `curriculum.py`), all on `transformers.Trainer`."""
 
-from .compressor import CompressorPretrainingConfig, CompressorTrainer, pretrain_compressor
+from .compressor import CompressorPretrainingConfig, CompressorTrainer, pretrain_compressor, reading_rows
 from .curriculum import check_disjoint_seeds, curriculum_examples
 from .data import LoraArguments, TimeLimitCallback
 from .gate import GateTrainer, GateTrainingConfig, GateTrainingResult, build_gate_rows, train_gate
@@ -23,6 +23,7 @@ __all__ = [
     "check_disjoint_seeds",
     "curriculum_examples",
     "pretrain_compressor",
+    "reading_rows",
     "train_gate",
     "train_rl",
 ]
