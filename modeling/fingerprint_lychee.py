@@ -16,6 +16,7 @@ invalidate it. Writes through `tensor.data` bypass the version counter; after th
 """
 
 import contextlib
+import ctypes
 import hashlib
 from collections.abc import Iterator
 
@@ -53,8 +54,19 @@ def hash_tensors(tensors) -> str:
         digest.update(f"{name}|{str(tensor.dtype)}|{list(tensor.shape)}\n".encode())
         data = tensor.detach().contiguous().reshape(-1).cpu()
         if data.numel():
-            digest.update(data.view(torch.uint8).numpy())
+            digest.update(_host_bytes(data))
     return digest.hexdigest()[:16]
+
+
+def _host_bytes(tensor: torch.Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, read in place (`tensor` must outlive the view).
+
+    Not `tensor.numpy()`: that marks the storage as never resizable again, and FSDP2 frees the weights it gathered
+    by resizing their storage to zero (on CPU, `.cpu()` above is the weight itself, so resharding after a digest
+    failed with "Trying to resize storage that is not resizable").
+    """
+    size = tensor.numel() * tensor.element_size()
+    return memoryview((ctypes.c_ubyte * size).from_address(tensor.data_ptr()))
 
 
 def _cache_key(name: str, tensor: torch.Tensor) -> tuple:

@@ -160,13 +160,14 @@ class ReasonerLoop:
             questions (`list[torch.LongTensor]`): one 1-D question per row, without padding.
             banks (`list[LycheeMemoryBank]`): one bank per row.
             compress_seconds (`list[list[float]]`, *optional*): per row and block, the compression time to record.
-            **generate_kwargs: passed to the final answer's `generate` (streamer, logits processors, ...).
+            **generate_kwargs: passed to the final answer's `generate` (streamer, logits processors, ...);
+                `synced_gpus` to the memory updates' too.
 
         Returns:
             `(answers, output)`: (B, T) answer ids (padded after the first stop) and the final answer's `generate`
             output (a tensor, or a `GenerateDecoderOnlyOutput` with `return_dict_in_generate`).
         """
-        memories = self.read_blocks(questions, banks, compress_seconds)
+        memories = self.read_blocks(questions, banks, compress_seconds, generate_kwargs.get("synced_gpus"))
         return self.answer(questions, memories, **generate_kwargs)
 
     def read_blocks(
@@ -174,8 +175,13 @@ class ReasonerLoop:
         questions: list[torch.LongTensor],
         banks: list[LycheeMemoryBank],
         compress_seconds: list[list[float]] | None = None,
+        synced_gpus: bool | None = None,
     ) -> list[torch.LongTensor]:
-        """Scans every row's blocks in order and returns each row's final working memory (1-D ids)."""
+        """Scans every row's blocks in order and returns each row's final working memory (1-D ids).
+
+        `synced_gpus` goes to every memory update's `generate` (`None`: transformers' default, on under FSDP or
+        ZeRO-3 with several processes).
+        """
         device = self.model.device
         initial = self.model.config.initial_memory_ids or []
         memories = [torch.tensor(initial, dtype=torch.long, device=device) for _ in banks]
@@ -208,6 +214,7 @@ class ReasonerLoop:
                         [banks[r].block(step) for r in active],
                         [questions[r] for r in active],
                         [memories[r] for r in active],
+                        synced_gpus,
                     )
                 elapsed = time.perf_counter() - started
                 for row, memory, written, prompt in zip(active, new_memories, generated, prompts):
@@ -254,7 +261,11 @@ class ReasonerLoop:
         return unused * self._score_share[row]
 
     def update_memories(
-        self, blocks: list[LycheeMemoryBlock], questions: list[torch.LongTensor], memories: list[torch.LongTensor]
+        self,
+        blocks: list[LycheeMemoryBlock],
+        questions: list[torch.LongTensor],
+        memories: list[torch.LongTensor],
+        synced_gpus: bool | None = None,
     ) -> tuple[list[torch.LongTensor], list[list[int]], list[list[int]]]:
         """One batched memory update: each row reads its block as prefix and writes a new memory.
 
@@ -272,6 +283,7 @@ class ReasonerLoop:
             input_ids=prompt_ids,
             **cache_kwargs(prefix.cache),
             generation_config=self.update_config,
+            synced_gpus=synced_gpus,
             **prefix.generate_inputs(prompt_mask),
         )
         generated = sequences[:, prompt_ids.shape[1] :]

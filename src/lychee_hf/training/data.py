@@ -2,8 +2,10 @@
 arguments a new role adapter is built from, which weights a role owns (and the helpers that add and unfreeze
 them), and a wall-time limit."""
 
+import contextlib
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -14,6 +16,7 @@ from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainingArguments
 
 from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names, add_role_adapter
+from ..modeling.fingerprint_lychee import weights_digest
 
 # Label of the tokens a causal-LM loss skips (transformers' and PyTorch's cross-entropy `ignore_index`).
 IGNORE_INDEX = -100
@@ -135,6 +138,65 @@ def prepare_for_fsdp(model: nn.Module) -> None:
         return
     register_fsdp_forward_method(model, "compress_chunks")
     model.set_reduce_scatter_unused_params(True)
+
+
+@contextlib.contextmanager
+def gathered_for_step(model: nn.Module, zero_loss: Callable[[], torch.Tensor] | None) -> Iterator[None]:
+    """Runs one training step (forward and backward) of an FSDP2-sharded `model` on gathered weights, with the
+    gradients reduced once at the end; a no-op for a model without FSDP2 units (one process, DDP).
+
+    FSDP2 all-gathers a unit's weights in every forward that finds them sharded, and reduces its gradients once
+    per forward call in backward. A GRPO step calls the model a different number of times on each process (episodes
+    end at different lengths, the gate keeps different blocks, so the turns fill different numbers of batches):
+    the processes would call different collectives and hang. Here every unit is gathered once, in the same order
+    everywhere, and stays gathered through the forward calls and the backward with gradient sync off (FSDP2's
+    gradient accumulation: each process sums its own gradients). On exit `zero_loss()` runs one identical forward
+    and backward on every process with sync on: every unit then reduces its summed gradient once, plus an exact
+    zero. `zero_loss=None` skips that (a gradient-accumulation micro-step; the last one reduces everything).
+
+    Memory: the whole model is held on every process for the step, as for sampling anyway (and as under DDP);
+    FSDP2 still shards it between steps, and shards the trainable weights' gradients and optimizer state.
+
+    On exit the root keeps its weights after forward and every other unit reshards after forward and backward,
+    FSDP2's default for `fully_shard` (and what `fsdp_reshard_after_forward: true` asks of accelerate). FSDP2 has
+    setters but no public getters for these, so a unit configured otherwise (accelerate's group of final norm + LM
+    head) reshards too from then on: one more all-gather in backward, same numbers.
+
+    The weights digest that banks carry is recomputed once here (one hash of the K/V weights per step): FSDP2 copies
+    fresh values into re-gathered storage without bumping version counters, so the digest's cache (keyed on data
+    pointer and version) might not notice an update.
+
+    Args:
+        model (`nn.Module`): the unwrapped model.
+        zero_loss (`Callable[[], torch.Tensor]`, *optional*): builds a loss equal to 0 from one forward through
+            the root that reaches the trainable weights (its backward fires every unit's gradient reduction).
+    """
+    units = [module for module in model.modules() if isinstance(module, FSDPModule)]
+    if not units:
+        yield
+        return
+    for unit in units:
+        _set_fsdp_step(unit, gathered=True)
+        unit.unshard()
+    if hasattr(model, "compressor"):
+        weights_digest(model, refresh=True)
+    yield  # an exception here propagates without resharding: a failed FSDP2 step needs `reset_iter_state()`
+    if zero_loss is not None:
+        for unit in units:
+            unit.set_requires_gradient_sync(True, recurse=False)
+            unit.set_reshard_after_backward(True, recurse=False)
+        zero_loss().backward()
+    for unit in units:
+        unit.reshard()
+        _set_fsdp_step(unit, gathered=False, root=unit is model)
+
+
+def _set_fsdp_step(unit: FSDPModule, gathered: bool, root: bool = False) -> None:
+    """Gathered: no resharding after forward or backward, no gradient sync; else FSDP2's defaults (the root alone
+    keeps its weights after forward)."""
+    unit.set_reshard_after_forward(not gathered and not root, recurse=False)
+    unit.set_reshard_after_backward(not gathered, recurse=False)
+    unit.set_requires_gradient_sync(not gathered, recurse=False)
 
 
 class ListDataset(Dataset):

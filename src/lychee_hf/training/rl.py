@@ -18,8 +18,8 @@ The objective and the config names follow TRL's `GRPOConfig` (`num_generations`,
 `epsilon_high`, `loss_type`, `scale_rewards`, `temperature`, `max_completion_length`). TRL's `GRPOTrainer`
 itself recomputes log-probs by re-running the model on prompt + completion ids, which cannot carry a block
 prefix nor the compressor; `LycheeGRPOTrainer` is instead a thin `transformers.Trainer` (TRL's own base): the
-optimiser, schedule, gradient accumulation, logging, mixed precision and `accelerate launch` (DDP; FSDP not yet,
-see the README) are the Trainer's. One policy update per batch of rollouts (TRL's `num_iterations=1`), so the
+optimiser, schedule, gradient accumulation, logging, mixed precision and `accelerate launch` (DDP, or FSDP2 as
+below) are the Trainer's. One policy update per batch of rollouts (TRL's `num_iterations=1`), so the
 clipped ratio is 1 in the forward pass and matters through its gradient only, exactly as in TRL at that setting.
 
 Several processes (`accelerate launch`, `torchrun`): the questions of a step are split across processes (the
@@ -29,6 +29,12 @@ the reasoner adapter and the memory-token weights. A step equals the one-process
 the step and the question's place in the dataset (`rollout_seed`), the DAPO loss divides by the completion tokens
 of the whole global batch, `scale_rewards="batch"` uses the global batch's reward spread, and the logged metrics
 cover every process's episodes.
+
+Under FSDP2 (`fully_shard`, accelerate's `fsdp_version: 2`) the processes call the model a different number of
+times per step, which FSDP2's per-forward gathering and per-call gradient reduction cannot follow; `training_step`
+runs the step on weights gathered once and reduces the gradients once at its end (`gathered_for_step`). Tested on
+CPU only (2 processes over gloo, a tiny Llama, documents of two lengths: two steps equal the one-process steps);
+not yet run on GPUs.
 """
 
 import contextlib
@@ -52,6 +58,7 @@ from .data import (
     LycheeTrainingArguments,
     add_role_lora,
     checkpoint_to_resume,
+    gathered_for_step,
     prepare_for_fsdp,
     role_weight,
     train_only,
@@ -251,6 +258,9 @@ def sample_group(model, tokenizer, example: QAExample, config: LycheeGRPOConfig,
         memory_generation_config=memory_config,
         return_dict_in_generate=True,
         show_progress=False,
+        # Each process samples alone: under FSDP2 the weights are gathered for the step (`gathered_for_step`), and
+        # transformers' lockstep decoding across processes would deadlock on uneven numbers of turns.
+        synced_gpus=False,
     )
     eos_ids, _ = stop_and_pad_ids(answer_config)
     group, answers, stops = RolloutGroup(example, context[0]), [], []
@@ -450,6 +460,16 @@ class LycheeGRPOTrainer(Trainer):
         )
         return self.accelerator.prepare(loader)  # several processes: each gets its share of every global batch
 
+    def training_step(self, model, inputs: list[tuple[int, QAExample]], num_items_in_batch=None) -> torch.Tensor:
+        """The Trainer's step (`compute_loss`, then backward); under FSDP2 on weights gathered for the whole step and
+        with the gradients reduced once at its end (`gathered_for_step`), because every process samples and
+        scores a different number of turns."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        prepare_for_fsdp(unwrapped)
+        sync = self.accelerator.sync_gradients  # False on gradient-accumulation micro-steps: the last one reduces
+        with gathered_for_step(unwrapped, (lambda: zero_loss(unwrapped)) if sync else None):
+            return super().training_step(model, inputs, num_items_in_batch)
+
     def compute_loss(
         self, model, inputs: list[tuple[int, QAExample]], return_outputs: bool = False, num_items_in_batch=None
     ):
@@ -525,6 +545,14 @@ class LycheeGRPOTrainer(Trainer):
             logs = {**logs, **{key: sum(v) / len(v) for key, v in self._metrics.items()}}
             self._metrics = {}
         super().log(logs, *args, **kwargs)
+
+
+def zero_loss(model) -> torch.Tensor:
+    """0 x the logits of a one-token forward with the `reasoner` adapter: a loss whose backward runs through every
+    decoder layer and adds exactly zero to every gradient (it triggers FSDP2's gradient reduction)."""
+    ids = torch.zeros((1, 1), dtype=torch.long, device=model.device)
+    with role_adapter(model, "reasoner"):
+        return model(input_ids=ids).logits.sum() * 0.0
 
 
 def rollout_seed(seed: int, step: int, index: int) -> int:
