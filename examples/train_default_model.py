@@ -101,7 +101,10 @@ def pretrain(path: Path, tokenizer, work: Path, args, deadline, resume) -> dict:
     result = pretrain_compressor(model, tokenizer, config, resume_from_checkpoint=resume_from or None)
     if result.trainer.state.global_step < steps:
         raise OutOfTime(f"pretrain stopped at step {result.trainer.state.global_step} of {steps}")
-    save_file({k: t.contiguous() for k, t in model.compressor.state_dict().items()}, work / "pretrain" / "compressor.safetensors")
+    save_file(
+        {k: t.contiguous() for k, t in model.compressor.state_dict().items()},
+        work / "pretrain" / "compressor.safetensors",
+    )
     return {
         "objective": "continuation loss, 128 tokens, CPython docs (pydoc_data)",
         "ratio": 4,
@@ -187,7 +190,9 @@ def rl(path: Path, tokenizer, work: Path, args, deadline, resume) -> dict:
     started = time.perf_counter()
 
     def fit(callbacks, resume_from):
-        return train_rl(model, tokenizer, examples, config, callbacks=callbacks, resume_from_checkpoint=resume_from or None).trainer
+        return train_rl(
+            model, tokenizer, examples, config, callbacks=callbacks, resume_from_checkpoint=resume_from or None
+        ).trainer
 
     trainer = run_trainer_stage("rl", Path(config.output_dir), args.rl_steps, deadline, resume, fit)
     save_role_adapter(model, "reasoner", work / "rl" / "reasoner")

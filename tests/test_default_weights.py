@@ -63,7 +63,7 @@ def test_the_package_ships_its_trained_default_weights():
     assert (SHIPPED_WEIGHTS / "reasoner" / "adapter_model.safetensors").is_file()
     assert (SHIPPED_WEIGHTS / "compressor.safetensors").is_file()
     provenance = json.loads((SHIPPED_WEIGHTS / "training.json").read_text())
-    assert {"compressor_pretraining", "rl"} <= set(provenance)
+    assert {"compressor_pretraining", "reasoner_sft", "rl", "invocations"} <= set(provenance)
     size = sum(path.stat().st_size for path in SHIPPED_WEIGHTS.rglob("*") if path.is_file())
     assert size < 10 * 2**20  # a few MB inside the wheel
 
@@ -88,36 +88,45 @@ def test_shipped_files_name_no_folder_of_the_machine_that_made_them():
         assert found is None, f"{path} names a machine path: {found.group(0)}"
 
 
-def test_the_shipped_compressor_weights_load_under_the_current_names(tmp_path):
-    """The shipped file predates the rename of `LowRankDelta`'s factors (`lora_A` / `lora_B` -> `down` / `up`);
-    `apply_shipped_weights` still loads it, strictly, into a compressor of the default's shapes."""
-    import shutil
-    from types import SimpleNamespace
-
-    from safetensors.torch import load_file
+def default_shaped_compressor(shipped: dict):
+    """A compressor with the default's shapes (SmolLM2-135M, rank-r memory projections), read off the shipped file."""
     from transformers import LlamaConfig
 
     from lychee_hf.modeling import LycheeCompressor, LycheeMemoryConfig
 
-    shipped = load_file(SHIPPED_WEIGHTS / "compressor.safetensors")
-    assert "compressor.layers.0.q_proj.lora_A" in shipped
-    rank, hidden = shipped["compressor.layers.0.q_proj.lora_A"].shape
+    rank, hidden = shipped["compressor.layers.0.q_proj.down"].shape
     head_dim = 64  # SmolLM2-135M
     text = LlamaConfig(
         hidden_size=hidden,
         intermediate_size=4 * hidden,
         num_hidden_layers=len({key.split(".")[2] for key in shipped if key.startswith("compressor.layers.")}),
-        num_attention_heads=shipped["compressor.layers.0.q_proj.lora_B"].shape[0] // head_dim,
-        num_key_value_heads=shipped["compressor.layers.0.k_proj.lora_B"].shape[0] // head_dim,
+        num_attention_heads=shipped["compressor.layers.0.q_proj.up"].shape[0] // head_dim,
+        num_key_value_heads=shipped["compressor.layers.0.k_proj.up"].shape[0] // head_dim,
         head_dim=head_dim,
         vocab_size=64,
         max_position_embeddings=8192,
     )
-    compressor = LycheeCompressor(LycheeMemoryConfig(text_config=text, memory_projection_rank=int(rank)))
-    shutil.copy(SHIPPED_WEIGHTS / "compressor.safetensors", tmp_path)  # the compressor file alone
+    return LycheeCompressor(LycheeMemoryConfig(text_config=text, memory_projection_rank=int(rank)))
+
+
+@pytest.mark.parametrize("names", ["current", "legacy"])
+def test_the_shipped_compressor_weights_load_strictly_under_current_and_legacy_names(tmp_path, names):
+    """`apply_shipped_weights` loads the shipped file strictly into a compressor of the default's shapes, and so a
+    copy written with the factor names of before the rename (`lora_A` / `lora_B`, now `down` / `up`)."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file, save_file
+
+    shipped = load_file(SHIPPED_WEIGHTS / "compressor.safetensors")
+    compressor = default_shaped_compressor(shipped)
+    legacy = {"down": "lora_A", "up": "lora_B"}
+    written = {
+        key.rsplit(".", 1)[0] + "." + legacy.get(key.rsplit(".", 1)[1], key.rsplit(".", 1)[1]): t
+        for key, t in shipped.items()
+    }
+    save_file(shipped if names == "current" else written, tmp_path / "compressor.safetensors")
     assert apply_shipped_weights(SimpleNamespace(compressor=compressor), tmp_path) == ["compressor"]
     assert torch.equal(compressor.memory_embedding.weight, shipped.pop("compressor.memory_embedding.weight").float())
     for key, tensor in shipped.items():
         layer, projection, name = key.split(".")[2:]
-        current = getattr(compressor.layers[int(layer)], projection)
-        assert torch.equal(getattr(current, {"lora_A": "down", "lora_B": "up"}.get(name, name)), tensor.float())
+        assert torch.equal(getattr(getattr(compressor.layers[int(layer)], projection), name), tensor.float())

@@ -206,7 +206,9 @@ def _render_documents(documents: list[tuple[str, list[str]]]) -> tuple[str, dict
     return "".join(parts), spans
 
 
-def load_examples(task: str, tokenizer, length: int, n: int, seed: int = 0, data: str | Path | None = None) -> list[QAExample]:
+def load_examples(
+    task: str, tokenizer, length: int, n: int, seed: int = 0, data: str | Path | None = None
+) -> list[QAExample]:
     """The examples of `task`: the first `n` of the user's file for `"jsonl"` / `"hotpotqa"` (`data`), otherwise `n`
     generated at `length` tokens from generator `seed` (`TASKS`).
 

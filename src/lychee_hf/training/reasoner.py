@@ -78,7 +78,9 @@ def build_reasoner_steps(
     steps = []
     for example in examples:
         ids = torch.tensor(tokenizer.encode(example.context, add_special_tokens=False), dtype=torch.long)
-        spans = [(start, min(start + config.chunk_size, ids.numel())) for start in range(0, ids.numel(), config.chunk_size)]
+        spans = [
+            (start, min(start + config.chunk_size, ids.numel())) for start in range(0, ids.numel(), config.chunk_size)
+        ]
         question = torch.tensor(tokenizer.encode(example.question, add_special_tokens=False), dtype=torch.long)
         memory = torch.tensor(config.initial_memory_ids or [], dtype=torch.long)
         for (start, end), text in zip(spans, gold_memory_texts(example, tokenizer, config.chunk_size, len(spans))):
