@@ -98,7 +98,9 @@ def pretrain(path: Path, tokenizer, work: Path, args, deadline, resume) -> dict:
     minutes = time_left(deadline)
     callbacks = [] if minutes is None else [TimeLimitCallback(minutes)]
     resume_from = resume and checkpoints_in(Path(config.output_dir))
-    result = pretrain_compressor(model, tokenizer, config, resume_from_checkpoint=resume_from or None)
+    result = pretrain_compressor(
+        model, tokenizer, config, resume_from_checkpoint=resume_from or None, callbacks=callbacks
+    )
     if result.trainer.state.global_step < steps:
         raise OutOfTime(f"pretrain stopped at step {result.trainer.state.global_step} of {steps}")
     save_file(

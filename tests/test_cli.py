@@ -173,6 +173,27 @@ def test_pretrain_compressor_writes_a_model_and_the_loss_table(checkpoint, tmp_p
     assert (out / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("command", ["train-gate", "pretrain-compressor", "train-rl"])
+def test_every_training_command_takes_a_time_limit(command):
+    from lychee_hf.cli import build_parser
+
+    required = ["--task", "niah"] if command == "train-gate" else []
+    assert build_parser().parse_args([command, *required, "--out", "x", "--max-minutes", "2.5"]).max_minutes == 2.5
+
+
+def test_pretrain_compressor_stops_at_the_time_limit_with_a_checkpoint_to_resume(checkpoint, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(DOCUMENT * 8)
+    out = tmp_path / "pretrained"
+    arguments = [
+        "pretrain-compressor", "--model", str(checkpoint), "--text", str(text), "--continuation-tokens", "8",
+        "--max-train-rows", "4", "--batch-size", "1", "--max-eval-rows", "2", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    code, _, err = run_cli(*arguments, "--max-minutes", "1e-6")
+    assert code == 0, err
+    assert [p.name for p in (out / "trainer").glob("checkpoint-*")] == ["checkpoint-1"]  # stopped after one step
+
+
 def test_pretrain_compressor_distills_on_reading_rows(checkpoint, tmp_path):
     out = tmp_path / "distilled"
     code, stdout, err = run_cli(

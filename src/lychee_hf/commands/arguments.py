@@ -68,7 +68,7 @@ def add_training_command(commands, name: str, help: str, examples: str, dataclas
 
 def add_training_options(parser: argparse.ArgumentParser, memory_budget: bool = True) -> None:
     """What every training command takes after its own options: the model, its block settings (and memory budget),
-    and `--resume` with checkpoints on by default, so that every run can be resumed."""
+    `--resume` with checkpoints on by default, so that every run can be resumed, and `--max-minutes`."""
     add_model_arguments(parser)
     add_block_arguments(parser)
     if memory_budget:
@@ -79,6 +79,11 @@ def add_training_options(parser: argparse.ArgumentParser, memory_budget: bool = 
         "--resume",
         action="store_true",
         help="continue the interrupted run in --out from its last checkpoint (same result as one uninterrupted run)",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop cleanly after this much wall time, with a checkpoint there that --resume continues from",
     )
     # Resumable by default: a checkpoint every 50 steps in OUT/trainer, only the last one kept (a 135M model's is
     # about 0.5 GB with its optimizer state).
@@ -160,3 +165,12 @@ def add_bank_dtype_argument(parser: argparse.ArgumentParser, default_help: str =
         choices=BANK_DTYPES,
         help=f"storage format of the blocks (int8/int4: quantized K/V; default: {default_help}, else the model's)",
     )
+
+
+def time_limit(args: argparse.Namespace) -> list | None:
+    """The trainer callbacks `--max-minutes` asks for (`None` without it)."""
+    if not args.max_minutes:
+        return None
+    from ..training.data import TimeLimitCallback
+
+    return [TimeLimitCallback(args.max_minutes)]

@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         peft_config=peft_config,
         resume_from_checkpoint=checkpoint,
         train_rows=extra_rows,
+        callbacks=options.time_limit(args),
     )
     if not main_process():  # under accelerate launch / torchrun, the main process saves and reports
         return 0

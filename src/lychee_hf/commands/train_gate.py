@@ -50,7 +50,15 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(args)
     examples = load_examples(args.task, tokenizer, parse_length(args.length), args.n, args.seed, args.data)
     checkpoint, runs = start_training(args, out, config.output_dir)
-    result = train_gate(model, tokenizer, examples, config, peft_config=peft_config, resume_from_checkpoint=checkpoint)
+    result = train_gate(
+        model,
+        tokenizer,
+        examples,
+        config,
+        peft_config=peft_config,
+        resume_from_checkpoint=checkpoint,
+        callbacks=options.time_limit(args),
+    )
     if not main_process():  # under accelerate launch / torchrun, the main process saves and reports
         return 0
     save_trained(model, tokenizer, out)

@@ -43,7 +43,6 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-compressor", dest="train_compressor", action="store_false", help="train the reasoner adapter only"
     )
-    parser.add_argument("--max-minutes", type=float, help="stop cleanly after this much wall time (steps so far kept)")
     # The seed also draws the curriculum's first stage: 1000 keeps it apart from the held-out seed.
     parser.set_defaults(seed=1000)
     options.cli_help(parser, "seed", "generator seed of the first stage, and training seed")
@@ -60,7 +59,7 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..data import parse_length
     from ..training.curriculum import check_disjoint_seeds, curriculum_examples
-    from ..training.data import LoraArguments, TimeLimitCallback
+    from ..training.data import LoraArguments
     from ..training.rl import LycheeGRPOConfig, train_rl
 
     out = training_folder(args)
@@ -84,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         examples = curriculum_examples(tokenizer, args.task.split(","), lengths, args.n, args.seed)
     started = time.perf_counter()
-    callbacks = [TimeLimitCallback(args.max_minutes)] if args.max_minutes else None
+    callbacks = options.time_limit(args)
     checkpoint, runs = start_training(args, out, config.output_dir)
     result = train_rl(
         model,

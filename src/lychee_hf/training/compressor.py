@@ -275,6 +275,7 @@ def pretrain_compressor(
     peft_config=None,
     resume_from_checkpoint: bool | str | None = None,
     train_rows: list[ContinuationRow] | None = None,
+    callbacks: list | None = None,
 ) -> CompressorPretrainingResult:
     """Trains the compressor's memory weights (and optional compressor LoRA) of `model` in place.
 
@@ -291,6 +292,7 @@ def pretrain_compressor(
             RNG and step restored, so the result equals one uninterrupted run (needs `save_strategy="steps"`).
         train_rows (`list[ContinuationRow]`, *optional*): rows trained on besides the text's windows, e.g.
             `reading_rows(model, tokenizer, examples)`; with `config.max_train_rows=0` they are the only ones.
+        callbacks (`list[TrainerCallback]`, *optional*): e.g. `TimeLimitCallback(minutes)`.
             Held-out figures stay on the held-out text's windows.
 
     Returns:
@@ -318,7 +320,7 @@ def pretrain_compressor(
     train_only(model, ["compressor"])
     model.eval()
     before = evaluate_readings(model, eval_rows, config.per_device_eval_batch_size)
-    trainer = CompressorTrainer(model=model, args=config, train_dataset=ListDataset(rows))
+    trainer = CompressorTrainer(model=model, args=config, train_dataset=ListDataset(rows), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=checkpoint_to_resume(config.output_dir, resume_from_checkpoint))
     model.eval()
     after = evaluate_readings(model, eval_rows, config.per_device_eval_batch_size)

@@ -249,6 +249,7 @@ def train_gate(
     eval_examples: list[QAExample] | None = None,
     peft_config=None,
     resume_from_checkpoint: bool | str | None = None,
+    callbacks: list | None = None,
 ) -> GateTrainingResult:
     """Trains the `gate` adapter of `model` in place and switches the model to the classifier gate.
 
@@ -268,6 +269,7 @@ def train_gate(
         resume_from_checkpoint (`bool` or `str`, *optional*): continue an interrupted run from the last
             checkpoint in `config.output_dir` (`True`) or from this checkpoint folder: weights, optimizer, scheduler,
             RNG and step restored, so the result equals one uninterrupted run (needs `save_strategy="steps"`).
+        callbacks (`list[TrainerCallback]`, *optional*): e.g. `TimeLimitCallback(minutes)`.
 
     Returns:
         `GateTrainingResult` with the held-out metrics before and after training.
@@ -298,6 +300,7 @@ def train_gate(
         train_dataset=ListDataset(train_rows),
         eval_dataset=ListDataset(eval_rows),
         positive_weight=positive_weight,
+        callbacks=callbacks,
     )
     metrics_before = evaluate_gate(trainer, eval_rows, config.decision_threshold)
     trainer.train(resume_from_checkpoint=checkpoint_to_resume(config.output_dir, resume_from_checkpoint))
