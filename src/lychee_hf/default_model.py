@@ -7,7 +7,8 @@ with transformers' GGUF support (about 30 s on 2 CPU cores), wraps it with
 folder in about a second.
 
 Trained weights ship inside this package (`default_weights/`, a few MB, fp16): a `reasoner` LoRA adapter trained
-with end-to-end GRPO (`lychee-hf train-rl`) and the low-rank memory-token weights from compressor pretraining
+on the gold-fact teacher's steps over the training fact families (`examples/train_default_model.py`) and the
+low-rank memory-token weights from compressor pretraining
 (`lychee-hf pretrain-compressor`); `default_weights/training.json` says how they were made. The build applies
 them (`trained=False` builds the untrained baseline). The default still reads blocks losslessly (each block is the
 chunk's own K/V): at this training budget the compressed reading does not hold up against it (see the README's
