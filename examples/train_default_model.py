@@ -120,6 +120,17 @@ def pretrain(path: Path, tokenizer, work: Path, args, deadline, resume) -> dict:
     }
 
 
+def checkpointing(args) -> dict:
+    """What the SFT and RL stages' trainers share: resumable checkpoints (the last one kept), the seed, no bars."""
+    return {
+        "save_strategy": "steps",
+        "save_steps": args.save_steps,
+        "save_total_limit": 1,
+        "seed": SEED,
+        "disable_tqdm": True,
+    }
+
+
 def sft_examples(tokenizer, args) -> list:
     families = curriculum_examples(tokenizer, ["facts"], SFT_LENGTHS, args.sft_facts, seed=SEED)
     chains = curriculum_examples(tokenizer, ["twohop"], SFT_LENGTHS, args.sft_twohop, seed=SEED)
@@ -138,11 +149,7 @@ def sft(path: Path, tokenizer, work: Path, args, deadline, resume) -> dict:
         learning_rate=args.sft_learning_rate,
         warmup_steps=10,
         logging_steps=10,
-        save_strategy="steps",
-        save_steps=args.save_steps,
-        save_total_limit=1,
-        seed=SEED,
-        disable_tqdm=True,
+        **checkpointing(args),
     )
     started = time.perf_counter()
 
@@ -183,11 +190,7 @@ def rl(path: Path, tokenizer, work: Path, args, deadline, resume) -> dict:
         per_device_train_batch_size=4,
         learning_rate=5e-5,
         temperature=0.7,
-        save_strategy="steps",
-        save_steps=args.save_steps,
-        save_total_limit=1,
-        seed=SEED,
-        disable_tqdm=True,
+        **checkpointing(args),
     )
     started = time.perf_counter()
 
