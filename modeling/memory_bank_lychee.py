@@ -90,6 +90,11 @@ class LycheeMemoryBlock:
         return LycheeMemoryBlock(keys, values, self.mask, self.span)
 
 
+def chunk_spans(length: int, chunk_size: int) -> list[tuple[int, int]]:
+    """The [start, end) token spans of a `length`-token document cut into `chunk_size` chunks: one block each."""
+    return [(start, min(start + chunk_size, length)) for start in range(0, length, chunk_size)]
+
+
 def _layer(kv, index: int, device, dtype: torch.dtype) -> torch.Tensor:
     if isinstance(kv, QuantizedKV):
         return kv.layer(index, device, dtype)

@@ -34,7 +34,7 @@ from .fingerprint_lychee import WEIGHTS_DIGEST_VERSION, weights_digest
 from .gate_lychee import GATE_CLASSES, GATE_POLICY_KWARGS, GatePolicy
 from .kv_quant_lychee import check_bank_dtype
 from .loading_lychee import HUB_KWARGS, check_checkpoint_config, check_loading_info
-from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
+from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock, chunk_spans
 from .prefix_lychee import block_prefix
 from .pretrained_lychee import LycheePreTrainedModel
 from .prompts_lychee import id_list, memory_update_config, stop_and_pad_ids
@@ -500,10 +500,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             check_bank_dtype(bank_dtype)
         chunks = []  # (document index, start, end)
         for doc, ids in enumerate(documents):
-            chunks += [
-                (doc, start, min(start + config.chunk_size, ids.numel()))
-                for start in range(0, ids.numel(), config.chunk_size)
-            ]
+            chunks += [(doc, start, end) for start, end in chunk_spans(ids.numel(), config.chunk_size)]
         blocks: list[list[LycheeMemoryBlock]] = [[] for _ in documents]
         seconds: list[list[float]] = [[] for _ in documents]
         progress = logging.tqdm(

@@ -24,7 +24,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from ..data import QAExample
-from ..modeling.memory_bank_lychee import LycheeMemoryBlock
+from ..modeling.memory_bank_lychee import LycheeMemoryBlock, chunk_spans
 from ..modeling.prompts_lychee import build_prompt, stop_and_pad_ids
 from .data import IGNORE_INDEX, ListDataset, add_role_lora, checkpoint_to_resume, train_only
 from .teacher import gold_memory_texts
@@ -78,9 +78,7 @@ def build_reasoner_steps(
     steps = []
     for example in examples:
         ids = torch.tensor(tokenizer.encode(example.context, add_special_tokens=False), dtype=torch.long)
-        spans = [
-            (start, min(start + config.chunk_size, ids.numel())) for start in range(0, ids.numel(), config.chunk_size)
-        ]
+        spans = chunk_spans(ids.numel(), config.chunk_size)
         question = torch.tensor(tokenizer.encode(example.question, add_special_tokens=False), dtype=torch.long)
         memory = torch.tensor(config.initial_memory_ids or [], dtype=torch.long)
         for (start, end), text in zip(spans, gold_memory_texts(example, tokenizer, config.chunk_size, len(spans))):
@@ -135,9 +133,8 @@ def compress_step_chunks(model, steps: list[ReasonerStep]) -> list[LycheeMemoryB
     """The blocks of the steps' chunks, as `compress` would make them, without gradients (the teacher trains the
     reasoner only)."""
     device = model.device
-    with torch.no_grad():
-        blocks = model.compress_chunks([step.chunk_ids.to(device) for step in steps], [step.span for step in steps])
-    return [LycheeMemoryBlock(b.keys.detach(), b.values.detach(), b.mask.detach(), b.span) for b in blocks]
+    with torch.no_grad():  # blocks made here carry no graph
+        return model.compress_chunks([step.chunk_ids.to(device) for step in steps], [step.span for step in steps])
 
 
 class ReasonerStepCollator:
