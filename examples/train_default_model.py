@@ -95,14 +95,17 @@ def pretrain(path: Path, tokenizer, work: Path, args, deadline, resume) -> dict:
     )
     steps = args.pretrain_rows // config.per_device_train_batch_size
     started = time.perf_counter()
-    minutes = time_left(deadline)
-    callbacks = [] if minutes is None else [TimeLimitCallback(minutes)]
-    resume_from = resume and checkpoints_in(Path(config.output_dir))
-    result = pretrain_compressor(
-        model, tokenizer, config, resume_from_checkpoint=resume_from or None, callbacks=callbacks
-    )
-    if result.trainer.state.global_step < steps:
-        raise OutOfTime(f"pretrain stopped at step {result.trainer.state.global_step} of {steps}")
+    results = []
+
+    def fit(callbacks, resume_from):
+        result = pretrain_compressor(
+            model, tokenizer, config, resume_from_checkpoint=resume_from or None, callbacks=callbacks
+        )
+        results.append(result)
+        return result.trainer
+
+    run_trainer_stage("pretrain", Path(config.output_dir), steps, deadline, resume, fit)
+    result = results[-1]
     save_file(
         {k: t.contiguous() for k, t in model.compressor.state_dict().items()},
         work / "pretrain" / "compressor.safetensors",
