@@ -53,6 +53,11 @@ class LycheeMemoryConfig(PreTrainedConfig):
             Always read the last block, whatever its score.
         gate_batch_size (`int`, *optional*, defaults to 8):
             Blocks the gate scores per forward pass.
+        gate_reads_memory (`bool`, *optional*, defaults to `False`):
+            `query_likelihood` only: once the working memory holds something, a block ahead is also related when
+            it makes the *memory* much more likely (it continues what was found: the second hop of a chain, whose
+            entity the question never names), and the blocks ahead are rescored after every memory update. The
+            classifier gate always reads the memory; `always_related` has no scores.
         gate_label_ids (`list[int]`, *optional*):
             The classifier gate's answer tokens `[yes, no]`. Built by `from_backbone`.
         position_scheme (`str`, *optional*, defaults to `"reference"`):
@@ -95,6 +100,7 @@ class LycheeMemoryConfig(PreTrainedConfig):
     gate_max_blocks: int | None = None
     gate_keep_last: bool = False
     gate_batch_size: int = 8
+    gate_reads_memory: bool = False
     gate_label_ids: list[int] | None = None
     position_scheme: Literal["reference", "sequential"] = "reference"
     update_template_ids: list[list[int]] | None = None

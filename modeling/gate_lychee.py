@@ -10,7 +10,9 @@ Gate types (`config.gate_type`):
 - `query_likelihood`: zero-shot, no weights. A block is related when reading it makes the question much more
   likely: the mean log-probability of the question's tokens after the block, as a z-score against the
   document's other blocks (median and spread), mapped to a probability; the best-matching block always
-  passes the threshold, so every document is read at least once. It ignores the memory.
+  passes the threshold, so every document is read at least once. With `gate_reads_memory`, once the memory
+  holds something, a block ahead is also related when it makes the memory much more likely (the same z-score,
+  over the blocks ahead): the block that continues a chain whose next entity only the memory names.
 - `classifier`: the trained gate. The `gate` LoRA adapter on the shared backbone reads the block as prefix,
   then the question and the working memory in the gate prompt, and answers yes or no; P(related) =
   sigmoid(logit(yes) - logit(no)) at the prompt's last position. The "head" is thus the two `lm_head` rows of
@@ -78,43 +80,68 @@ class LycheeGate(LycheePreTrainedModel):
 class LycheeQueryLikelihoodGate(LycheeGate):
     """`gate_type="query_likelihood"`: relevance as the gain in question likelihood a block brings (no weights)."""
 
+    @property
+    def reads_memory(self) -> bool:
+        return bool(self.config.gate_reads_memory)
+
     def score_blocks(self, model, bank, start, question_ids, memory_ids) -> torch.Tensor:
         if start >= len(bank):
             return torch.zeros(0)
-        likelihoods = self.question_likelihoods(model, bank, start, question_ids)
-        spread = likelihoods.std(unbiased=False).clamp(min=QUERY_LIKELIHOOD_MIN_SPREAD)
-        z = (likelihoods - likelihoods.median()) / spread
-        probabilities = torch.sigmoid(QUERY_LIKELIHOOD_SLOPE * (z - QUERY_LIKELIHOOD_MIDPOINT))
+        if not (self.reads_memory and self.memory_has_content(memory_ids)):
+            return self.question_probabilities(model, bank, start, question_ids)
+        # The question's scores do not depend on the memory: score the whole document as the first pass did, so
+        # the blocks ahead get the same question score as before the memory changed (and the same forced read).
+        by_question = self.question_probabilities(model, bank, 0, question_ids)[start:]
+        by_memory = likelihood_probabilities(self.text_likelihoods(model, bank, start, memory_ids))
+        return torch.maximum(by_question, by_memory)
+
+    def question_probabilities(self, model, bank, start: int, question_ids: torch.LongTensor) -> torch.Tensor:
+        """P(related) of blocks `start..` by question likelihood; the best block always passes the threshold."""
+        likelihoods = self.text_likelihoods(model, bank, start, question_ids)
+        probabilities = likelihood_probabilities(likelihoods)
         best = int(likelihoods.argmax())
         probabilities[best] = probabilities[best].clamp(min=self.config.gate_threshold)
         return probabilities
 
+    def memory_has_content(self, memory_ids: torch.LongTensor) -> bool:
+        """Whether the memory holds more than the initial memory (something was read into it)."""
+        initial = torch.tensor(self.config.initial_memory_ids or [], dtype=torch.long)
+        return memory_ids.numel() > 0 and not torch.equal(memory_ids.cpu().long(), initial)
+
     @torch.no_grad()
-    def question_likelihoods(
-        self, model, bank: LycheeMemoryBank, start: int, question_ids: torch.LongTensor
-    ) -> torch.Tensor:
-        """Mean log P(question token | block, gate prompt) for blocks `start..`, in batches: (len(bank) - start,)."""
+    def text_likelihoods(self, model, bank: LycheeMemoryBank, start: int, text_ids: torch.LongTensor) -> torch.Tensor:
+        """Mean log P(text token | block, gate prompt) for blocks `start..`, in batches: (len(bank) - start,).
+
+        `text_ids` is the question (or, with `gate_reads_memory`, the working memory), placed where the gate
+        prompt puts the question."""
         pieces = self.config.gate_template_ids or [[], []]
         device = model.device
         prompt = torch.cat(
             [
                 torch.tensor(pieces[0], dtype=torch.long, device=device),
-                question_ids.to(device),
+                text_ids.to(device),
                 torch.tensor(pieces[1], dtype=torch.long, device=device),
             ]
         )
-        scored = slice(len(pieces[0]), len(pieces[0]) + question_ids.numel())  # the question's own tokens
+        scored = slice(len(pieces[0]), len(pieces[0]) + text_ids.numel())  # the text's own tokens
 
         def score(blocks):
             prefix = block_prefix(model, blocks)
             ids = prompt.expand(len(blocks), -1)
             logits = model(ids, **cache_kwargs(prefix.cache), **prefix.forward_inputs(torch.ones_like(ids))).logits
-            # Token t is predicted by the logits at t - 1; the first question token by the prompt's last piece-0
+            # Token t is predicted by the logits at t - 1; the first text token by the prompt's last piece-0
             # token (or, with an empty piece 0, it is not scored).
             log_probs = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
             return log_probs[:, max(scored.start - 1, 0) : scored.stop - 1].mean(dim=1).cpu()
 
         return score_in_batches(score, bank, start, self.config.gate_batch_size)
+
+
+def likelihood_probabilities(likelihoods: torch.Tensor) -> torch.Tensor:
+    """(N,) mean log-likelihoods → P(related): a z-score against the blocks' median and spread, through a sigmoid."""
+    spread = likelihoods.std(unbiased=False).clamp(min=QUERY_LIKELIHOOD_MIN_SPREAD)
+    z = (likelihoods - likelihoods.median()) / spread
+    return torch.sigmoid(QUERY_LIKELIHOOD_SLOPE * (z - QUERY_LIKELIHOOD_MIDPOINT))
 
 
 class LycheeClassifierGate(LycheeGate):

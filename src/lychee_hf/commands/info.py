@@ -74,6 +74,7 @@ def _checkpoint_summary(path: Path) -> dict:
         "position_scheme",
         "gate_type",
         "gate_threshold",
+        "gate_reads_memory",
         "role_adapters",
     ]
     return {
