@@ -16,7 +16,8 @@ training section); `compression_ratio` > 0 overrides (`lychee-hf ask --ratio 4`)
 memory tokens. Its prompts are its own: SmolLM2-135M cannot follow the authors' long instructions and invents
 answers for passages that do not hold one, so the default reads 256-token blocks, asks the question in a short
 prompt right after the block, and uses the weight-free query-likelihood gate to read only the blocks that make the
-question markedly more likely (see `LycheeQueryLikelihoodGate`).
+question markedly more likely or, once the memory holds a fact, the memory (`gate_reads_memory`: how it finds the
+second hop of a chain; see `LycheeQueryLikelihoodGate`).
 """
 
 import hashlib
@@ -44,6 +45,8 @@ DEFAULT_SETTINGS = {
     "max_answer_tokens": 32,
     "compress_batch_size": 4,
     "gate_type": "query_likelihood",
+    # Rescore the blocks ahead by the memory's likelihood after each update: finds a chain's second hop.
+    "gate_reads_memory": True,
     # Memory q/k/v as the backbone's + a rank-8 delta: the trained deltas ship in a few MB (full copies: 66 MB).
     "memory_projection_rank": 8,
 }
