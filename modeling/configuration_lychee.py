@@ -58,6 +58,11 @@ class LycheeMemoryConfig(PreTrainedConfig):
             it makes the *memory* much more likely (it continues what was found: the second hop of a chain, whose
             entity the question never names), and the blocks ahead are rescored after every memory update. The
             classifier gate always reads the memory; `always_related` has no scores.
+        gate_revisit (`bool`, *optional*, defaults to `False`):
+            After the in-order scan, score the blocks it skipped again against the final working memory and read
+            the ones now related (document order, once each, within `gate_max_blocks`), before the answer: a chain
+            whose second fact comes before the fact that names its entity is out of reach of one in-order scan.
+            Needs a gate that reads the memory (`classifier`, or `query_likelihood` with `gate_reads_memory`).
         gate_label_ids (`list[int]`, *optional*):
             The classifier gate's answer tokens `[yes, no]`. Built by `from_backbone`.
         position_scheme (`str`, *optional*, defaults to `"reference"`):
@@ -101,6 +106,7 @@ class LycheeMemoryConfig(PreTrainedConfig):
     gate_keep_last: bool = False
     gate_batch_size: int = 8
     gate_reads_memory: bool = False
+    gate_revisit: bool = False
     gate_label_ids: list[int] | None = None
     position_scheme: Literal["reference", "sequential"] = "reference"
     update_template_ids: list[list[int]] | None = None

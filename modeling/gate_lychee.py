@@ -12,7 +12,9 @@ Gate types (`config.gate_type`):
   document's other blocks (median and spread), mapped to a probability; the best-matching block always
   passes the threshold, so every document is read at least once. With `gate_reads_memory`, once the memory
   holds something, a block ahead is also related when it makes the memory much more likely (the same z-score,
-  over the blocks ahead): the block that continues a chain whose next entity only the memory names.
+  over the blocks ahead): the block that continues a chain whose next entity only the memory names. With
+  `gate_revisit`, the blocks the scan skipped get a second look against the final memory (a chain whose second
+  fact comes first in the document).
 - `classifier`: the trained gate. The `gate` LoRA adapter on the shared backbone reads the block as prefix,
   then the question and the working memory in the gate prompt, and answers yes or no; P(related) =
   sigmoid(logit(yes) - logit(no)) at the prompt's last position. The "head" is thus the two `lm_head` rows of
@@ -73,6 +75,50 @@ class LycheeGate(LycheePreTrainedModel):
         """
         return torch.ones(len(bank) - start)
 
+    def rescore_blocks(
+        self,
+        model: torch.nn.Module,
+        bank: LycheeMemoryBank,
+        start: int,
+        question_ids: torch.LongTensor,
+        memory_ids: torch.LongTensor,
+        first_pass: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores the blocks ahead again after a memory update; `generate` asks only gates that `reads_memory`.
+
+        Args:
+            model, bank, start, question_ids, memory_ids: as for `score_blocks`.
+            first_pass (`torch.Tensor`): (len(bank),) this gate's scores of every block from the call's first
+                pass (block 0 on, the initial memory). A gate whose scores have a part that does not depend on
+                the memory takes that part from here instead of recomputing it; this default scores afresh.
+
+        Returns:
+            `torch.Tensor`: (len(bank) - start,) as `score_blocks`.
+        """
+        return self.score_blocks(model, bank, start, question_ids, memory_ids)
+
+    def revisit_scores(
+        self,
+        model: torch.nn.Module,
+        bank: LycheeMemoryBank,
+        blocks: list[int],
+        question_ids: torch.LongTensor,
+        memory_ids: torch.LongTensor,
+        first_pass: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores blocks the scan skipped against the final working memory: the second look of `gate_revisit`.
+
+        Args:
+            model, bank, question_ids, first_pass: as for `rescore_blocks`.
+            blocks (`list[int]`): the skipped blocks' indices, in document order.
+            memory_ids (`torch.LongTensor`): (L_m,) the working memory after the scan.
+
+        Returns:
+            `torch.Tensor`: (len(blocks),) probabilities that each is related. This default scores the whole
+            document afresh and picks them out.
+        """
+        return self.score_blocks(model, bank, 0, question_ids, memory_ids)[blocks]
+
     def forward(self, *args, **kwargs) -> torch.Tensor:
         return self.score_blocks(*args, **kwargs)
 
@@ -89,11 +135,26 @@ class LycheeQueryLikelihoodGate(LycheeGate):
             return torch.zeros(0)
         if not (self.reads_memory and self.memory_has_content(memory_ids)):
             return self.question_probabilities(model, bank, start, question_ids)
-        # The question's scores do not depend on the memory: score the whole document as the first pass did, so
-        # the blocks ahead get the same question score as before the memory changed (and the same forced read).
-        by_question = self.question_probabilities(model, bank, 0, question_ids)[start:]
+        # The question's scores over the whole document, as a first pass from block 0 gives them.
+        first_pass = self.question_probabilities(model, bank, 0, question_ids)
+        return self.rescore_blocks(model, bank, start, question_ids, memory_ids, first_pass)
+
+    def rescore_blocks(self, model, bank, start, question_ids, memory_ids, first_pass) -> torch.Tensor:
+        # The question's scores do not depend on the memory: the first pass's stand (so do its forced read of the
+        # best block); only the memory's likelihoods over the blocks ahead are new.
+        by_question = first_pass[start:].float().cpu()
+        if start >= len(bank) or not (self.reads_memory and self.memory_has_content(memory_ids)):
+            return by_question.clone()
         by_memory = likelihood_probabilities(self.text_likelihoods(model, bank, start, memory_ids))
         return torch.maximum(by_question, by_memory)
+
+    def revisit_scores(self, model, bank, blocks, question_ids, memory_ids, first_pass) -> torch.Tensor:
+        by_question = first_pass[blocks].float().cpu()
+        if not (self.reads_memory and self.memory_has_content(memory_ids)):
+            return by_question.clone()
+        # The z-score runs over the skipped blocks only: the blocks that wrote the memory would set its scale.
+        likelihoods = self.text_likelihoods(model, bank, 0, memory_ids)[blocks]
+        return torch.maximum(by_question, likelihood_probabilities(likelihoods))
 
     def question_probabilities(self, model, bank, start: int, question_ids: torch.LongTensor) -> torch.Tensor:
         """P(related) of blocks `start..` by question likelihood; the best block always passes the threshold."""
@@ -223,16 +284,21 @@ class GatePolicy:
         max_blocks (`int`, *optional*): read at most this many blocks, the first related ones in document order;
             with `keep_last` the last block is one of them.
         keep_last (`bool`): always read the last block.
+        revisit (`bool`): after the scan, take a second look at the skipped blocks against the final memory.
     """
 
     threshold: float = 0.5
     max_blocks: int | None = None
     keep_last: bool = False
+    revisit: bool = False
 
     @classmethod
     def from_config(cls, config, **overrides) -> "GatePolicy":
-        """The config's policy, with `gate_threshold` / `gate_max_blocks` / `gate_keep_last` overrides."""
-        policy = cls(config.gate_threshold, config.gate_max_blocks, config.gate_keep_last)
+        """The config's policy, with `gate_threshold` / `gate_max_blocks` / `gate_keep_last` / `gate_revisit`
+        overrides."""
+        policy = cls(
+            config.gate_threshold, config.gate_max_blocks, config.gate_keep_last, getattr(config, "gate_revisit", False)
+        )
         for name, value in overrides.items():
             setattr(policy, name.removeprefix("gate_"), value)
         check_gate_policy(policy.threshold, policy.max_blocks)
@@ -250,8 +316,12 @@ class GatePolicy:
             return False, "block limit"
         return True, "related"
 
+    def revisits(self, score: float, kept_so_far: int) -> bool:
+        """Whether the second look reads a skipped block (the scan is over: no read is reserved any more)."""
+        return score >= self.threshold and (self.max_blocks is None or kept_so_far < self.max_blocks)
 
-GATE_POLICY_KWARGS = ("gate_threshold", "gate_max_blocks", "gate_keep_last")
+
+GATE_POLICY_KWARGS = ("gate_threshold", "gate_max_blocks", "gate_keep_last", "gate_revisit")
 
 
 GATE_CLASSES = {

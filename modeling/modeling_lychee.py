@@ -557,7 +557,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 (e.g. `min_new_tokens = max_new_tokens` for fixed-length updates in benchmarks).
             show_progress (`bool`, *optional*): progress bars over chunks and blocks (default: on for 8+).
             **kwargs: generation settings and model kwargs, as for `GenerationMixin.generate`; and the gate
-                policy for this call: `gate_threshold`, `gate_max_blocks`, `gate_keep_last` (default: the config's).
+                policy for this call: `gate_threshold`, `gate_max_blocks`, `gate_keep_last`, `gate_revisit`
+                (default: the config's).
                 `synced_gpus` applies to the memory updates too (processes that read different numbers of blocks
                 call `generate` a different number of times: pass `False` where each process holds whole weights).
 

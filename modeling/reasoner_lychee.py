@@ -33,7 +33,8 @@ class LycheeBlockTrace:
         gate_score (`float`): P(related) from the gate.
         kept (`bool`): whether the reasoner read the block.
         gate_decision (`str`): why: `"related"` / `"unrelated"` (score vs threshold), `"last block"`
-            (`gate_keep_last`) or `"block limit"` (related, but `gate_max_blocks` blocks were read already).
+            (`gate_keep_last`), `"block limit"` (related, but `gate_max_blocks` blocks were read already) or
+            `"revisit"` (skipped by the scan, read on the second look against the final memory: `gate_revisit`).
         memory_ids (`list[int]`): the working memory after this step (unchanged when skipped).
         tokens_decoded (`int`): tokens the memory update generated (0 when skipped).
         generated_ids (`list[int]`): those tokens, through the first stop id (empty when skipped): what the
@@ -90,8 +91,9 @@ class LycheeBlockTrace:
 
 
 class LycheeTrace(list):
-    """One row's trace: its `LycheeBlockTrace` records in document order (a plain list of them), plus the final
-    answer turn.
+    """One row's trace: its `LycheeBlockTrace` records in reading order (a plain list of them), plus the final
+    answer turn. The scan's records come first, one per block in document order; with `gate_revisit`, a record
+    per block read on the second look follows them (that block's index appears twice).
 
     Attributes:
         answer_prompt_ids (`list[int]`): the final answer's prompt (final template, question, last working
@@ -187,10 +189,18 @@ class ReasonerLoop:
         memories = [torch.tensor(initial, dtype=torch.long, device=device) for _ in banks]
         self.traces = [LycheeTrace() for _ in banks]
         self._scores = [None] * len(banks)  # per row: gate scores of blocks scored_from.., None once stale
+        self._first_pass = [None] * len(banks)  # per row: (len(bank),) the gate's scores from block 0 on
         self._scored_from = [0] * len(banks)
         self._score_share = [0.0] * len(banks)  # per row: seconds of the last scoring pass per block it scored
         self._kept = [0] * len(banks)
         self.policy = self.policy or GatePolicy.from_config(self.model.config)
+        if self.policy.revisit and not self.model.gate.reads_memory:
+            raise ValueError(
+                f"gate_revisit needs a gate that reads the working memory, and gate_type="
+                f"{self.model.config.gate_type!r} scores blocks without it (a second look would score them as the "
+                "scan did): use gate_type='query_likelihood' with gate_reads_memory=True, or the classifier gate, "
+                "or leave gate_revisit off."
+            )
         steps = max(len(bank) for bank in banks)
         progress = logging.tqdm(
             range(steps),
@@ -206,29 +216,95 @@ class ReasonerLoop:
             }
             for record in records.values():
                 record.compress_seconds = compress_seconds[record.row][step] if compress_seconds else 0.0
-            active = [row for row, record in records.items() if record.kept]
-            if active:
-                started = time.perf_counter()
-                with role_adapter(self.model, "reasoner"):
-                    new_memories, generated, prompts = self.update_memories(
-                        [banks[r].block(step) for r in active],
-                        [questions[r] for r in active],
-                        [memories[r] for r in active],
-                        synced_gpus,
-                    )
-                elapsed = time.perf_counter() - started
-                for row, memory, written, prompt in zip(active, new_memories, generated, prompts):
-                    changed = not torch.equal(memory, memories[row])
-                    memories[row] = memory
-                    if self.model.gate.reads_memory and changed:  # the blocks ahead need scores for the new memory
-                        records[row].gate_seconds += self._discard_scores(row, step)
-                    records[row].generated_ids, records[row].tokens_decoded = written, len(written)
-                    records[row].reason_seconds = elapsed
-                    records[row].prompt_ids, records[row].prompt_tokens = prompt, len(prompt)
+            self._update(records, banks, questions, memories, synced_gpus)
             for row, record in records.items():
                 record.memory_ids = memories[row].tolist()
                 self.traces[row].append(record)
+        if self.policy.revisit:
+            self._revisit(banks, questions, memories, synced_gpus)
         return memories
+
+    def _update(
+        self,
+        records: dict[int, LycheeBlockTrace],
+        banks: list[LycheeMemoryBank],
+        questions: list[torch.LongTensor],
+        memories: list[torch.LongTensor],
+        synced_gpus: bool | None,
+    ) -> None:
+        """One batched memory update over the rows whose record is kept; `memories` and records updated in place."""
+        active = [row for row, record in records.items() if record.kept]
+        if not active:
+            return
+        started = time.perf_counter()
+        with role_adapter(self.model, "reasoner"):
+            new_memories, generated, prompts = self.update_memories(
+                [banks[r].block(records[r].block_index) for r in active],
+                [questions[r] for r in active],
+                [memories[r] for r in active],
+                synced_gpus,
+            )
+        elapsed = time.perf_counter() - started
+        for row, memory, written, prompt in zip(active, new_memories, generated, prompts):
+            changed = not torch.equal(memory, memories[row])
+            memories[row] = memory
+            if self.model.gate.reads_memory and changed and self._scores[row] is not None:
+                # the blocks ahead need scores for the new memory
+                records[row].gate_seconds += self._discard_scores(row, records[row].block_index)
+            records[row].generated_ids, records[row].tokens_decoded = written, len(written)
+            records[row].reason_seconds = elapsed
+            records[row].prompt_ids, records[row].prompt_tokens = prompt, len(prompt)
+
+    def _revisit(
+        self,
+        banks: list[LycheeMemoryBank],
+        questions: list[torch.LongTensor],
+        memories: list[torch.LongTensor],
+        synced_gpus: bool | None,
+    ) -> None:
+        """The second look (`gate_revisit`): each row's skipped blocks are scored again against its final memory,
+        and the ones now related are read in document order, once each, within `gate_max_blocks`.
+
+        It reaches what an in-order scan cannot: a chain whose second fact comes before the fact that names its
+        entity. Scores are not refreshed between these reads. The scoring pass is charged to the blocks it reads
+        (else to the scan's last record), so a row's records still add up to its gate time.
+        """
+        queues = {}
+        for row, bank in enumerate(banks):
+            self._scores[row] = None  # no blocks are ahead any more
+            skipped = [record.block_index for record in self.traces[row] if not record.kept]
+            if not skipped:
+                continue
+            started = time.perf_counter()
+            with role_adapter(self.model, "gate"):
+                scores = self.model.gate.revisit_scores(
+                    self.model, bank, skipped, questions[row], memories[row], self._first_pass[row]
+                )
+            seconds = time.perf_counter() - started
+            queue = []
+            for block, score in zip(skipped, scores.tolist()):
+                if self.policy.revisits(score, self._kept[row]):
+                    self._kept[row] += 1
+                    queue.append(
+                        LycheeBlockTrace(
+                            block_index=block,
+                            span=bank.spans[block],
+                            gate_score=score,
+                            kept=True,
+                            memory_ids=[],
+                            gate_decision="revisit",
+                            row=row,
+                        )
+                    )
+            for record in queue or self.traces[row][-1:]:
+                record.gate_seconds += seconds / max(len(queue), 1)
+            queues[row] = queue
+        for turn in range(max((len(queue) for queue in queues.values()), default=0)):
+            records = {row: queue[turn] for row, queue in queues.items() if turn < len(queue)}
+            self._update(records, banks, questions, memories, synced_gpus)
+            for row, record in records.items():
+                record.memory_ids = memories[row].tolist()
+                self.traces[row].append(record)
 
     def _gate(
         self, row: int, bank: LycheeMemoryBank, step: int, question: torch.LongTensor, memory: torch.LongTensor
@@ -236,8 +312,13 @@ class ReasonerLoop:
         """Decides whether `row` reads block `step`, rescoring the blocks ahead only if its memory changed."""
         if self._scores[row] is None:
             started = time.perf_counter()
+            gate = self.model.gate
             with role_adapter(self.model, "gate"):
-                scores = self.model.gate.score_blocks(self.model, bank, step, question, memory)
+                if self._first_pass[row] is None:
+                    scores = gate.score_blocks(self.model, bank, step, question, memory)
+                    self._first_pass[row] = scores.float().cpu()
+                else:
+                    scores = gate.rescore_blocks(self.model, bank, step, question, memory, self._first_pass[row])
             self._scores[row], self._scored_from[row] = scores.float().cpu(), step
             self._score_share[row] = (time.perf_counter() - started) / max(len(scores), 1)
         score = float(self._scores[row][step - self._scored_from[row]])

@@ -383,3 +383,12 @@ def test_resume_of_a_folder_that_does_not_exist_says_so(checkpoint, tmp_path):
         "train-gate", "--model", str(checkpoint), "--task", "niah", "--out", str(tmp_path / "no"), "--resume"
     )
     assert code == 2 and "nothing to resume" in err
+
+
+def test_ask_passes_gate_revisit_to_generate(checkpoint, context, capsys):
+    from lychee_hf.cli import main
+
+    argv = ["ask", "--model", str(checkpoint), "--context", str(context), "--question", "Code?", "--quiet"]
+    # The test checkpoint's gate ignores the memory, so generate refuses the second look: the flag reached it.
+    assert main([*argv, "--gate-revisit"]) != 0
+    assert "gate_revisit needs a gate that reads the working memory" in capsys.readouterr().err

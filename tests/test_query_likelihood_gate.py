@@ -57,6 +57,14 @@ def test_memory_reading_gate_keeps_the_block_that_makes_the_memory_likely(tokeni
     assert kept == [spike]
 
 
+def _counted(method, passes):
+    def counted(self, model_, bank, start, *args):
+        passes.append(start)
+        return method(self, model_, bank, start, *args)
+
+    return counted
+
+
 @pytest.mark.parametrize("reads_memory, rescored", [(False, False), (True, True)])
 def test_generate_rescores_the_blocks_ahead_after_an_update_only_with_gate_reads_memory(
     reads_memory, rescored, tokenizer, monkeypatch
@@ -64,13 +72,8 @@ def test_generate_rescores_the_blocks_ahead_after_an_update_only_with_gate_reads
     torch.manual_seed(0)
     model = tiny_lychee(gate_type="query_likelihood", gate_reads_memory=reads_memory)
     passes = []
-    score_blocks = type(model.gate).score_blocks
-
-    def counted(self, model_, bank, start, *args):
-        passes.append(start)
-        return score_blocks(self, model_, bank, start, *args)
-
-    monkeypatch.setattr(type(model.gate), "score_blocks", counted)
+    for name in ("score_blocks", "rescore_blocks"):
+        monkeypatch.setattr(type(model.gate), name, _counted(getattr(type(model.gate), name), passes))
     out = model.generate(
         input_ids=question_ids(tokenizer),
         context_ids=document_ids(tokenizer, 300),
@@ -80,3 +83,30 @@ def test_generate_rescores_the_blocks_ahead_after_an_update_only_with_gate_reads
     )
     assert passes[0] == 0 and len(out.trace[0]) > 2
     assert (len(passes) > 1) == rescored
+
+
+def test_rescoring_from_the_first_pass_gives_the_scores_of_a_fresh_pass(tokenizer):
+    torch.manual_seed(0)
+    model = tiny_lychee(gate_type="query_likelihood", gate_reads_memory=True)
+    bank, question = _bank_and_question(model, tokenizer)
+    initial = torch.tensor(model.config.initial_memory_ids or [], dtype=torch.long)
+    first_pass = model.gate.score_blocks(model, bank, 0, question, initial)
+    memory = torch.tensor([5, 6, 7, 8])
+    rescored = model.gate.rescore_blocks(model, bank, 2, question, memory, first_pass)
+    assert torch.equal(rescored, model.gate.score_blocks(model, bank, 2, question, memory))
+
+
+def test_generate_scores_the_question_once_however_often_the_memory_reading_gate_rescores(tokenizer, monkeypatch):
+    torch.manual_seed(0)
+    model = tiny_lychee(gate_type="query_likelihood", gate_reads_memory=True)
+    question = question_ids(tokenizer)
+    scored = []
+    text_likelihoods = type(model.gate).text_likelihoods
+
+    def recorded(self, model_, bank, start, text_ids):
+        scored.append("question" if torch.equal(text_ids.cpu(), question[0]) else "memory")
+        return text_likelihoods(self, model_, bank, start, text_ids)
+
+    monkeypatch.setattr(type(model.gate), "text_likelihoods", recorded)
+    model.generate(input_ids=question, context_ids=document_ids(tokenizer, 300), gate_threshold=0.0, do_sample=False)
+    assert scored.count("question") == 1 and scored.count("memory") >= 1

@@ -63,6 +63,11 @@ def add_parser(commands) -> argparse.ArgumentParser:
     gate.add_argument("--gate-threshold", type=probability, help="read a block when P(related) >= this")
     gate.add_argument("--gate-max-blocks", type=positive_int, help="read at most this many blocks per question")
     gate.add_argument("--gate-keep-last", action="store_true", help="always read the last block")
+    gate.add_argument(
+        "--gate-revisit",
+        action=argparse.BooleanOptionalAction,
+        help="after the scan, read skipped blocks the final memory finds related (default: the model's setting)",
+    )
     return parser
 
 
@@ -127,6 +132,7 @@ def _answer_source(model, tokenizer, name: str, source: dict, questions: list[st
             ("gate_threshold", args.gate_threshold),
             ("gate_max_blocks", args.gate_max_blocks),
             ("gate_keep_last", True if args.gate_keep_last else None),
+            ("gate_revisit", args.gate_revisit),
         )
         if value is not None
     }

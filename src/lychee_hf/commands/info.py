@@ -75,6 +75,7 @@ def _checkpoint_summary(path: Path) -> dict:
         "gate_type",
         "gate_threshold",
         "gate_reads_memory",
+        "gate_revisit",
         "role_adapters",
     ]
     return {
