@@ -133,3 +133,18 @@ def test_summary_reports_fact_families_apart_with_95_percent_intervals():
     assert "| 2000 | 0.750 ± 0.490 (n=4) |" in text
     assert "## sub-EM by fact family" in text
     assert "| 2000 | colour | 0.500 ± 0.980 (n=2) |" in text and "| 2000 | spouse | 1.000 ± 0.000 (n=2) |" in text
+
+
+def test_summary_reports_seconds_from_a_prebuilt_bank_apart_from_compression():
+    from transformers import GenerationConfig
+
+    def row(method, seconds, compress_seconds):
+        metrics = {"em": 0.0, "sub_em": 1.0, "f1": 0.0}
+        stats = {"seconds": seconds, "compress_seconds": compress_seconds, "steps": 1}
+        return {"method": method, "length": 2000, "metrics": metrics, "stats": stats}
+
+    rows = [row("lychee", 7.0, 4.0), row("lychee", 9.0, 4.0), row("memagent", 8.0, 0.0)]
+    settings = EvalSettings(task="facts-heldout", lengths=[2000], methods=["lychee", "memagent"])
+    text = render_summary(rows, settings, GenerationConfig(max_new_tokens=8))
+    assert "| 2000 | lychee | 8.00 | 4.00 |" in text  # 8 s a question, 4 s of it compressing the document
+    assert "| 2000 | memagent | 8.00 | 8.00 |" in text
