@@ -93,3 +93,16 @@ def test_a_corrupted_bank_is_never_published(run_push, tmp_path, tokenizer):
 def test_repo_id_needs_an_owner(run_push, checkpoint):
     code, _, err = run_push(str(checkpoint), "--repo-id", "noowner", "--dry-run")
     assert code == 2 and "ORG/NAME" in err
+
+
+def test_model_card_describes_the_gate_policy():
+    from lychee_hf.model_card import render_model_card
+
+    config = tiny_lychee(
+        gate_type="query_likelihood", gate_reads_memory=True, gate_revisit=True, gate_threshold=0.4
+    ).config
+    card = render_model_card(config)
+    assert (
+        "| gate | query_likelihood (threshold 0.4, reads the working memory, second look at skipped blocks) |" in card
+    )
+    assert "| gate | always_related (threshold 0.5) |" in render_model_card(tiny_lychee().config)

@@ -39,8 +39,6 @@ def render_model_card(
             "memory_token_placement",
             "memory_budget",
             "position_scheme",
-            "gate_type",
-            "gate_threshold",
         )
     }
     return template.substitute(
@@ -52,7 +50,22 @@ def render_model_card(
         backbone=f"{text.model_type}, {text.num_hidden_layers} layers, hidden {text.hidden_size}",
         evaluation=_evaluation_table(evaluation),
         role_adapters=", ".join(config.role_adapters or []) or "none",
+        gate=gate_description(config),
     )
+
+
+def gate_description(config: LycheeMemoryConfig) -> str:
+    """The card's gate row: type, threshold and the policy settings that differ from the defaults."""
+    details = [f"threshold {config.gate_threshold}"]
+    if config.gate_type == "query_likelihood" and config.gate_reads_memory:
+        details.append("reads the working memory")
+    if config.gate_max_blocks is not None:
+        details.append(f"at most {config.gate_max_blocks} blocks")
+    if config.gate_keep_last:
+        details.append("always reads the last block")
+    if getattr(config, "gate_revisit", False):
+        details.append("second look at skipped blocks")
+    return f"{config.gate_type} ({', '.join(details)})"
 
 
 def _evaluation_table(rows: list[dict] | None) -> str:
