@@ -9,12 +9,13 @@ Gate types (`config.gate_type`):
 - `always_related`: every block is read, as in the authors' release (they never published their gate).
 - `query_likelihood`: zero-shot, no weights. A block is related when reading it makes the question much more
   likely: the mean log-probability of the question's tokens after the block, as a z-score against the
-  document's other blocks (median and spread), mapped to a probability; the best-matching block always
-  passes the threshold, so every document is read at least once. With `gate_reads_memory`, once the memory
-  holds something, a block ahead is also related when it makes the memory much more likely (the same z-score,
-  over the blocks ahead): the block that continues a chain whose next entity only the memory names. With
-  `gate_revisit`, the blocks the scan skipped get a second look against the final memory (a chain whose second
-  fact comes first in the document).
+  document's other blocks (median and spread), mapped to a probability (even odds at 1.5 spreads, or at the
+  largest z-score chance would give among that many blocks); the best-matching block always passes the
+  threshold, so every document is read at least once. With `gate_reads_memory`, once the memory holds
+  something, a block ahead is also related when it makes the memory much more likely (the same z-score, over the
+  blocks ahead): the block that continues a chain whose next entity only the memory names. With `gate_revisit`,
+  the blocks the scan skipped get a second look against the final memory (a chain whose second fact comes first
+  in the document).
 - `classifier`: the trained gate. The `gate` LoRA adapter on the shared backbone reads the block as prefix,
   then the question and the working memory in the gate prompt, and answers yes or no; P(related) =
   sigmoid(logit(yes) - logit(no)) at the prompt's last position. The "head" is thus the two `lm_head` rows of
@@ -25,6 +26,7 @@ Gate types (`config.gate_type`):
 `GatePolicy` turns the scores into keep/skip decisions (threshold, block limit, keep the last block).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +40,7 @@ from .pretrained_lychee import LycheePreTrainedModel
 from .prompts_lychee import build_prompt, left_pad
 
 # z-score (in spreads above the document median) at which a block is even odds related, and the slope around it.
+# Among many blocks the midpoint rises (`likelihood_midpoint`), so that chance alone rarely passes it.
 QUERY_LIKELIHOOD_MIDPOINT = 1.5
 QUERY_LIKELIHOOD_SLOPE = 2.0
 # Floor of the spread (nats/token) so that near-identical blocks do not turn noise into large z-scores.
@@ -199,10 +202,21 @@ class LycheeQueryLikelihoodGate(LycheeGate):
 
 
 def likelihood_probabilities(likelihoods: torch.Tensor) -> torch.Tensor:
-    """(N,) mean log-likelihoods → P(related): a z-score against the blocks' median and spread, through a sigmoid."""
+    """(N,) mean log-likelihoods → P(related): a z-score against the blocks' median and spread, through a sigmoid
+    centred on `likelihood_midpoint(N)`."""
     spread = likelihoods.std(unbiased=False).clamp(min=QUERY_LIKELIHOOD_MIN_SPREAD)
     z = (likelihoods - likelihoods.median()) / spread
-    return torch.sigmoid(QUERY_LIKELIHOOD_SLOPE * (z - QUERY_LIKELIHOOD_MIDPOINT))
+    return torch.sigmoid(QUERY_LIKELIHOOD_SLOPE * (z - likelihood_midpoint(likelihoods.numel())))
+
+
+def likelihood_midpoint(count: int) -> float:
+    """The z-score at which one of `count` blocks is even odds related.
+
+    The largest z-score of `count` unrelated blocks grows about as sqrt(2 ln count): 2.0 for 8 blocks (2K tokens
+    in 256-token blocks), 2.6 for 32, 3.1 for 128 (32K). A fixed midpoint lets chance pass more and more blocks
+    as documents grow; each one read before the fact can fill the memory with something the reasoner then keeps.
+    """
+    return max(QUERY_LIKELIHOOD_MIDPOINT, math.sqrt(2 * math.log(max(count, 1))))
 
 
 class LycheeClassifierGate(LycheeGate):

@@ -110,3 +110,22 @@ def test_generate_scores_the_question_once_however_often_the_memory_reading_gate
     monkeypatch.setattr(type(model.gate), "text_likelihoods", recorded)
     model.generate(input_ids=question, context_ids=document_ids(tokenizer, 300), gate_threshold=0.0, do_sample=False)
     assert scored.count("question") == 1 and scored.count("memory") >= 1
+
+
+def test_likelihood_midpoint_rises_with_the_number_of_blocks_as_chance_maxima_do():
+    from lychee_hf.modeling.gate_lychee import QUERY_LIKELIHOOD_MIDPOINT, likelihood_midpoint
+
+    assert likelihood_midpoint(3) == QUERY_LIKELIHOOD_MIDPOINT
+    assert likelihood_midpoint(8) == pytest.approx(2.04, abs=0.01)
+    assert likelihood_midpoint(128) == pytest.approx(3.11, abs=0.01)
+
+
+def test_chance_alone_passes_at_most_one_block_of_a_long_document():
+    """128 blocks of pure noise (32K tokens): a fixed midpoint of 1.5 spreads would keep several of them. (The
+    largest of 128 draws passes 3.1 spreads about one time in eight, so one block may still pass.)"""
+    from lychee_hf.modeling.gate_lychee import QUERY_LIKELIHOOD_MIDPOINT, likelihood_probabilities
+
+    noise = torch.randn(128, generator=torch.Generator().manual_seed(0)) - 3.0
+    z = (noise - noise.median()) / noise.std(unbiased=False)
+    assert int((z > QUERY_LIKELIHOOD_MIDPOINT).sum()) >= 5
+    assert int((likelihood_probabilities(noise) >= 0.5).sum()) <= 1
