@@ -24,6 +24,14 @@ def test_cache_folder_follows_lychee_hf_home_and_the_recipe(monkeypatch, tmp_pat
     assert default_model.default_model_dir() != first  # a changed recipe rebuilds instead of reusing
 
 
+def test_cache_folder_changes_with_the_modeling_code(monkeypatch, tmp_path):
+    # The folder holds a copy of the modeling files for trust_remote_code: new code must not load the old copy.
+    monkeypatch.setenv("LYCHEE_HF_HOME", str(tmp_path))
+    first = default_model.default_model_dir()
+    monkeypatch.setattr(default_model, "_modeling_code_digest", lambda: "other code")
+    assert default_model.default_model_dir() != first
+
+
 def test_untrained_baseline_gets_its_own_cache_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("LYCHEE_HF_HOME", str(tmp_path))
     assert default_model.default_model_dir(trained=False) != default_model.default_model_dir(trained=True)

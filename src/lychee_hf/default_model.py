@@ -64,11 +64,13 @@ COMPRESSOR_FILE = "compressor.safetensors"
 
 
 def default_model_dir(trained: bool = True) -> Path:
-    """Cache folder of the default checkpoint; its name changes whenever the settings, templates or shipped
-    weights do."""
+    """Cache folder of the default checkpoint; its name changes whenever the settings, templates, shipped weights
+    or modeling code do (the folder carries a copy of that code for `trust_remote_code` loading)."""
     root = Path(os.environ.get("LYCHEE_HF_HOME") or _user_cache_dir())
     weights = _shipped_weights_digest() if trained else "untrained"
-    recipe = json.dumps([DEFAULT_SETTINGS, DEFAULT_TEMPLATES, GGUF_FILE, weights], sort_keys=True)
+    recipe = json.dumps(
+        [DEFAULT_SETTINGS, DEFAULT_TEMPLATES, GGUF_FILE, weights, _modeling_code_digest()], sort_keys=True
+    )
     return root / f"smollm2-135m-instruct-lychee-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
 
 
@@ -247,6 +249,17 @@ def export_shipped_weights(model, folder: Path, provenance: dict) -> list[Path]:
     written.append(folder / "training.json")
     written[-1].write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     return written
+
+
+def _modeling_code_digest() -> str:
+    """Digest of the modeling files a checkpoint folder gets a copy of."""
+    from . import modeling
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(modeling.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _shipped_weights_digest() -> str:
