@@ -310,9 +310,7 @@ class GatePolicy:
     def from_config(cls, config, **overrides) -> "GatePolicy":
         """The config's policy, with `gate_threshold` / `gate_max_blocks` / `gate_keep_last` / `gate_revisit`
         overrides."""
-        policy = cls(
-            config.gate_threshold, config.gate_max_blocks, config.gate_keep_last, getattr(config, "gate_revisit", False)
-        )
+        policy = cls(config.gate_threshold, config.gate_max_blocks, config.gate_keep_last, config.gate_revisit)
         for name, value in overrides.items():
             setattr(policy, name.removeprefix("gate_"), value)
         check_gate_policy(policy.threshold, policy.max_blocks)

@@ -315,11 +315,12 @@ class ReasonerLoop:
             gate = self.model.gate
             with role_adapter(self.model, "gate"):
                 if self._first_pass[row] is None:
-                    scores = gate.score_blocks(self.model, bank, step, question, memory)
-                    self._first_pass[row] = scores.float().cpu()
+                    scores = gate.score_blocks(self.model, bank, step, question, memory).float().cpu()
+                    self._first_pass[row] = scores
                 else:
                     scores = gate.rescore_blocks(self.model, bank, step, question, memory, self._first_pass[row])
-            self._scores[row], self._scored_from[row] = scores.float().cpu(), step
+                    scores = scores.float().cpu()
+            self._scores[row], self._scored_from[row] = scores, step
             self._score_share[row] = (time.perf_counter() - started) / max(len(scores), 1)
         score = float(self._scores[row][step - self._scored_from[row]])
         kept, decision = self.policy.decide(score, step == len(bank) - 1, self._kept[row])

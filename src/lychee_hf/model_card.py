@@ -63,7 +63,7 @@ def gate_description(config: LycheeMemoryConfig) -> str:
         details.append(f"at most {config.gate_max_blocks} blocks")
     if config.gate_keep_last:
         details.append("always reads the last block")
-    if getattr(config, "gate_revisit", False):
+    if config.gate_revisit:
         details.append("second look at skipped blocks")
     return f"{config.gate_type} ({', '.join(details)})"
 
