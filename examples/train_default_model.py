@@ -37,7 +37,7 @@ from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.default_model import ensure_default_model, export_shipped_weights
 from lychee_hf.modeling.adapters_lychee import load_role_adapter, save_role_adapter
 from lychee_hf.training.compressor import CompressorPretrainingConfig, pretrain_compressor
-from lychee_hf.training.curriculum import curriculum_examples
+from lychee_hf.training.curriculum import check_trainable, curriculum_examples
 from lychee_hf.training.data import LycheeTrainingArguments, TimeLimitCallback
 from lychee_hf.training.reasoner import train_reasoner_sft
 from lychee_hf.training.rl import LycheeGRPOConfig, train_rl
@@ -185,14 +185,14 @@ def sft(path: Path, tokenizer, work: Path, args, deadline, resume) -> dict:
 def rl(path: Path, tokenizer, work: Path, args, deadline, resume) -> dict:
     model = LycheeMemoryForCausalLM.from_pretrained(path)
     load_role_adapter(model, work / "sft", "reasoner")
-    tasks = ["facts", "twohop", "niah"]
+    tasks = args.rl_tasks.split(",")
     examples = curriculum_examples(tokenizer, tasks, [1000], args.rl_n, seed=SEED + len(SFT_LENGTHS))
     config = LycheeGRPOConfig(
         output_dir=str(work / "rl" / "trainer"),
         max_steps=args.rl_steps,
         num_generations=4,
         per_device_train_batch_size=4,
-        learning_rate=5e-5,
+        learning_rate=args.rl_learning_rate,
         temperature=0.7,
         **checkpointing(args),
     )
@@ -249,7 +249,7 @@ def export(path: Path, work: Path, out: Path, args, results: dict, runs: list[di
 
 def stage_arguments(args) -> list[str]:
     names = ["pretrain_rows", "sft_facts", "sft_twohop", "sft_synthetic", "sft_steps", "sft_learning_rate",
-             "sft_unchanged_fraction", "rl_n", "rl_steps"]  # fmt: skip
+             "sft_unchanged_fraction", "rl_tasks", "rl_n", "rl_steps", "rl_learning_rate"]  # fmt: skip
     return [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in names]
 
 
@@ -267,13 +267,19 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--sft-steps", type=int, default=500, help="SFT optimizer steps (8 teacher steps each)")
     parser.add_argument("--sft-learning-rate", type=float, default=2e-4)
     parser.add_argument("--sft-unchanged-fraction", type=float, default=0.1, help="share of no-new-fact steps kept")
+    parser.add_argument("--rl-tasks", default="facts,twohop,niah", help="GRPO tasks, comma-separated")
     parser.add_argument("--rl-n", type=int, default=40, help="GRPO examples per task")
     parser.add_argument("--rl-steps", type=int, default=100, help="GRPO steps (0: no RL stage)")
+    parser.add_argument("--rl-learning-rate", type=float, default=5e-5)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_arguments()
+    try:
+        check_trainable(args.rl_tasks.split(","))
+    except ValueError as error:
+        raise SystemExit(f"--rl-tasks: {error}") from None
     out, work = Path(args.out), Path(args.work)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty: choose a new folder")

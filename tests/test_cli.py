@@ -229,6 +229,13 @@ def test_train_rl_refuses_a_curriculum_that_reuses_the_held_out_seed(checkpoint,
     assert code == 2 and "held-out seed 0" in err
 
 
+@pytest.mark.parametrize("command", ["train-rl", "train-gate"])
+def test_training_commands_refuse_a_held_out_task(checkpoint, tmp_path, command):
+    out = tmp_path / "x"
+    code, _, err = run_cli(command, "--model", str(checkpoint), "--task", "twohop-heldout", "--out", str(out))
+    assert code == 2 and "['twohop-heldout'] are held out" in err and not out.exists()
+
+
 def test_training_options_come_from_the_config_dataclasses():
     """Each default of a training command is its dataclass field's (or a CLI default the command explains), and
     the flags users know stay: `--epochs`, `--batch-size`, `--learning-rate`, `--lora-r`, `--compressor-lora-r`."""

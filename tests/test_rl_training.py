@@ -77,6 +77,12 @@ def test_training_seeds_never_include_the_held_out_seed():
         check_disjoint_seeds(1000, 3, held_out_seed=1001)
 
 
+@pytest.mark.parametrize("task", ["facts-heldout", "facts-rephrased", "twohop-heldout"])
+def test_curriculum_refuses_held_out_families_and_phrasings(tokenizer, task):
+    with pytest.raises(ValueError, match=f"\\['{task}'\\] are held out.*Train on .*twohop"):
+        curriculum_examples(tokenizer, ["facts", task], [300], 1)
+
+
 def test_curriculum_rows_differ_from_held_out_rows(tokenizer):
     held_out = {row.context for row in curriculum_examples(tokenizer, ["niah"], [80], 4, seed=0)}
     assert held_out.isdisjoint(row.context for row in curriculum_examples(tokenizer, ["niah"], [80], 4, seed=1000))

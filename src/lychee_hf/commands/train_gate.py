@@ -41,9 +41,12 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import load_examples, parse_length
+    from ..training.curriculum import check_trainable
     from ..training.data import LoraArguments
     from ..training.gate import GateTrainingConfig, train_gate
 
+    if args.task not in ("jsonl", "hotpotqa"):
+        check_trainable([args.task])
     out = training_folder(args)
     config = options.training_config(args, GateTrainingConfig, out)
     peft_config = options.dataclass_from(args, LoraArguments).lora_config()

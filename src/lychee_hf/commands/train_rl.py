@@ -58,13 +58,14 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import parse_length
-    from ..training.curriculum import check_disjoint_seeds, curriculum_examples
+    from ..training.curriculum import check_disjoint_seeds, check_trainable, curriculum_examples
     from ..training.data import LoraArguments
     from ..training.rl import LycheeGRPOConfig, train_rl
 
     out = training_folder(args)
     lengths = [parse_length(text) for text in args.lengths.split(",")]
     if not args.data:
+        check_trainable(args.task.split(","))
         check_disjoint_seeds(args.seed, len(lengths), args.held_out_seed)
     config = options.training_config(
         args,

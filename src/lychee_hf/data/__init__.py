@@ -3,7 +3,7 @@ narrative filler and the supporting-span logic. Evaluation (`lychee_hf.eval`) an
 both stand on it; neither imports the other."""
 
 from .examples import QAExample, parse_length
-from .families import FAMILIES, FAMILY_TASKS
+from .families import FAMILIES, FAMILY_TASKS, HELD_OUT_TASKS
 from .loaders import load_examples, load_hotpotqa_json, load_memagent_jsonl
 from .spans import supporting_chunks
 from .synthetic import SYNTHETIC_TASKS, make_mhqa, make_niah, make_vt
@@ -14,6 +14,7 @@ TASKS = {**SYNTHETIC_TASKS, **FAMILY_TASKS}
 __all__ = [
     "FAMILIES",
     "FAMILY_TASKS",
+    "HELD_OUT_TASKS",
     "SYNTHETIC_TASKS",
     "TASKS",
     "QAExample",

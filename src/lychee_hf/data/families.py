@@ -403,6 +403,10 @@ def make_twohop_heldout(tokenizer, length_tokens: int, n: int, seed: int = 0) ->
     return _make("twohop-heldout", families(2, HELD_OUT), None, tokenizer, length_tokens, n, seed)
 
 
+# Tasks built from held-out families or phrasings: evaluation only. Every held-out accuracy claim rests on no
+# training run ever seeing them, so the training entry points refuse them (`lychee_hf.training.check_trainable`).
+HELD_OUT_TASKS = ("facts-rephrased", "facts-heldout", "twohop-heldout")
+
 FAMILY_TASKS = {
     "facts": make_facts,
     "facts-rephrased": make_facts_rephrased,

@@ -3,7 +3,7 @@
 GRPO of reasoner + compressor (`rl.py`, rows from `curriculum.py`), all on `transformers.Trainer`."""
 
 from .compressor import CompressorPretrainingConfig, CompressorTrainer, pretrain_compressor, reading_rows
-from .curriculum import check_disjoint_seeds, curriculum_examples
+from .curriculum import check_disjoint_seeds, check_trainable, curriculum_examples
 from .data import LoraArguments, TimeLimitCallback
 from .gate import GateTrainer, GateTrainingConfig, GateTrainingResult, build_gate_rows, train_gate
 from .rl import LycheeGRPOConfig, LycheeGRPOTrainer, RLResult, train_rl
@@ -21,6 +21,7 @@ __all__ = [
     "TimeLimitCallback",
     "build_gate_rows",
     "check_disjoint_seeds",
+    "check_trainable",
     "curriculum_examples",
     "pretrain_compressor",
     "reading_rows",

@@ -8,7 +8,7 @@ the held-out evaluation rows (the evaluation runner's default seed is 0; trainin
 
 import random
 
-from ..data import TASKS, QAExample
+from ..data import HELD_OUT_TASKS, TASKS, QAExample
 
 TRAIN_SEED = 1000
 
@@ -28,9 +28,7 @@ def curriculum_examples(
     Returns:
         `list[QAExample]`: `len(lengths) * len(tasks) * n` examples in curriculum order.
     """
-    unknown = [task for task in tasks if task not in TASKS]
-    if unknown or not tasks:
-        raise ValueError(f"unknown task(s) {unknown or tasks}: choose from {', '.join(TASKS)}")
+    check_trainable(tasks)
     if not lengths:
         raise ValueError("the curriculum needs at least one length.")
     examples = []
@@ -39,6 +37,20 @@ def curriculum_examples(
         random.Random(f"lychee-rl/{seed}/{stage}").shuffle(stage_examples)
         examples += stage_examples
     return examples
+
+
+def check_trainable(tasks: list[str]) -> None:
+    """Refuses unknown task names and the held-out tasks (evaluation only), before any model is loaded."""
+    unknown = [task for task in tasks if task not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"unknown task(s) {unknown or tasks}: choose from {', '.join(TASKS)}")
+    held_out = [task for task in tasks if task in HELD_OUT_TASKS]
+    if held_out:
+        trainable = ", ".join(task for task in TASKS if task not in HELD_OUT_TASKS)
+        raise ValueError(
+            f"task(s) {held_out} are held out: their families or phrasings are kept for evaluation, so that "
+            f"held-out accuracy means something. Train on {trainable}."
+        )
 
 
 def training_seeds(seed: int, stages: int) -> range:
