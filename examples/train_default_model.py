@@ -14,7 +14,8 @@ unfinished one from its last checkpoint, written every `--save-steps` optimizer 
    the final answer) on the *training* fact families and two-hop chains in their training phrasings, plus needle
    and multi-hop rows, at 512 and 1K tokens (generator seeds 1000-1001, disjoint from evaluation's 0). Steps that
    write nothing new are kept at `--sft-unchanged-fraction` only (see `lychee_hf.training.reasoner`);
-3. `rl`: GRPO from the SFT adapter on the same task mix at 1K tokens (`--rl-steps 0` skips it);
+3. `rl`: GRPO from the SFT adapter at 1K tokens on `--rl-tasks` (training families and needles only: the
+   held-out tasks are refused), `--rl-n` questions each (`--rl-steps 0` skips it);
 4. both are written as the package ships them (fp16, a few MB) into `--out`, with `training.json` recording every
    stage's settings and every invocation (`WORK/runs.json`). Copy that folder over `src/lychee_hf/default_weights/`
    to change the default (its cache folder name follows the weights). Held-out families are never trained on:
