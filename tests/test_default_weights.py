@@ -1,6 +1,9 @@
 """The trained default's weights: exported small (fp16, low-rank, PEFT layout) and applied back exactly."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +133,13 @@ def test_the_shipped_compressor_weights_load_strictly_under_current_and_legacy_n
     for key, tensor in shipped.items():
         layer, projection, name = key.split(".")[2:]
         assert torch.equal(getattr(getattr(compressor.layers[int(layer)], projection), name), tensor.float())
+
+
+def test_the_training_pipeline_refuses_held_out_rl_tasks_before_writing_anything(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_default_model.py"
+    out, work = tmp_path / "out", tmp_path / "work"
+    tasks = "facts,twohop-heldout"
+    command = [sys.executable, str(script), "--out", str(out), "--work", str(work), "--rl-tasks", tasks]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "['twohop-heldout'] are held out" in result.stderr
+    assert not out.exists() and not work.exists()
