@@ -4,10 +4,12 @@ For each package, asks the index for the newest release at or above pyproject.to
 none, says so. Otherwise installs those releases into a fresh virtual environment next to the project (the
 project itself from this checkout, with the range overridden), runs `pytest -m compat`, and prints one line:
 
-    canary: transformers 5.25.0 ok
-    canary: transformers 5.25.0 breaks: <first error>
+    canary: transformers 5.26.0 ok -> move the range in pyproject.toml: "transformers>=5.23,<5.26" to
+            "transformers>=5.23,<5.27" (and TESTED_TRANSFORMERS in modeling/compat_lychee.py)      [one line]
+    canary: transformers 5.26.0 breaks: <first error>
 
-It never fails the CI run (exit 0); its full log is `.venv-canary/canary.log`.
+It never fails the CI run (exit 0); its full log is `.venv-canary/canary.log`. With `--line-file F` the line is also
+written to F, so `.ci/run` can print it again as the run's very last line (hard to miss in a long log).
 
     python .ci/canary.py                              # what CI runs
     python .ci/canary.py --beyond transformers=5.24   # try the path with a release that exists today
@@ -25,6 +27,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("transformers", "peft", "accelerate")
 VENV = ROOT / ".venv-canary"
+
+
+def declared_ranges() -> dict[str, str]:
+    """{package: its requirement string as pyproject.toml writes it}, e.g. `transformers>=5.23,<5.26`."""
+    text = (ROOT / "pyproject.toml").read_text()
+    return {p: m.group(1) for p in PACKAGES if (m := re.search(rf'"({p}>=[0-9.]+,<[0-9.]+)"', text))}
+
+
+def suggested_range(requirement: str, release: str) -> str:
+    """The range that admits `release` and stops at the minor after it: `x>=5.23,<5.26` + 5.26.1 -> `x>=5.23,<5.27`."""
+    major, minor = (int(part) for part in release.split(".")[:2])
+    return re.sub(r"<[0-9.]+$", f"<{major}.{minor + 1}", requirement)
+
+
+def ok_line(releases: dict[str, str]) -> str:
+    """The canary's success line with the exact edits that move the range to the releases it passed."""
+    ranges = declared_ranges()
+    edits = [f'"{ranges[p]}" to "{suggested_range(ranges[p], v)}"' for p, v in releases.items() if p in ranges]
+    named = ", ".join(f"{p} {v}" for p, v in releases.items())
+    extra = " (and TESTED_TRANSFORMERS in modeling/compat_lychee.py)" if "transformers" in releases else ""
+    return f"canary: {named} ok -> move the range in pyproject.toml: " + "; ".join(edits) + extra
 
 
 def upper_bounds() -> dict[str, str]:
@@ -91,17 +114,25 @@ def try_releases(releases: dict[str, str]) -> tuple[bool, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--beyond", action="append", default=[], help="PACKAGE=VERSION: treat VERSION as the bound")
+    parser.add_argument("--line-file", type=Path, help="also write the one-line verdict to this file")
     args = parser.parse_args()
+    line = verdict(args.beyond)
+    print(line)
+    if args.line_file:
+        args.line_file.write_text(line + "\n")
+
+
+def verdict(beyond: list[str]) -> str:
+    """Runs the canary and returns its one line."""
     bounds = upper_bounds()
-    bounds.update(dict(item.split("=", 1) for item in args.beyond))
+    bounds.update(dict(item.split("=", 1) for item in beyond))
     releases = {p: v for p in PACKAGES if (v := newest_at_or_above(p, bounds[p])) is not None}
     if not releases:
-        beyond = ", ".join(f"{p}>={b}" for p, b in bounds.items())
-        print(f"canary: no release beyond the tested range on the index ({beyond}: none)")
-        return
+        beyond_text = ", ".join(f"{p}>={b}" for p, b in bounds.items())
+        return f"canary: no release beyond the tested range on the index ({beyond_text}: none); the range stays"
     named = ", ".join(f"{p} {v}" for p, v in releases.items())
     ok, log = try_releases(releases)
-    print(f"canary: {named} ok" if ok else f"canary: {named} breaks: {first_error(log)}")
+    return ok_line(releases) if ok else f"canary: {named} breaks: {first_error(log)}; the range stays"
 
 
 if __name__ == "__main__":

@@ -3,6 +3,14 @@
     python benchmarks/bank_formats.py                                   # embedded default, niah + mhqa, 2K and 8K
     python benchmarks/bank_formats.py --tasks niah --lengths 4k --n 2 --modes lossless
     python benchmarks/bank_formats.py --model PATH --lengths 8k,32k --n 16
+    # the int4 agreement measurement (54 questions: held-out facts at 2K and 8K, the README's six questions)
+    python benchmarks/bank_formats.py --tasks facts-heldout,readme --lengths 2k,8k --n 24 --modes lossless \
+        --formats float32,float16,int8,int8-kivi,int4,int4-kivi --skip-digest
+
+Formats are the `bank_dtype` names (new banks' layout) plus named variants: `int4-kivi` / `int8-kivi` are the
+layouts banks had before rotation (plain KIVI groups, no rotation), `int4-v32` rotated int4 with 32-channel
+value groups. The `readme` task is the README's example document with its six questions (one example, any
+length).
 
 For each block kind (`lossless`, `ratio4` = memory tokens at ratio 4) and each generated example, the document is
 compressed once into an exact float32 bank; every format is written to disk from it (`bank_dtype`), read back
@@ -31,13 +39,40 @@ import torch
 from transformers import AutoTokenizer
 
 from lychee_hf import LycheeMemoryBank, LycheeMemoryForCausalLM
-from lychee_hf.data import TASKS, parse_length
+from lychee_hf.data import TASKS, QAExample, parse_length
 from lychee_hf.metrics import substring_match
+from lychee_hf.modeling.bank_storage_lychee import StorageFormat
 from lychee_hf.modeling.fingerprint_lychee import hash_tensors
 from lychee_hf.modeling.kv_quant_lychee import BANK_DTYPES, KEY_GROUP_SIZE, VALUE_GROUP_SIZE, QuantizedKV
 
 MODES = {"lossless": {"compression_mode": "lossless"}, "ratio4": {"compression_mode": "memory_tokens"}}
 PARAMS_7B = 7.6e9  # Qwen2.5-7B
+ROOT = Path(__file__).resolve().parents[1]
+# Layouts to compare with the formats new banks get: the pre-rotation KIVI layouts, and variants.
+VARIANTS = {
+    "int8-kivi": StorageFormat("int8", 128, 128, None),
+    "int4-kivi": StorageFormat("int4", 128, 64, None),
+    "int4-v32": StorageFormat("int4", 128, 32, "hadamard"),
+    "int4-k64v32": StorageFormat("int4", 64, 32, "hadamard"),
+}
+
+
+def storage_of(name: str) -> "str | StorageFormat":
+    return VARIANTS.get(name, name)
+
+
+def readme_examples() -> list[QAExample]:
+    """The README's example document and its six natural questions (benchmarks/readme_claims.py), as examples."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_claims", ROOT / "benchmarks" / "readme_claims.py")
+    claims = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(claims)
+    context = claims.DOCUMENT.read_text(encoding="utf-8")
+    return [
+        QAExample(f"readme-{i}", "readme", context, question, [answer], [], 0)
+        for i, (question, answer) in enumerate(claims.QUESTIONS.items())
+    ]
 
 
 def dense(kv) -> torch.Tensor:
@@ -81,18 +116,21 @@ def run_mode(args, mode: str, tokenizer, work: Path) -> dict:
         f: {"bytes": 0, "tokens": 0, "max": 0.0, "abs": 0.0, "n": 0, "agree": 0, "em": 0.0, "s": 0.0}
         for f in args.formats
     }
-    questions, largest = 0, None
+    questions, largest, exact, context = 0, None, None, None
     for task in args.tasks:
-        for length in args.lengths:
-            for example in TASKS[task](tokenizer, length, args.n, seed=args.seed):
-                ids = torch.tensor([tokenizer.encode(example.context, add_special_tokens=False)])
-                exact = model.compress(ids, show_progress=False, bank_dtype="float32")
+        lengths = [None] if task == "readme" else args.lengths
+        for length in lengths:
+            examples = readme_examples() if task == "readme" else TASKS[task](tokenizer, length, args.n, seed=args.seed)
+            for example in examples:
+                if example.context != context:  # the README's six questions share one document: compress it once
+                    ids = torch.tensor([tokenizer.encode(example.context, add_special_tokens=False)])
+                    exact, context = model.compress(ids, show_progress=False, bank_dtype="float32"), example.context
                 reference = None
                 questions += 1
                 for fmt in args.formats:
                     folder = work / mode / fmt
                     shutil.rmtree(folder, ignore_errors=True)
-                    exact.save_pretrained(folder, bank_dtype=fmt)
+                    exact.save_pretrained(folder, bank_dtype=storage_of(fmt))
                     bank = LycheeMemoryBank.from_pretrained(folder)
                     entry = stats[fmt]
                     entry["bytes"] += sum(p.stat().st_size for p in folder.iterdir())
@@ -179,7 +217,8 @@ def main() -> None:
     parser.add_argument("--lengths", default="2k,8k")
     parser.add_argument("--n", type=int, default=2, help="examples per task and length")
     parser.add_argument("--modes", default="lossless,ratio4")
-    parser.add_argument("--formats", default=",".join(BANK_DTYPES))
+    parser.add_argument("--formats", default=",".join(BANK_DTYPES), help=f"bank_dtype names and {list(VARIANTS)}")
+    parser.add_argument("--skip-digest", action="store_true", help="leave out the weights-digest table")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--groups",
@@ -204,12 +243,15 @@ def main() -> None:
         f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; tasks {args.tasks}, lengths "
         f"{args.lengths}, n={args.n} per task and length, seed {args.seed}, greedy; groups (key/value) "
         + ", ".join(f"{k} {KEY_GROUP_SIZE[k]}/{VALUE_GROUP_SIZE[k]}" for k in KEY_GROUP_SIZE)
+        + "; formats: "
+        + ", ".join(f"{f} {StorageFormat.for_dtype(f) if f in BANK_DTYPES else VARIANTS[f]}" for f in args.formats)
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         for mode in args.modes:
             print_table(mode, run_mode(args, mode, tokenizer, Path(work)), args.formats)
-    digest_cost(args)
+    if not args.skip_digest:
+        digest_cost(args)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 

@@ -32,7 +32,10 @@ from .kv_quant_lychee import (
     BANK_DTYPES,
     FLOAT_STORAGE,
     KEY_GROUP_SIZE,
+    KEY_PER_CHANNEL,
     QUANTIZED_BITS,
+    ROTATION,
+    ROTATIONS,
     VALUE_GROUP_SIZE,
     QuantizedKV,
 )
@@ -49,6 +52,9 @@ _OPEN_SHARDS = 8  # memory-mapped shard handles kept open per bank
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+_GROUPS = {True: "per_channel", False: "per_token"}
+
+
 class MemoryBankError(ValueError):
     """A memory bank that cannot be used: missing, incomplete, corrupted, or made by another model."""
 
@@ -60,16 +66,26 @@ class StorageFormat:
     Attributes:
         dtype (`str`): `"float32"`, `"float16"`, `"bfloat16"`, `"int8"` or `"int4"`.
         key_group_size / value_group_size (`int`, *optional*): quantization groups (int8/int4 only).
+        rotation (`str`, *optional*): `"hadamard"` when head vectors are rotated before quantizing (int8/int4).
+        key_per_channel / value_per_channel (`bool`): a scale per channel with groups along slots (True), or per
+            slot with groups along channels (False).
+
+    A manifest without `rotation` (every bank written before it existed) reads as `None`; without `groups`, as
+    KIVI's layout (keys per channel, values per token). Old int4 and int8 banks therefore load unchanged.
     """
 
     dtype: str
     key_group_size: int | None = None
     value_group_size: int | None = None
+    rotation: str | None = None
+    key_per_channel: bool = True
+    value_per_channel: bool = False
 
     @classmethod
     def for_dtype(cls, dtype: str) -> "StorageFormat":
+        """The format a new bank of `dtype` gets (for int8/int4: the groups and rotation chosen by measurement)."""
         if dtype in QUANTIZED_BITS:
-            return cls(dtype, KEY_GROUP_SIZE[dtype], VALUE_GROUP_SIZE[dtype])
+            return cls(dtype, KEY_GROUP_SIZE[dtype], VALUE_GROUP_SIZE[dtype], ROTATION[dtype], KEY_PER_CHANNEL[dtype])
         return cls(dtype)
 
     @property
@@ -81,8 +97,13 @@ class StorageFormat:
             return {"dtype": self.dtype}
         return {
             "dtype": self.dtype,
-            "keys": {"bits": self.bits, "groups": "per_channel", "group_size": self.key_group_size},
-            "values": {"bits": self.bits, "groups": "per_token", "group_size": self.value_group_size},
+            "keys": {"bits": self.bits, "groups": _GROUPS[self.key_per_channel], "group_size": self.key_group_size},
+            "values": {
+                "bits": self.bits,
+                "groups": _GROUPS[self.value_per_channel],
+                "group_size": self.value_group_size,
+            },
+            **({"rotation": self.rotation} if self.rotation else {}),
         }
 
     @classmethod
@@ -90,12 +111,17 @@ class StorageFormat:
         _expect(isinstance(value, dict) and value.get("dtype") in BANK_DTYPES, where, f"storage {value!r}")
         if value["dtype"] not in QUANTIZED_BITS:
             return cls(value["dtype"])
-        sizes = []
-        for part in ("keys", "values"):
-            group = value.get(part, {}).get("group_size") if isinstance(value.get(part), dict) else None
+        sizes, per_channel = [], []
+        for part, default in (("keys", "per_channel"), ("values", "per_token")):
+            entry = value.get(part) if isinstance(value.get(part), dict) else {}
+            group, groups = entry.get("group_size"), entry.get("groups", default)
             _expect(_is_int(group) and group > 0, where, f"storage.{part}.group_size {group!r}")
+            _expect(groups in _GROUPS.values(), where, f"storage.{part}.groups {groups!r}")
             sizes.append(group)
-        return cls(value["dtype"], *sizes)
+            per_channel.append(groups == "per_channel")
+        rotation = value.get("rotation")
+        _expect(rotation is None or rotation in ROTATIONS, where, f"storage.rotation {rotation!r}")
+        return cls(value["dtype"], *sizes, rotation, *per_channel)
 
 
 @dataclass(frozen=True)
@@ -379,11 +405,15 @@ def decode_block(tensors: dict[str, torch.Tensor], prefix: str, storage: Storage
             tensors[f"{prefix}{name}.scale"],
             tensors[f"{prefix}{name}.zero"],
             storage.bits,
-            storage.key_group_size if name == "keys" else storage.value_group_size,
-            name == "keys",
+            group_size,
+            per_channel,
             tuple(shape),
+            storage.rotation,
         )
-        for name in ("keys", "values")
+        for name, group_size, per_channel in (
+            ("keys", storage.key_group_size, storage.key_per_channel),
+            ("values", storage.value_group_size, storage.value_per_channel),
+        )
     )
     return keys, values, tensors[prefix + "mask"]
 

@@ -16,7 +16,7 @@ from packaging.version import Version
 from transformers import GenerationMixin
 
 # [lowest tested, first untested): CI runs the lowest end, the newest release inside, and a canary beyond.
-TESTED_TRANSFORMERS = ("5.23.0", "5.25")
+TESTED_TRANSFORMERS = ("5.23.0", "5.26")
 # Releases this code knows it cannot run on: 4.x has no `GenerationMixin` split from `PreTrainedModel`,
 # no `DynamicCache(ddp_cache_data=...)` and another config API.
 OLDEST_POSSIBLE_TRANSFORMERS = "5.0.0"

@@ -11,13 +11,23 @@ Low-bit blocks follow KIVI (Liu et al., 2024, "KIVI: A Tuning-Free Asymmetric 2b
   Values have no fixed outlier channels, and attention output is a weighted sum of value rows, so an error
   relative to each row's own range is what keeps the output close.
 
+**Rotation** (`rotation="hadamard"`, QuaRot / QuIP#-style): before quantizing, each head vector is multiplied by a
+fixed orthogonal matrix, a randomized Walsh–Hadamard transform (random signs, then a normalized Hadamard matrix;
+block-diagonal Hadamard blocks when head_dim is not a power of two). A few outlier channels otherwise set the step
+of every group they fall in; after the rotation their energy is spread over all channels, so 4-bit codes lose far
+less. Reading applies the inverse (the transform is its own transpose) after dequantization, so attention sees
+ordinary un-rotated K/V and no attention code changes. The signs come from a hash of head_dim: the same on every
+machine and release, nothing extra is stored.
+
 Quantization is asymmetric (`x ≈ code * scale + zero`, `zero` = the group's minimum), codes are stored as uint8 (two
 per byte for int4), scales and zero points in float16 (float32 if the K/V exceed float16's range), beside the
 codes in the same safetensors file. Slots that summarise no token (the last chunk's padding) are never read by
 attention; before quantizing they take a real slot's value, so they do not widen any key group's range.
 """
 
+import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -32,7 +42,11 @@ BANK_DTYPES = (*FLOAT_STORAGE, *QUANTIZED_BITS)
 # 9.7% (benchmarks/RESULTS.md measures what that does to answers).
 KEY_GROUP_SIZE = {"int8": 128, "int4": 128}
 VALUE_GROUP_SIZE = {"int8": 128, "int4": 64}
+# Rotation and key layout of new banks (benchmarks/bank_formats.py measured them; older banks record theirs).
+ROTATION = {"int8": None, "int4": "hadamard"}
+KEY_PER_CHANNEL = {"int8": True, "int4": True}
 _FLOAT16_LIMIT = 60000.0  # scales and zero points stay in float16 below this magnitude
+ROTATIONS = ("hadamard",)
 
 
 def default_bank_dtype(model_dtype: torch.dtype | str) -> str:
@@ -63,6 +77,8 @@ class QuantizedKV:
             `effective_group_size`; the grouped axis is padded to a multiple of the group).
         per_channel (`bool`): True for keys (groups along slots), False for values (groups along channels).
         shape (`tuple[int, int, int, int]`): the (L, H, S, D) shape it stands for.
+        rotation (`str`, *optional*): `"hadamard"` when head vectors were rotated before quantizing (undone on
+            read), `None` for plain KIVI codes (banks written before rotation existed).
     """
 
     codes: torch.Tensor
@@ -72,6 +88,7 @@ class QuantizedKV:
     group_size: int
     per_channel: bool
     shape: tuple[int, int, int, int]
+    rotation: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -88,7 +105,10 @@ class QuantizedKV:
         scale, zero = self.scale[index].to(device).float(), self.zero[index].to(device).float()  # (H, A, G)
         dense = (grouped * scale[..., None] + zero[..., None]).reshape(heads, axis, padded)
         dense = dense[..., :length]
-        return (dense.transpose(1, 2) if self.per_channel else dense).to(dtype)  # (H, S, D)
+        dense = dense.transpose(1, 2) if self.per_channel else dense  # (H, S, D)
+        if self.rotation is not None:
+            dense = dense @ rotation_matrix(self.shape[3], self.rotation, dense.device)  # back to the model's basis
+        return dense.to(dtype)
 
     def dequantize(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
         """The whole (L, H, S, D) tensor in `dtype` on `device`."""
@@ -118,6 +138,7 @@ class QuantizedKV:
             self.group_size,
             self.per_channel,
             self.shape,
+            self.rotation,
         )
 
     def clone(self) -> "QuantizedKV":
@@ -129,6 +150,7 @@ class QuantizedKV:
             self.group_size,
             self.per_channel,
             self.shape,
+            self.rotation,
         )
 
     def detach(self) -> "QuantizedKV":
@@ -139,26 +161,65 @@ class QuantizedKV:
         return {f"{prefix}.codes": self.codes, f"{prefix}.scale": self.scale, f"{prefix}.zero": self.zero}
 
     def nbytes(self) -> int:
+        """Bytes of the stored codes, scales and zero points."""
         return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.zero))
 
 
+def kv_nbytes_of(kv: "torch.Tensor | QuantizedKV") -> int:
+    """Bytes a block's keys or values take in memory, whatever their storage format."""
+    return kv.nbytes() if isinstance(kv, QuantizedKV) else kv.numel() * kv.element_size()
+
+
+@lru_cache(maxsize=16)
+def _rotation_cpu(head_dim: int, kind: str) -> torch.Tensor:
+    if kind not in ROTATIONS:
+        raise ValueError(f"rotation {kind!r} is not known: use one of {list(ROTATIONS)} or None.")
+    block = head_dim & -head_dim  # the largest power of two dividing head_dim: Hadamard blocks of that size
+    hadamard = torch.ones(1, 1)
+    while hadamard.shape[0] < block:  # Sylvester's construction
+        hadamard = torch.cat([torch.cat([hadamard, hadamard], 1), torch.cat([hadamard, -hadamard], 1)], 0)
+    hadamard = torch.block_diag(*[hadamard / block**0.5] * (head_dim // block))  # (D, D), symmetric, orthonormal
+    digest = hashlib.shake_256(f"lychee-kv-rotation:{kind}:{head_dim}".encode()).digest(head_dim)
+    signs = torch.tensor([1.0 if byte & 1 else -1.0 for byte in digest])
+    return signs[:, None] * hadamard  # Q = diag(signs) @ H: rows are rotated with x @ Q, restored with y @ Q.T
+
+
+def rotation_matrix(head_dim: int, kind: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The (D, D) orthogonal matrix that undoes rotation `kind` (`rotated @ matrix`); `matrix.T` applies it.
+
+    Args:
+        head_dim (`int`): D.
+        kind (`str`): `"hadamard"` (randomized Walsh–Hadamard transform).
+        device: where the matrix is wanted.
+    """
+    return _rotation_cpu(head_dim, kind).T.to(device)
+
+
 def quantize(
-    x: torch.Tensor, bits: int, group_size: int, per_channel: bool, slot_mask: torch.Tensor | None = None
+    x: torch.Tensor,
+    bits: int,
+    group_size: int,
+    per_channel: bool,
+    slot_mask: torch.Tensor | None = None,
+    rotation: str | None = None,
 ) -> QuantizedKV:
     """Quantizes a (L, H, S, D) K or V tensor (see the module docstring for the scheme).
 
     Args:
         x (`torch.Tensor`): (L, H, S, D) float keys or values.
         bits (`int`): 8 or 4.
-        group_size (`int`): elements per group along the grouped axis (slots for keys, channels for values).
-        per_channel (`bool`): True for keys, False for values.
+        group_size (`int`): elements per group along the grouped axis (slots per channel, or channels per slot).
+        per_channel (`bool`): True: a scale per channel, groups along slots (KIVI's keys); False: per slot.
         slot_mask (`torch.BoolTensor`, *optional*): (S,) real slots; the others take a real slot's value first.
+        rotation (`str`, *optional*): `"hadamard"` rotates each head vector first (undone when read).
 
     Returns:
         `QuantizedKV`.
     """
     shape = tuple(x.shape)
     x = x.detach().float()
+    if rotation is not None:
+        x = x @ rotation_matrix(shape[3], rotation, x.device).T  # (L, H, S, D) in the rotated basis
     if slot_mask is not None and bool(slot_mask.any()) and not bool(slot_mask.all()):
         first_real = int(slot_mask.nonzero()[0, 0])
         x = torch.where(slot_mask.to(x.device)[None, None, :, None], x, x[:, :, first_real : first_real + 1, :])
@@ -177,7 +238,9 @@ def quantize(
     step = scale.float().clamp_min(torch.finfo(torch.float32).tiny)
     codes = ((groups - zero.float()[..., None]) / step[..., None]).round().clamp(0, 2**bits - 1).to(torch.uint8)
     codes = _pack(codes.reshape(*codes.shape[:-2], -1), bits)
-    return QuantizedKV(codes.contiguous(), scale.contiguous(), zero.contiguous(), bits, group_size, per_channel, shape)
+    return QuantizedKV(
+        codes.contiguous(), scale.contiguous(), zero.contiguous(), bits, group_size, per_channel, shape, rotation
+    )
 
 
 def kv_nbytes(shape: tuple[int, int, int, int], bank_dtype: str) -> int:

@@ -85,8 +85,8 @@ class LycheeMemoryBlock:
             `MemoryBankError`: when the K/V do not fit the format's range (float16 past 65504).
         """
         storage = StorageFormat.for_dtype(check_bank_dtype(storage)) if isinstance(storage, str) else storage
-        keys = _encoded(self.keys, storage, storage.key_group_size, True, self.mask)
-        values = _encoded(self.values, storage, storage.value_group_size, False, self.mask)
+        keys = _encoded(self.keys, storage, storage.key_group_size, storage.key_per_channel, self.mask)
+        values = _encoded(self.values, storage, storage.value_group_size, storage.value_per_channel, self.mask)
         return LycheeMemoryBlock(keys, values, self.mask, self.span)
 
 
@@ -110,11 +110,12 @@ def _moved(kv, device, dtype: torch.dtype | None):
 def _encoded(kv, storage: StorageFormat, group_size: int | None, per_channel: bool, mask: torch.Tensor):
     """`kv` (a tensor or `QuantizedKV`) in `storage`'s format."""
     if isinstance(kv, QuantizedKV):
-        if kv.bits == storage.bits and kv.group_size == group_size:
+        layout = (kv.bits, kv.group_size, kv.per_channel, kv.rotation)
+        if layout == (storage.bits, group_size, per_channel, storage.rotation):
             return kv
         kv = kv.dequantize()
     if storage.bits is not None:
-        return quantize(kv, storage.bits, group_size, per_channel, mask)
+        return quantize(kv, storage.bits, group_size, per_channel, mask, storage.rotation)
     target = FLOAT_STORAGE[storage.dtype]
     if kv.dtype == target:
         return kv
@@ -205,10 +206,13 @@ class LycheeMemoryBank:
         paths = [entry.reader.directory / entry.record.file for entry in self._entries if isinstance(entry, _DiskBlock)]
         return list(dict.fromkeys(paths))
 
-    def astype(self, bank_dtype: str) -> "LycheeMemoryBank":
-        """An in-memory copy with every block in storage format `bank_dtype` (reads every block; to rewrite a large
-        saved bank on disk, use `lychee_hf.bank_tools.convert_bank`)."""
-        storage = StorageFormat.for_dtype(check_bank_dtype(bank_dtype))
+    def astype(self, bank_dtype: "str | StorageFormat") -> "LycheeMemoryBank":
+        """An in-memory copy with every block in storage format `bank_dtype` (a name or a `StorageFormat`; reads
+        every block; to rewrite a large saved bank on disk, use `lychee_hf.bank_tools.convert_bank`)."""
+        if isinstance(bank_dtype, StorageFormat):
+            storage, bank_dtype = bank_dtype, bank_dtype.dtype
+        else:
+            storage = StorageFormat.for_dtype(check_bank_dtype(bank_dtype))
         bank = LycheeMemoryBank([self.block(i).astype(storage) for i in range(len(self))], self.fingerprint, bank_dtype)
         bank.document = self.document
         return bank
@@ -271,7 +275,7 @@ class LycheeMemoryBank:
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,
-        bank_dtype: str | None = None,
+        bank_dtype: "str | StorageFormat | None" = None,
         max_shard_size: int = DEFAULT_MAX_SHARD_BYTES,
         complete: bool = True,
     ) -> None:
@@ -284,9 +288,11 @@ class LycheeMemoryBank:
 
         Args:
             save_directory (`str` or `os.PathLike`): a new or empty folder, or this bank's own.
-            bank_dtype (`str`, *optional*): `"float32"`, `"float16"`, `"bfloat16"`, `"int8"` or `"int4"`
-                (default: the format of a folder being extended, else this bank's `bank_dtype`, else float16 for
-                float32 models and the model's dtype otherwise).
+            bank_dtype (`str` or `StorageFormat`, *optional*): `"float32"`, `"float16"`, `"bfloat16"`, `"int8"` or
+                `"int4"`, or a `StorageFormat` for other quantization groups or rotation (default: the format of a
+                folder being extended, else this bank's `bank_dtype`, else float16 for float32 models and the
+                model's dtype otherwise). Quantized blocks already in the requested dtype keep their own layout
+                (an int4 bank from an older release is copied, not quantized twice).
             max_shard_size (`int`): bytes per shard file (a block larger than this gets a shard of its own).
             complete (`bool`): False leaves the bank marked unfinished (more blocks follow).
         """
@@ -294,14 +300,14 @@ class LycheeMemoryBank:
         directory = Path(save_directory)
         manifest = self._existing_manifest(directory)
         if manifest is not None:
-            if bank_dtype is not None and bank_dtype != manifest.storage.dtype:
+            wanted = bank_dtype.dtype if isinstance(bank_dtype, StorageFormat) else bank_dtype
+            if wanted is not None and wanted != manifest.storage.dtype:
                 raise MemoryBankError(
-                    f"{directory} stores {manifest.storage.dtype} blocks, not {bank_dtype}: append in its format "
+                    f"{directory} stores {manifest.storage.dtype} blocks, not {wanted}: append in its format "
                     "(or rewrite it with `lychee-hf bank convert`)."
                 )
         else:
-            dtype = bank_dtype or self.bank_dtype or default_bank_dtype(self.fingerprint.get("dtype", "float32"))
-            storage = StorageFormat.for_dtype(check_bank_dtype(dtype))
+            storage = self._storage_for(bank_dtype)
             manifest = Manifest(2, False, self.fingerprint, storage, None, 0, [], [], self.document)
             directory.mkdir(parents=True, exist_ok=True)
         writer = _ShardWriter(directory, manifest, max_shard_size)
@@ -313,6 +319,24 @@ class LycheeMemoryBank:
         writer.flush()
         manifest.complete = complete
         write_manifest(directory, manifest)
+
+    def _storage_for(self, bank_dtype: "str | StorageFormat | None") -> StorageFormat:
+        """The format a new folder gets: as asked, or the first block's own layout when it is already of that dtype."""
+        if isinstance(bank_dtype, StorageFormat):
+            check_bank_dtype(bank_dtype.dtype)
+            return bank_dtype
+        dtype = bank_dtype or self.bank_dtype or default_bank_dtype(self.fingerprint.get("dtype", "float32"))
+        storage = StorageFormat.for_dtype(check_bank_dtype(dtype))
+        if storage.bits is not None and self._entries:
+            first = self._entries[0]
+            if isinstance(first, _DiskBlock):
+                return first.storage if first.storage.dtype == dtype else storage
+            keys, values = first.keys, first.values
+            if isinstance(keys, QuantizedKV) and isinstance(values, QuantizedKV) and keys.bits == storage.bits:
+                return StorageFormat(
+                    dtype, keys.group_size, values.group_size, keys.rotation, keys.per_channel, values.per_channel
+                )
+        return storage
 
     def _check_spans(self) -> None:
         """Refuses to save what could not be read back: blocks must cover the document from 0, in order."""

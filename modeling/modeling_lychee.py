@@ -538,6 +538,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         generation_config: GenerationConfig | None = None,
         memory_generation_config: GenerationConfig | None = None,
         show_progress: bool | None = None,
+        bank_dtype: str | None = None,
         **kwargs,
     ):
         """Answers questions over long documents; without `context_ids`/`memory`, plain `GenerationMixin.generate`.
@@ -556,6 +557,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             memory_generation_config (`GenerationConfig`, *optional*): decoding of the memory updates instead
                 (e.g. `min_new_tokens = max_new_tokens` for fixed-length updates in benchmarks).
             show_progress (`bool`, *optional*): progress bars over chunks and blocks (default: on for 8+).
+            bank_dtype (`str`, *optional*): with `context_ids`, keep the compressed blocks in this storage format
+                (`"float16"`, `"int8"`, `"int4"`, ...; default: as computed), exactly as a bank saved in it reads.
             **kwargs: generation settings and model kwargs, as for `GenerationMixin.generate`; and the gate
                 policy for this call: `gate_threshold`, `gate_max_blocks`, `gate_keep_last`, `gate_revisit`
                 (default: the config's).
@@ -573,6 +576,10 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             )
         if context_ids is not None and memory is not None:
             raise ValueError("Pass either context_ids (compress now) or memory (a prebuilt bank), not both.")
+        if bank_dtype is not None and context_ids is None:
+            raise ValueError(
+                "bank_dtype applies to context_ids (compressed in the call); a prebuilt bank keeps its own format."
+            )
         check_adapter_names(self)
         policy = GatePolicy.from_config(self.config, **{k: kwargs.pop(k) for k in GATE_POLICY_KWARGS if k in kwargs})
         questions = check_questions(self, input_ids, attention_mask)
@@ -584,7 +591,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                     "per question (repeat the document, or compress it once and pass memory=bank)."
                 )
             banks, compress_seconds = self._compress_documents(
-                unpadded_rows(context_ids, context_attention_mask), show_progress, offload_to_cpu=False
+                unpadded_rows(context_ids, context_attention_mask), show_progress, False, bank_dtype
             )
         else:
             banks, compress_seconds = check_banks(self, memory, len(questions)), None

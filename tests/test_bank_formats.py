@@ -1,5 +1,6 @@
 """Storage formats of a memory bank: float copies, KIVI-style int8/int4, old version-1 banks, `bank convert`."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,8 @@ from safetensors.torch import save_file
 from lychee_hf import LycheeMemoryBank
 from lychee_hf.bank_tools import bank_bytes_per_block, compress_to_disk
 from lychee_hf.cli import main
-from lychee_hf.modeling.kv_quant_lychee import QuantizedKV, default_bank_dtype, quantize
+from lychee_hf.modeling.bank_storage_lychee import StorageFormat
+from lychee_hf.modeling.kv_quant_lychee import QuantizedKV, default_bank_dtype, quantize, rotation_matrix
 from lychee_hf.modeling.memory_bank_lychee import MemoryBankError
 from lychee_hf.testing import document_ids, question_ids, tiny_lychee
 
@@ -38,8 +40,9 @@ def test_float_formats_round_trip_as_that_dtype(exact, bank_dtype, tmp_path):
 
 
 @pytest.mark.parametrize("bank_dtype, bits", [("int8", 8), ("int4", 4)])
-def test_quantized_formats_round_trip_within_one_step(exact, bank_dtype, bits, tmp_path):
-    exact.save_pretrained(tmp_path, bank_dtype=bank_dtype)
+def test_unrotated_quantized_formats_round_trip_within_half_a_step(exact, bank_dtype, bits, tmp_path):
+    # Without rotation, codes live in the model's basis: each element is within half its group's step.
+    exact.save_pretrained(tmp_path, bank_dtype=dataclasses.replace(StorageFormat.for_dtype(bank_dtype), rotation=None))
     loaded = LycheeMemoryBank.from_pretrained(tmp_path)
     for index in range(len(exact)):
         block, original = loaded.block(index), exact.block(index)
@@ -219,3 +222,38 @@ def test_bank_convert_refuses_a_non_empty_destination(exact, tmp_path, capsys):
 def test_compress_to_disk_writes_the_requested_format(model, doc, tmp_path):
     bank = compress_to_disk(model, doc, tmp_path, bank_dtype="int8")
     assert bank.bank_dtype == "int8" and isinstance(bank.block(0).keys, QuantizedKV)
+
+
+@pytest.mark.parametrize("head_dim", [64, 80, 128, 6])
+def test_the_rotation_is_orthogonal_for_any_head_dim(head_dim):
+    matrix = rotation_matrix(head_dim, "hadamard")
+    torch.testing.assert_close(matrix @ matrix.T, torch.eye(head_dim), atol=1e-6, rtol=0)
+
+
+def test_rotation_spreads_an_outlier_channel_so_per_token_codes_lose_less():
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(2, 2, 48, 64, generator=generator)
+    values[..., 7] *= 25  # one outlier channel sets every per-token group's step
+    plain = (quantize(values, 4, 64, per_channel=False).dequantize() - values).norm()
+    rotated = (quantize(values, 4, 64, per_channel=False, rotation="hadamard").dequantize() - values).norm()
+    assert rotated < 0.5 * plain
+
+
+def test_a_rotated_bank_records_its_rotation_and_reads_back_in_the_model_basis(exact, tmp_path):
+    exact.save_pretrained(tmp_path, bank_dtype="int4")
+    storage = json.loads((tmp_path / "bank.json").read_text())["storage"]
+    assert storage["rotation"] == "hadamard"
+    loaded = LycheeMemoryBank.from_pretrained(tmp_path)
+    block, original = loaded.block(0), exact.block(0)
+    real = original.mask
+    error = (block.keys.dequantize() - original.keys)[:, :, real].norm() / original.keys[:, :, real].norm()
+    assert float(error) < 0.1
+
+
+def test_a_manifest_naming_an_unknown_rotation_is_refused(exact, tmp_path):
+    exact.save_pretrained(tmp_path, bank_dtype="int4")
+    manifest = json.loads((tmp_path / "bank.json").read_text())
+    manifest["storage"]["rotation"] = "fourier"
+    (tmp_path / "bank.json").write_text(json.dumps(manifest))
+    with pytest.raises(MemoryBankError, match="storage.rotation 'fourier'"):
+        LycheeMemoryBank.from_pretrained(tmp_path)

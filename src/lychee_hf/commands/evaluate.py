@@ -5,6 +5,7 @@ import argparse
 from .arguments import (
     GENERATED_TASKS,
     add_answer_arguments,
+    add_bank_dtype_argument,
     add_block_arguments,
     add_command,
     add_memory_budget_argument,
@@ -40,6 +41,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--memagent-chunk", type=positive_int, default=chunk, help=f"raw tokens per MemAgent chunk (default {chunk})"
     )
+    add_bank_dtype_argument(parser, default_help="exact blocks as computed")
     add_model_arguments(parser)
     add_block_arguments(parser)
     add_memory_budget_argument(parser)
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         max_new_tokens=args.max_new_tokens,
         memagent_chunk_tokens=args.memagent_chunk,
+        bank_dtype=args.bank_dtype,
     )
     state = distributed_state()  # under accelerate launch / torchrun, processes share the examples
     model, tokenizer = load_model_on_each_process(args, state)

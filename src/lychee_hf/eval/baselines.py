@@ -74,8 +74,9 @@ def run_method(
     generation_config: GenerationConfig | None = None,
     memory_generation_config: GenerationConfig | None = None,
     memagent_chunk_tokens: int = 5000,
+    bank_dtype: str | None = None,
 ) -> MethodResult:
-    """Answers `example` with method `name` (one of `METHODS`)."""
+    """Answers `example` with method `name` (one of `METHODS`); `bank_dtype` stores lychee's blocks in that format."""
     question = torch.tensor([tokenizer.encode(example.question, add_special_tokens=False)], device=model.device)
     context = torch.tensor([tokenizer.encode(example.context, add_special_tokens=False)], device=model.device)
     if name in LYCHEE_VARIANTS:
@@ -83,7 +84,7 @@ def run_method(
         if name == "lychee-gate" and "gate" in adapter_names(model):
             overrides = {"gate_type": "classifier"}
         with configured(model, **overrides):
-            return _lychee(model, tokenizer, question, context, generation_config, memory_generation_config)
+            return _lychee(model, tokenizer, question, context, generation_config, memory_generation_config, bank_dtype)
     if name == "memagent":
         return _memagent(
             model, tokenizer, question, context, generation_config, memory_generation_config, memagent_chunk_tokens
@@ -94,7 +95,9 @@ def run_method(
 
 
 # --------------------------------------------------------------------------------------------- methods
-def _lychee(model, tokenizer, question, context, generation_config, memory_generation_config) -> MethodResult:
+def _lychee(
+    model, tokenizer, question, context, generation_config, memory_generation_config, bank_dtype=None
+) -> MethodResult:
     started = time.perf_counter()
     out = model.generate(
         input_ids=question,
@@ -103,6 +106,7 @@ def _lychee(model, tokenizer, question, context, generation_config, memory_gener
         memory_generation_config=memory_generation_config,
         return_dict_in_generate=True,
         show_progress=False,
+        bank_dtype=bank_dtype,
     )
     seconds = time.perf_counter() - started
     answer_ids = out.sequences[0, question.shape[1] :]

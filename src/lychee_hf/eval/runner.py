@@ -133,6 +133,7 @@ def evaluate_one(model, tokenizer, method: str, example: QAExample, length: int,
         example,
         generation_config=generation,
         memagent_chunk_tokens=settings.memagent_chunk_tokens,
+        bank_dtype=settings.bank_dtype,
     )
     record = {
         "method": method,

@@ -19,6 +19,7 @@ class EvalSettings:
         data (`str`, *optional*): the file `task` "jsonl" / "hotpotqa" reads.
         max_new_tokens (`int`, *optional*): answer length (default: the model's `max_answer_tokens`).
         memagent_chunk_tokens (`int`, *optional*, defaults to 5000): raw tokens per chunk of the MemAgent loop.
+        bank_dtype (`str`, *optional*): storage format of lychee's blocks (`"int4"`, ...; default: as computed).
     """
 
     task: str
@@ -29,6 +30,7 @@ class EvalSettings:
     data: str | None = None
     max_new_tokens: int | None = None
     memagent_chunk_tokens: int = 5000
+    bank_dtype: str | None = None
 
     def __post_init__(self):
         from ..data import TASKS
@@ -39,6 +41,10 @@ class EvalSettings:
             raise ValueError(f"unknown method(s) {unknown}: choose from {', '.join(METHODS)}")
         if self.task not in (*TASKS, "jsonl", "hotpotqa"):
             raise ValueError(f"unknown task {self.task!r}: choose from {', '.join((*TASKS, 'jsonl', 'hotpotqa'))}")
+        if self.bank_dtype is not None:
+            from ..modeling.kv_quant_lychee import check_bank_dtype
+
+            check_bank_dtype(self.bank_dtype)
         if self.task in ("jsonl", "hotpotqa") and not self.data:
             raise ValueError(f"task {self.task} reads your data: pass --data FILE")
 

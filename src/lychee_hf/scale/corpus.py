@@ -171,6 +171,7 @@ def compress_corpus(
     chunks_per_write: int = 8,
     show_progress: bool = True,
     encoding: str = "utf-8",
+    bank_dtype: str | None = None,
 ) -> CorpusSummary:
     """Compresses every document of a JSONL corpus into its own bank under `out_dir`, resumably.
 
@@ -190,6 +191,8 @@ def compress_corpus(
         chunks_per_write (`int`): chunks compressed and written per step (host memory stays flat per document).
         show_progress (`bool`): a progress bar per process, with tokens/s.
         encoding (`str`): the corpus's text encoding; a line that does not decode fails alone.
+        bank_dtype (`str`, *optional*): storage format of the banks (default: float16 for float32 models, else the
+            model's dtype).
 
     Returns:
         `CorpusSummary` (the same on every process).
@@ -218,7 +221,9 @@ def compress_corpus(
         progress = process_progress(state, len(mine), "compressing corpus", "doc", show_progress)
         results, tokens, seconds = [], 0, 0.0
         for i in mine:
-            entry = compress_document(model, tokenizer, documents[i], out_dir, fingerprint, chunks_per_write)
+            entry = compress_document(
+                model, tokenizer, documents[i], out_dir, fingerprint, chunks_per_write, bank_dtype
+            )
             results.append((i, {**entry, "process": state.process_index}))
             tokens, seconds = tokens + entry.get("tokens", 0), seconds + entry.get("seconds", 0.0)
             progress.update(1)
@@ -300,7 +305,13 @@ def verify_bank(folder: Path, num_tokens: int, fingerprint: dict) -> LycheeMemor
 
 
 def compress_document(
-    model, tokenizer, document: CorpusDocument, out_dir: Path, fingerprint: dict, chunks_per_write: int = 8
+    model,
+    tokenizer,
+    document: CorpusDocument,
+    out_dir: Path,
+    fingerprint: dict,
+    chunks_per_write: int = 8,
+    bank_dtype: str | None = None,
 ) -> dict:
     """Compresses one document into `.partial-<folder>`, verifies it, renames it into place and records it.
 
@@ -314,7 +325,14 @@ def compress_document(
         ids = tokenizer.encode(document.text, add_special_tokens=False)
         if not ids:
             return _failure(document, "empty after tokenization")
-        compress_to_disk(model, torch.tensor(ids), partial, chunks_per_write=chunks_per_write, show_progress=False)
+        compress_to_disk(
+            model,
+            torch.tensor(ids),
+            partial,
+            chunks_per_write=chunks_per_write,
+            show_progress=False,
+            bank_dtype=bank_dtype,
+        )
         bank = verify_bank(partial, len(ids), fingerprint)
     except (ValueError, OSError, RuntimeError) as error:  # this document only: the others go on
         shutil.rmtree(partial, ignore_errors=True)
@@ -422,6 +440,7 @@ def run_corpus_command(args: argparse.Namespace) -> int:
         state,
         show_progress=not args.quiet,
         encoding=args.encoding,
+        bank_dtype=args.bank_dtype,
     )
     if state.is_main_process:
         print(summary.describe())

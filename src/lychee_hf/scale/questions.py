@@ -24,6 +24,7 @@ from accelerate import PartialState
 
 from ..files import check_output_file, read_json_lines, write_atomically
 from ..modeling import LycheeMemoryBank
+from ..modeling.kv_quant_lychee import kv_nbytes_of
 from ..modeling.prompts_lychee import count_decoded, left_pad, stop_and_pad_ids
 from .corpus import CORPUS_MANIFEST, read_corpus_manifest
 from .distributed import distributed_state, gather_lists, load_model_on_each_process, process_progress
@@ -112,7 +113,7 @@ class SharedBlocks:
 
 
 def _block_bytes(block) -> int:
-    return sum(t.numel() * t.element_size() for t in (block.keys, block.values, block.mask))
+    return kv_nbytes_of(block.keys) + kv_nbytes_of(block.values) + kv_nbytes_of(block.mask)
 
 
 @dataclass
