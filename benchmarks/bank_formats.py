@@ -82,7 +82,7 @@ def dense(kv) -> torch.Tensor:
 def answer(model, tokenizer, bank, question: str) -> tuple[str, float]:
     ids = torch.tensor([tokenizer.encode(question, add_special_tokens=False)])
     started = time.perf_counter()
-    out = model.generate(input_ids=ids, memory=bank, do_sample=False, show_progress=False)
+    out = model.generate(input_ids=ids, bank=bank, do_sample=False, show_progress=False)
     seconds = time.perf_counter() - started
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip(), seconds
 

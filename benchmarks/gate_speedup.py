@@ -24,7 +24,7 @@ from lychee_hf.metrics import classification_metrics, score
 def answer(model, tokenizer, bank, question: str) -> tuple[str, list, float]:
     ids = torch.tensor([tokenizer.encode(question, add_special_tokens=False)])
     started = time.perf_counter()
-    out = model.generate(input_ids=ids, memory=bank, do_sample=False, return_dict_in_generate=True, show_progress=False)
+    out = model.generate(input_ids=ids, bank=bank, do_sample=False, return_dict_in_generate=True, show_progress=False)
     seconds = time.perf_counter() - started
     text = tokenizer.decode(out.sequences[0, ids.shape[1] :], skip_special_tokens=True)
     return text, out.trace[0], seconds

@@ -199,7 +199,7 @@ def ask(model, bank, settings: Settings, tokenizer, **kwargs) -> torch.LongTenso
     """One question from `bank`, every memory update and the answer of a fixed length (random weights)."""
     return model.generate(
         input_ids=question(tokenizer),
-        memory=bank,
+        bank=bank,
         generation_config=fixed_length(settings.answer_tokens),
         memory_generation_config=fixed_length(settings.update_tokens),
         show_progress=False,
@@ -312,7 +312,7 @@ def check_memagent(model, settings: Settings, tokenizer):
     with configured(model, gate_type="always_related"), torch.inference_mode():
         bank = model.compress(context, show_progress=False)
         with timed() as t:
-            model.generate(input_ids=asked, memory=bank, show_progress=False, **configs)
+            model.generate(input_ids=asked, bank=bank, show_progress=False, **configs)
     ratio = lychee.stats["seconds"] / memagent.stats["seconds"]
     setting = f"{context.shape[1]:,} tokens, updates {settings.update_tokens} tokens"
     yield (

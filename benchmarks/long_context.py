@@ -97,7 +97,7 @@ def per_question_with_bank(model, tokenizer, example, args) -> tuple[float, floa
     for _ in range(args.questions):
         model.generate(
             input_ids=question,
-            memory=bank,
+            bank=bank,
             generation_config=fixed_length(args.answer_tokens),
             memory_generation_config=fixed_length(args.update_tokens),
             show_progress=False,

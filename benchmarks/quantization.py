@@ -106,7 +106,7 @@ def run_mode(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         out = model.generate(
             input_ids=question,
-            memory=bank,
+            bank=bank,
             generation_config=fixed_length(model, args.answer_tokens),
             memory_generation_config=fixed_length(model, args.update_tokens),
             return_dict_in_generate=True,

@@ -74,7 +74,7 @@ def measure(work: Path) -> dict:
     compress, _ = lychee_hf("compress", "--context", str(DOCUMENT), "--out", str(bank), "--quiet", home=home)
     out = work / "answers.json"
     questions = [arg for question in QUESTIONS for arg in ("--question", question)]
-    ask_bank, _ = lychee_hf("ask", "--memory", str(bank), *questions, "--json", str(out), "--quiet", home=home)
+    ask_bank, _ = lychee_hf("ask", "--bank", str(bank), *questions, "--json", str(out), "--quiet", home=home)
     answers = json.loads(out.read_text())
     correct = {a["question"]: normalise(QUESTIONS[a["question"]]) in normalise(a["answer"]) for a in answers}
     return {

@@ -8,6 +8,7 @@ from question + memory. Without `context_ids` (or `memory`) it is the plain back
 import copy
 import os
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -412,7 +413,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         offload_to_cpu: bool = False,
         bank_dtype: str | None = None,
     ) -> LycheeMemoryBank:
-        """Compresses one document into a reusable memory bank (`generate(..., memory=bank)` reads it).
+        """Compresses one document into a reusable memory bank (`generate(..., bank=bank)` reads it).
 
         Args:
             context_ids (`torch.LongTensor`): (N,) or (1, N) token ids of the document.
@@ -534,7 +535,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         context_ids: torch.LongTensor | None = None,
         context_attention_mask: torch.Tensor | None = None,
-        memory: LycheeMemoryBank | list[LycheeMemoryBank] | None = None,
+        bank: LycheeMemoryBank | list[LycheeMemoryBank] | None = None,
         generation_config: GenerationConfig | None = None,
         memory_generation_config: GenerationConfig | None = None,
         show_progress: bool | None = None,
@@ -549,8 +550,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             attention_mask (`torch.Tensor`, *optional*): (B, L) mask of `input_ids`.
             context_ids (`torch.LongTensor`, *optional*): (B, N) the documents, compressed during the call.
             context_attention_mask (`torch.Tensor`, *optional*): (B, N) mask of `context_ids`.
-            memory (`LycheeMemoryBank` or `list`, *optional*): prebuilt bank(s) instead of `context_ids`: one bank
-                for every row, or one per row.
+            bank (`LycheeMemoryBank` or `list`, *optional*): prebuilt bank(s) instead of `context_ids`: one bank
+                for every row, or one per row. (`memory=` is its deprecated name: "memory" is the reasoner's
+                working memory.)
             generation_config (`GenerationConfig`, *optional*): decoding of the final answer; memory updates use
                 the same settings with `memory_budget` new tokens. `streamer`, `stopping_criteria` and
                 `logits_processor` apply to the final answer only.
@@ -570,12 +572,13 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             `return_dict_in_generate=True` a `LycheeGenerateOutput` whose `trace` holds one `LycheeTrace` per row
             (its `LycheeBlockTrace` records, with every turn's prompt ids, and the final answer's prompt and ids).
         """
-        if context_ids is None and memory is None:
+        bank = _take_deprecated_memory_kwarg(kwargs, bank)
+        if context_ids is None and bank is None:
             return super().generate(
                 input_ids, generation_config=generation_config, attention_mask=attention_mask, **kwargs
             )
-        if context_ids is not None and memory is not None:
-            raise ValueError("Pass either context_ids (compress now) or memory (a prebuilt bank), not both.")
+        if context_ids is not None and bank is not None:
+            raise ValueError("Pass either context_ids (compress now) or bank (a prebuilt bank), not both.")
         if bank_dtype is not None and context_ids is None:
             raise ValueError(
                 "bank_dtype applies to context_ids (compressed in the call); a prebuilt bank keeps its own format."
@@ -588,13 +591,13 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             if context_ids.shape[0] != len(questions):
                 raise ValueError(
                     f"input_ids has {len(questions)} rows but context_ids has {context_ids.shape[0]}: one document "
-                    "per question (repeat the document, or compress it once and pass memory=bank)."
+                    "per question (repeat the document, or compress it once and pass bank=bank)."
                 )
             banks, compress_seconds = self._compress_documents(
                 unpadded_rows(context_ids, context_attention_mask), show_progress, False, bank_dtype
             )
         else:
-            banks, compress_seconds = check_banks(self, memory, len(questions)), None
+            banks, compress_seconds = check_banks(self, bank, len(questions)), None
 
         final_config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
         kwargs = final_config.update(**kwargs)
@@ -610,6 +613,21 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             return sequences
         fields = {key: value for key, value in output.items() if key != "sequences"}
         return LycheeGenerateOutput(sequences=sequences, trace=loop.traces, **fields)
+
+
+def _take_deprecated_memory_kwarg(kwargs: dict, bank):
+    """`memory=BANK` was `generate`'s name for the bank before 0.2; it still works, with a `FutureWarning`."""
+    if "memory" not in kwargs:
+        return bank
+    memory = kwargs.pop("memory")
+    if bank is not None:
+        raise ValueError("Pass the bank once, as bank=... (memory= is its deprecated name).")
+    warnings.warn(
+        "generate(memory=...) is deprecated: pass the bank as bank=... ('memory' is the reasoner's working memory).",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return memory
 
 
 LycheeMemoryConfig.register_for_auto_class()

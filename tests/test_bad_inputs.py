@@ -226,18 +226,18 @@ CLI_ROWS = [
         r"unexpected keys: model\.extra\.weight",
     ),
     Row(
-        "--memory folder that does not exist",
-        ["ask", "--model", "{ckpt}", "--memory", "{root}/no-bank", "--question", "q"],
+        "--bank folder that does not exist",
+        ["ask", "--model", "{ckpt}", "--bank", "{root}/no-bank", "--question", "q"],
         r"no-bank",
     ),
     Row(
-        "--memory given a checkpoint folder",
-        ["ask", "--model", "{ckpt}", "--memory", "{ckpt}", "--question", "q"],
+        "--bank given a checkpoint folder",
+        ["ask", "--model", "{ckpt}", "--bank", "{ckpt}", "--question", "q"],
         r"bank",
     ),
     Row(
-        "--context and --memory together",
-        ["ask", "--context", "{doc}", "--memory", "{root}", "--question", "q"],
+        "--context and --bank together",
+        ["ask", "--context", "{doc}", "--bank", "{root}", "--question", "q"],
         r"not allowed with argument",
     ),
     Row(

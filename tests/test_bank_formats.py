@@ -90,7 +90,7 @@ def test_quantized_bank_answers_as_its_dequantized_copy(model, doc, tokenizer):
     )
     question = question_ids(tokenizer)
     assert torch.equal(
-        model.generate(input_ids=question, memory=quantized), model.generate(input_ids=question, memory=dequantized)
+        model.generate(input_ids=question, bank=quantized), model.generate(input_ids=question, bank=dequantized)
     )
 
 
@@ -121,7 +121,7 @@ def test_default_format_is_float16_for_float32_models_else_the_model_dtype(exact
 def test_a_bank_from_another_model_is_refused_in_every_format(doc, tmp_path, tokenizer):
     tiny_lychee(seed=3).compress(doc).save_pretrained(tmp_path, bank_dtype="int4")
     with pytest.raises(MemoryBankError, match="weights_digest"):
-        tiny_lychee().generate(input_ids=question_ids(tokenizer), memory=LycheeMemoryBank.from_pretrained(tmp_path))
+        tiny_lychee().generate(input_ids=question_ids(tokenizer), bank=LycheeMemoryBank.from_pretrained(tmp_path))
 
 
 def test_corrupted_quantized_block_is_refused(exact, tmp_path):
@@ -185,7 +185,7 @@ def test_a_version_1_bank_still_loads_block_for_block(exact, tmp_path):
 def test_a_bank_with_the_old_five_tensor_digest_is_refused_asking_to_recompress(model, exact, tmp_path, tokenizer):
     write_version_1_bank(exact, tmp_path / "v1")
     with pytest.raises(MemoryBankError, match="older lychee-hf.*recompress"):
-        model.generate(input_ids=question_ids(tokenizer), memory=LycheeMemoryBank.from_pretrained(tmp_path / "v1"))
+        model.generate(input_ids=question_ids(tokenizer), bank=LycheeMemoryBank.from_pretrained(tmp_path / "v1"))
 
 
 def test_a_version_1_bank_cannot_grow_and_names_the_converter(model, exact, tmp_path, tokenizer):

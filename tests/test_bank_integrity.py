@@ -52,7 +52,7 @@ def test_generate_refuses_an_unfinished_bank_opened_on_purpose(model, doc, tmp_p
     partial = LycheeMemoryBank.from_pretrained(tmp_path / "bank", allow_incomplete=True)
     assert len(partial) == 2 and not partial.complete
     with pytest.raises(MemoryBankError, match="covers only 128 tokens.*--resume"):
-        model.generate(input_ids=question_ids(tokenizer), memory=partial)
+        model.generate(input_ids=question_ids(tokenizer), bank=partial)
 
 
 def test_a_full_disk_during_compress_leaves_a_bank_that_readers_refuse(model, doc, tmp_path, monkeypatch):
@@ -123,7 +123,7 @@ def cut_bank(checkpoint, tmp_path):
 
 @pytest.mark.parametrize(
     "command",
-    [["ask", "--memory", "{bank}", "--question", "q"], ["info", "{bank}"], ["push", "{bank}", "--repo-id", "a/b"]],
+    [["ask", "--bank", "{bank}", "--question", "q"], ["info", "{bank}"], ["push", "{bank}", "--repo-id", "a/b"]],
 )
 def test_cli_refuses_an_interrupted_bank(checkpoint, cut_bank, command, capsys):
     args = [part.format(bank=cut_bank) for part in command]
@@ -139,7 +139,7 @@ def test_cli_compress_resume_completes_an_interrupted_bank(checkpoint, cut_bank,
     assert main(common) == 2 and "--resume" in capsys.readouterr().err
     assert main([*common, "--resume"]) == 0
     assert LycheeMemoryBank.from_pretrained(cut_bank).complete
-    assert main(["ask", "--model", str(checkpoint), "--memory", str(cut_bank), "--question", "Code?", "--quiet"]) == 0
+    assert main(["ask", "--model", str(checkpoint), "--bank", str(cut_bank), "--question", "Code?", "--quiet"]) == 0
 
 
 def test_cli_compress_writes_the_requested_bank_dtype(checkpoint, tmp_path, capsys):

@@ -85,8 +85,8 @@ def test_appending_writes_a_new_shard_and_leaves_the_old_ones_untouched(model, w
     assert [b["shard"] for b in manifest["blocks"]] == [0, 0, 0, 1, 1, 1, 1]
     question = question_ids(tokenizer)
     assert torch.equal(
-        model.generate(input_ids=question, memory=reopened),
-        model.generate(input_ids=question, memory=model.compress(whole, bank_dtype="int8")),
+        model.generate(input_ids=question, bank=reopened),
+        model.generate(input_ids=question, bank=model.compress(whole, bank_dtype="int8")),
     )
 
 

@@ -41,7 +41,7 @@ def test_rows_of_questions_and_documents_must_match(model, tokenizer):
 def test_context_and_memory_together_are_refused(model, tokenizer):
     doc = document_ids(tokenizer, 20)
     with pytest.raises(ValueError, match="either context_ids"):
-        model.generate(input_ids=question_ids(tokenizer), context_ids=doc, memory=model.compress(doc))
+        model.generate(input_ids=question_ids(tokenizer), context_ids=doc, bank=model.compress(doc))
 
 
 def test_compress_takes_one_document(model, tokenizer):
@@ -53,13 +53,13 @@ def test_bank_from_other_settings_is_refused(tokenizer):
     lossless = tiny_lychee(compression_mode="lossless")
     bank = tiny_lychee().compress(document_ids(tokenizer, 20))
     with pytest.raises(ValueError, match="compression_mode: bank has 'memory_tokens', model has 'lossless'"):
-        lossless.generate(input_ids=question_ids(tokenizer), memory=bank)
+        lossless.generate(input_ids=question_ids(tokenizer), bank=bank)
 
 
 def test_bank_from_other_weights_is_refused(tokenizer):
     bank = tiny_lychee(seed=0).compress(document_ids(tokenizer, 20))
     with pytest.raises(ValueError, match="weights_digest"):
-        tiny_lychee(seed=1).generate(input_ids=question_ids(tokenizer), memory=bank)
+        tiny_lychee(seed=1).generate(input_ids=question_ids(tokenizer), bank=bank)
 
 
 def test_too_long_question_is_refused_before_any_work(model, tokenizer):

@@ -70,7 +70,7 @@ def questions_file(tmp_path_factory):
 
 def answer(model, tokenizer, bank, question: str, **policy) -> str:
     ids = question_ids(tokenizer, question)
-    out = model.generate(input_ids=ids, memory=bank, show_progress=False, do_sample=False, **policy)
+    out = model.generate(input_ids=ids, bank=bank, show_progress=False, do_sample=False, **policy)
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
@@ -106,7 +106,7 @@ def test_memory_reading_rescoring_and_second_look_run_over_every_format(model, t
     bank = LycheeMemoryBank.from_pretrained(folders[fmt])
     ids = question_ids(tokenizer, QUESTIONS[0])
     out = model.generate(
-        input_ids=ids, memory=bank, show_progress=False, gate_revisit=True, return_dict_in_generate=True
+        input_ids=ids, bank=bank, show_progress=False, gate_revisit=True, return_dict_in_generate=True
     )
     assert len(out.trace[0]) >= len(bank)
 
@@ -124,7 +124,7 @@ def test_gate_scores_are_finite_and_close_to_float32_over_every_format(model, to
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_cli_batched_questions_answer_over_every_format(checkpoint, folders, questions_file, fmt, tmp_path):
     code, out, err = run_cli(
-        "ask", "--model", checkpoint, "--memory", folders[fmt], "--questions", questions_file, "--out", tmp_path / "a"
+        "ask", "--model", checkpoint, "--bank", folders[fmt], "--questions", questions_file, "--out", tmp_path / "a"
     )
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "a").read_text().splitlines()]
@@ -133,7 +133,7 @@ def test_cli_batched_questions_answer_over_every_format(checkpoint, folders, que
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_cli_single_question_and_info_over_every_format(checkpoint, folders, fmt):
-    code, out, err = run_cli("ask", "--model", checkpoint, "--memory", folders[fmt], "--question", QUESTIONS[0])
+    code, out, err = run_cli("ask", "--model", checkpoint, "--bank", folders[fmt], "--question", QUESTIONS[0])
     assert code == 0, err
     code, out, err = run_cli("info", folders[fmt])
     assert code == 0, err

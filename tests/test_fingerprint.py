@@ -24,7 +24,7 @@ def test_a_model_that_differs_only_in_its_layer_0_mlp_refuses_the_bank(model, to
         model.model.layers[0].mlp.up_proj.weight[0, 0] += 1e-3
     assert _digest(model) != before
     with pytest.raises(MemoryBankError, match="weights_digest"):
-        model.generate(input_ids=question_ids(tokenizer), memory=bank)
+        model.generate(input_ids=question_ids(tokenizer), bank=bank)
 
 
 @pytest.mark.parametrize(

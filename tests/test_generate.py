@@ -43,7 +43,7 @@ def test_generate_from_a_bank_equals_generate_from_context(tokenizer):
     doc, question = document_ids(tokenizer, 150), question_ids(tokenizer)
     bank = model.compress(doc)
     assert torch.equal(
-        model.generate(input_ids=question, memory=bank), model.generate(input_ids=question, context_ids=doc)
+        model.generate(input_ids=question, bank=bank), model.generate(input_ids=question, context_ids=doc)
     )
 
 
@@ -167,7 +167,7 @@ def test_one_bank_answers_a_batch_of_questions(tokenizer):
     model = tiny_lychee()
     bank = model.compress(document_ids(tokenizer, 100))
     question = question_ids(tokenizer)
-    out = model.generate(input_ids=question.repeat(2, 1), memory=bank)
+    out = model.generate(input_ids=question.repeat(2, 1), bank=bank)
     assert torch.equal(out[0], out[1])
 
 
@@ -195,7 +195,7 @@ def test_generate_does_not_modify_the_bank(tokenizer):
     model = tiny_lychee()
     bank = model.compress(document_ids(tokenizer, 100))
     keys = [b.keys.clone() for b in bank.blocks]
-    model.generate(input_ids=question_ids(tokenizer), memory=bank)
+    model.generate(input_ids=question_ids(tokenizer), bank=bank)
     assert all(torch.equal(a, b.keys) for a, b in zip(keys, bank.blocks))
 
 
@@ -340,3 +340,16 @@ def test_trace_to_dict_has_the_cli_fields_and_the_answer(tokenizer):
         assert entry["memory"] == tokenizer.decode(record.memory_ids, skip_special_tokens=True)
         assert entry["prompt_tokens"] == record.prompt_tokens and entry["seconds"] >= 0
     json.dumps(row)  # plain JSON values only
+
+
+def test_memory_keyword_still_passes_the_bank_with_a_future_warning(model, tokenizer, doc):
+    bank, question = model.compress(doc), question_ids(tokenizer)
+    with pytest.warns(FutureWarning, match="bank="):
+        old = model.generate(input_ids=question, memory=bank)
+    assert torch.equal(old, model.generate(input_ids=question, bank=bank))
+
+
+def test_the_bank_given_twice_is_refused(model, tokenizer, doc):
+    bank = model.compress(doc)
+    with pytest.raises(ValueError, match="bank once"):
+        model.generate(input_ids=question_ids(tokenizer), bank=bank, memory=bank)

@@ -71,7 +71,7 @@ def test_bank_of_the_float_model_is_refused_by_its_quantized_load(saved, tokeniz
     bank = fp32.compress(document_ids(tokenizer, 100))
     model = LycheeMemoryForCausalLM.from_pretrained(path, quantization_config=CONFIGS["4bit"])
     with pytest.raises(MemoryBankError, match="weights_digest"):
-        model.generate(input_ids=question_ids(tokenizer), memory=bank)
+        model.generate(input_ids=question_ids(tokenizer), bank=bank)
 
 
 def test_float16_load_keeps_the_compressor_in_float32_and_answers(saved, tokenizer):
@@ -82,7 +82,7 @@ def test_float16_load_keeps_the_compressor_in_float32_and_answers(saved, tokeniz
     assert all(p.dtype == torch.float32 for p in model.compressor.parameters())
     bank = model.compress(document_ids(tokenizer, 100))
     assert bank.block(0).keys.dtype == torch.float16
-    out = model.generate(input_ids=question_ids(tokenizer), memory=bank)
+    out = model.generate(input_ids=question_ids(tokenizer), bank=bank)
     assert out.shape[1] > question_ids(tokenizer).shape[1]
 
 

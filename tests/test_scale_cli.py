@@ -31,7 +31,7 @@ def test_compress_corpus_then_ask_its_questions(checkpoint, corpus, tmp_path, ca
     assert "failed: bob (line 2): empty document" in out
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"document": "alice", "question": "Where was Alice born?", "id": 7}) + "\n")
-    code = main(["ask", "--model", str(checkpoint), "--memory", str(tmp_path / "banks"), "--questions",
+    code = main(["ask", "--model", str(checkpoint), "--bank", str(tmp_path / "banks"), "--questions",
                  str(questions), "--out", str(tmp_path / "a.jsonl"), "--quiet"])  # fmt: skip
     assert code == 0 and "1 of 1 questions answered" in capsys.readouterr().out
     (row,) = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
@@ -41,11 +41,11 @@ def test_compress_corpus_then_ask_its_questions(checkpoint, corpus, tmp_path, ca
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--context", "q.jsonl", "--questions", "q.jsonl", "--out", "a.jsonl"], "--questions needs --memory"),
-        (["--memory", "banks", "--questions", "q.jsonl"], "--questions needs --memory"),
-        (["--memory", "banks", "--questions", "q.jsonl", "--out", "taken.jsonl"], "pass --overwrite"),
-        (["--memory", "banks", "--question", "Why?", "--out", "a.jsonl"], "--out and --batch-size go with --questions"),
-        (["--memory", "banks", "--questions", "q.jsonl", "--out", "a.jsonl"], "holds no memory bank"),
+        (["--context", "q.jsonl", "--questions", "q.jsonl", "--out", "a.jsonl"], "--questions needs --bank"),
+        (["--bank", "banks", "--questions", "q.jsonl"], "--questions needs --bank"),
+        (["--bank", "banks", "--questions", "q.jsonl", "--out", "taken.jsonl"], "pass --overwrite"),
+        (["--bank", "banks", "--question", "Why?", "--out", "a.jsonl"], "--out and --batch-size go with --questions"),
+        (["--bank", "banks", "--questions", "q.jsonl", "--out", "a.jsonl"], "holds no memory bank"),
     ],
 )
 def test_questions_errors_are_one_line(checkpoint, tmp_path, monkeypatch, capsys, args, message):
@@ -70,7 +70,7 @@ def test_overwrite_replaces_an_answers_file(checkpoint, corpus, tmp_path, capsys
     main(["compress", "--model", str(checkpoint), "--corpus", str(corpus), "--out", str(tmp_path / "banks"), "--quiet"])
     (tmp_path / "q.jsonl").write_text(json.dumps({"document": "1", "question": "Where?"}) + "\n")
     (tmp_path / "a.jsonl").write_text("old\n")
-    args = ["ask", "--model", str(checkpoint), "--memory", str(tmp_path / "banks"), "--questions"]
+    args = ["ask", "--model", str(checkpoint), "--bank", str(tmp_path / "banks"), "--questions"]
     code = main([*args, str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "a.jsonl"), "--overwrite", "--quiet"])
     assert code == 0 and "answer" in json.loads((tmp_path / "a.jsonl").read_text())
 
@@ -112,3 +112,39 @@ def test_an_interrupted_multi_process_eval_resumes_from_its_part_files(tokenizer
         "from a part file",
         rows[3]["prediction"],
     ]
+
+
+def test_gate_options_reach_generate_on_the_batched_path(checkpoint, corpus, tmp_path, monkeypatch):
+    from lychee_hf import LycheeMemoryForCausalLM
+
+    main(["compress", "--model", str(checkpoint), "--corpus", str(corpus), "--out", str(tmp_path / "banks"), "--quiet"])
+    (tmp_path / "q.jsonl").write_text(json.dumps({"document": "1", "question": "Where?"}) + "\n")
+    seen, generate = [], LycheeMemoryForCausalLM.generate
+
+    def spy(self, *args, **kwargs):
+        seen.append({k: v for k, v in kwargs.items() if k.startswith("gate_")})
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(LycheeMemoryForCausalLM, "generate", spy)
+    code = main(["ask", "--model", str(checkpoint), "--bank", str(tmp_path / "banks"), "--questions",
+                 str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "a.jsonl"), "--quiet", "--gate-max-blocks", "1",
+                 "--gate-threshold", "0.3", "--no-gate-keep-last"])  # fmt: skip
+    assert code == 0
+    assert seen == [{"gate_max_blocks": 1, "gate_threshold": 0.3, "gate_keep_last": False}]
+
+
+@pytest.mark.parametrize("option", [["--trace"], ["--json", "out.json"]])
+def test_single_question_options_are_refused_with_questions(checkpoint, tmp_path, capsys, option):
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "Where?"}) + "\n")
+    args = ["ask", "--model", str(checkpoint), "--bank", str(tmp_path), "--questions", str(tmp_path / "q.jsonl")]
+    assert main([*args, "--out", str(tmp_path / "a.jsonl"), *option]) == 2
+    assert "go with --question" in capsys.readouterr().err
+    assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_the_old_memory_option_still_names_the_bank(checkpoint, corpus, tmp_path, capsys):
+    main(["compress", "--model", str(checkpoint), "--corpus", str(corpus), "--out", str(tmp_path / "banks"), "--quiet"])
+    (tmp_path / "q.jsonl").write_text(json.dumps({"document": "1", "question": "Where?"}) + "\n")
+    code = main(["ask", "--model", str(checkpoint), "--memory", str(tmp_path / "banks"), "--questions",
+                 str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "a.jsonl"), "--quiet"])  # fmt: skip
+    assert code == 0 and "--memory is deprecated, use --bank" in capsys.readouterr().err

@@ -61,7 +61,7 @@ def test_answers_equal_generate_over_the_bank_one_question_at_a_time(model, toke
     for row in [r for r in read_answers(tmp_path / "a.jsonl") if "answer" in r][:4]:
         bank = LycheeMemoryBank.from_pretrained(banks / row["document"])
         ids = torch.tensor([tokenizer.encode(row["question"], add_special_tokens=False)])
-        out = model.generate(input_ids=ids, memory=bank)
+        out = model.generate(input_ids=ids, bank=bank)
         assert row["answer"] == tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
@@ -99,7 +99,7 @@ def test_without_room_to_keep_blocks_the_questions_of_a_step_still_share_a_read(
     assert sorted(reads) == list(range(len(bank)))
     reads.clear()
     ids = torch.tensor([tokenizer.encode(QUESTIONS[0], add_special_tokens=False)] * len(QUESTIONS))
-    model.generate(input_ids=ids, memory=bank)  # the bank itself: one read per question and block
+    model.generate(input_ids=ids, bank=bank)  # the bank itself: one read per question and block
     assert len(reads) == len(QUESTIONS) * len(bank)
 
 

@@ -1,10 +1,10 @@
 """`lychee-hf`: answer questions over long documents, compress them once, inspect checkpoints and banks.
 
     lychee-hf ask --context FILE --question "..." [--question "..."] [--model PATH_OR_HUB_ID] [--trace] [--json [OUT]]
-    lychee-hf ask --memory BANK_DIR --question "..."
+    lychee-hf ask --bank BANK_DIR --question "..."
     lychee-hf compress --context FILE --out BANK_DIR [--bank-dtype int8] [--resume | --overwrite]
     lychee-hf compress --corpus DOCS.jsonl --out BANKS_DIR          (any launcher: accelerate launch -m lychee_hf.cli)
-    lychee-hf ask --memory BANKS_DIR --questions Q.jsonl --out A.jsonl
+    lychee-hf ask --bank BANKS_DIR --questions Q.jsonl --out A.jsonl
     lychee-hf info PATH
     lychee-hf bank convert SRC_BANK DST_BANK --bank-dtype int4
     lychee-hf convert SOURCE DESTINATION [--chunk-size N] [--memory-budget N] [--memory-projections lora --rank R]

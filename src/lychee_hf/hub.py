@@ -155,7 +155,8 @@ def _render_card(folder: Path, repo_id: str, repo_type: str) -> str:
         from .modeling import LycheeMemoryConfig
 
         config = LycheeMemoryConfig.from_pretrained(folder)
-        return render_model_card(config, base_model=config.text_config.name_or_path or None, repo_id=repo_id)
+        base_model = config.text_config.name_or_path or None
+        return render_model_card(config, base_model=base_model, repo_id=repo_id, training=folder)
     manifest = json.loads((folder / MANIFEST_NAME).read_text())
     settings = "\n".join(f"| {key} | {value} |" for key, value in manifest["fingerprint"].items())
     return (
@@ -175,7 +176,7 @@ def _render_card(folder: Path, repo_id: str, repo_type: str) -> str:
         from huggingface_hub import snapshot_download
         from lychee_hf import LycheeMemoryBank
         bank = LycheeMemoryBank.from_pretrained(snapshot_download("{repo_id}", repo_type="dataset"))
-        out = model.generate(input_ids=question_ids, memory=bank)
+        out = model.generate(input_ids=question_ids, bank=bank)
         ```
 
         | setting | value |

@@ -24,11 +24,11 @@ from .loading import encode, load_model
 NAME = "ask"
 EXAMPLES = """examples:
   lychee-hf ask --context examples/harbor_town.txt --question "Who founded the Saltmarsh bakery?" --trace
-  lychee-hf ask --memory bank/ --question "Who founded the bakery?" --question "When was the bridge built?"
+  lychee-hf ask --bank bank/ --question "Who founded the bakery?" --question "When was the bridge built?"
   lychee-hf ask --context docs.jsonl --field text --question "..." --json answers.json
   lychee-hf ask --context long.txt --question "..." --gate-threshold 0.3 --gate-max-blocks 4
-  lychee-hf ask --memory banks/ --questions q.jsonl --out answers.jsonl   # {"document": ID, "question": ...} lines
-  accelerate launch -m lychee_hf.cli ask --memory banks/ --questions q.jsonl --out answers.jsonl   # all GPUs"""
+  lychee-hf ask --bank banks/ --questions q.jsonl --out answers.jsonl   # {"document": ID, "question": ...} lines
+  accelerate launch -m lychee_hf.cli ask --bank banks/ --questions q.jsonl --out answers.jsonl   # all GPUs"""
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -36,11 +36,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--context", help="the document: plain text, or .jsonl with one document per line")
     source.add_argument(
-        "--memory", help="a bank folder written by `lychee-hf compress` (no compression needed), or a corpus folder"
+        "--bank", help="a bank folder written by `lychee-hf compress` (no compression needed), or a corpus folder"
     )
+    source.add_argument("--memory", dest="memory_alias", help=argparse.SUPPRESS)  # deprecated name of --bank
     asked = parser.add_mutually_exclusive_group(required=True)
     asked.add_argument("--question", action="append", help="a question; repeat for several")
-    asked.add_argument("--questions", help="JSONL, one {document, question} per line, over --memory (answers: --out)")
+    asked.add_argument("--questions", help="JSONL, one {document, question} per line, over --bank (answers: --out)")
     parser.add_argument("--out", help="with --questions: a new JSONL file for the answers, in input order")
     parser.add_argument(
         "--batch-size", type=positive_int, help="with --questions: questions per generate call (default 8)"
@@ -62,7 +63,11 @@ def add_parser(commands) -> argparse.ArgumentParser:
     gate = parser.add_argument_group("gate policy (default: the checkpoint's)")
     gate.add_argument("--gate-threshold", type=probability, help="read a block when P(related) >= this")
     gate.add_argument("--gate-max-blocks", type=positive_int, help="read at most this many blocks per question")
-    gate.add_argument("--gate-keep-last", action="store_true", help="always read the last block")
+    gate.add_argument(
+        "--gate-keep-last",
+        action=argparse.BooleanOptionalAction,
+        help="always read the last block (default: the model's setting)",
+    )
     gate.add_argument(
         "--gate-revisit",
         action=argparse.BooleanOptionalAction,
@@ -75,19 +80,18 @@ def run(args: argparse.Namespace) -> int:
     from ..documents import read_documents
     from ..modeling import LycheeMemoryBank
 
+    take_deprecated_bank_alias(args)
     if args.questions:
-        from ..scale.questions import run_questions_command
-
-        return run_questions_command(args)
+        return _run_questions(args)
     if args.out or args.batch_size:
         raise ValueError("--out and --batch-size go with --questions (for --question, --json OUT writes the answers)")
     # Inputs and outputs first: a missing file, an empty question or an unwritable OUT fails before the model loads.
     questions = _checked_questions(args.question)
     if args.json and args.json != "-":
         check_output_file(args.json, args.overwrite)
-    if args.memory:
-        bank = LycheeMemoryBank.from_pretrained(args.memory)
-        sources = [(args.memory, dict(memory=bank))]
+    if args.bank:
+        bank = LycheeMemoryBank.from_pretrained(args.bank)
+        sources = [(args.bank, dict(bank=bank))]
     else:
         documents = read_documents(args.context, args.field, args.encoding)
         sources = [
@@ -95,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             for i, text in enumerate(documents)
         ]
     model, tokenizer = load_model(args)
-    if args.memory:
+    if args.bank:
         bank.check_compatible(model.memory_fingerprint())
     results = []
     try:
@@ -125,23 +129,14 @@ def _answer_source(model, tokenizer, name: str, source: dict, questions: list[st
         bank = model.compress(ids, show_progress=show_progress(args))
         compress_seconds = time.perf_counter() - started
     else:
-        bank, compress_seconds = source["memory"], 0.0
-    gate_policy = {
-        key: value
-        for key, value in (
-            ("gate_threshold", args.gate_threshold),
-            ("gate_max_blocks", args.gate_max_blocks),
-            ("gate_keep_last", True if args.gate_keep_last else None),
-            ("gate_revisit", args.gate_revisit),
-        )
-        if value is not None
-    }
+        bank, compress_seconds = source["bank"], 0.0
+    gate_policy = _gate_policy(args)
     for question in questions:
         question_ids = torch.tensor([tokenizer.encode(question, add_special_tokens=False)])
         started = time.perf_counter()
         output = model.generate(
             input_ids=question_ids,
-            memory=bank,
+            bank=bank,
             return_dict_in_generate=True,
             show_progress=show_progress(args),
             **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}),
@@ -150,6 +145,62 @@ def _answer_source(model, tokenizer, name: str, source: dict, questions: list[st
         answer = tokenizer.decode(output.sequences[0, question_ids.shape[1] :], skip_special_tokens=True).strip()
         seconds = time.perf_counter() - started
         results.append(_result(name, question, answer, output.trace[0], tokenizer, compress_seconds, seconds))
+
+
+def _gate_policy(args: argparse.Namespace) -> dict:
+    """The gate policy the options ask for (only what was given: the rest stays the model's)."""
+    given = {
+        "gate_threshold": args.gate_threshold,
+        "gate_max_blocks": args.gate_max_blocks,
+        "gate_keep_last": args.gate_keep_last,
+        "gate_revisit": args.gate_revisit,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def take_deprecated_bank_alias(args: argparse.Namespace) -> None:
+    """`--memory BANK` still works (it was the option's name before 0.2): it warns once and fills `--bank`."""
+    if getattr(args, "memory_alias", None):
+        print("lychee-hf: --memory is deprecated, use --bank (same meaning)", file=sys.stderr)
+        args.bank = args.memory_alias
+
+
+def _run_questions(args: argparse.Namespace) -> int:
+    """`lychee-hf ask --bank BANKS_DIR --questions Q.jsonl --out A.jsonl` (under any launcher)."""
+    from ..modeling import LycheeMemoryBank
+    from ..scale.corpus import CORPUS_MANIFEST, read_corpus_manifest
+    from ..scale.distributed import distributed_state
+    from ..scale.questions import answer_questions, read_questions
+
+    if not args.bank or not args.out:
+        raise ValueError("--questions needs --bank (a compressed corpus or a bank) and --out (the answers file)")
+    if args.json or args.trace:
+        raise ValueError(
+            "--json and --trace go with --question; with --questions every answer is written to --out as JSONL"
+        )
+    # Inputs and output first: a broken manifest, bank or questions file, or a taken --out, fails before loading.
+    check_output_file(args.out, args.overwrite, "--out")
+    state = distributed_state()
+    over_corpus = (Path(args.bank) / CORPUS_MANIFEST).is_file()
+    read_corpus_manifest(args.bank) if over_corpus else LycheeMemoryBank.from_pretrained(args.bank)
+    read_questions(args.questions, over_corpus)
+    model, tokenizer = load_model(args, state)
+    summary = answer_questions(
+        model,
+        tokenizer,
+        args.bank,
+        args.questions,
+        args.out,
+        **({"batch_size": args.batch_size} if args.batch_size else {}),  # default: answer_questions'
+        max_new_tokens=args.max_new_tokens,
+        state=state,
+        show_progress=not args.quiet,
+        overwrite=args.overwrite,
+        gate_policy=_gate_policy(args),
+    )
+    if state.is_main_process:
+        print(summary.describe())
+    return 0
 
 
 def _checked_questions(questions: list[str]) -> list[str]:

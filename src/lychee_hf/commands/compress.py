@@ -47,9 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ..documents import read_documents
 
     if args.corpus:
-        from ..scale.corpus import run_corpus_command
-
-        return run_corpus_command(args)
+        return _run_corpus(args)
     if args.id_field:
         raise ValueError("--id-field goes with --corpus")
     documents = read_documents(args.context, args.field, args.encoding)
@@ -70,4 +68,30 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
         print(bank_line(target, bank))
+    return 0
+
+
+def _run_corpus(args: argparse.Namespace) -> int:
+    """`lychee-hf compress --corpus DOCS.jsonl --out BANKS_DIR` (under any launcher)."""
+    from ..scale.corpus import compress_corpus, read_corpus
+    from ..scale.distributed import distributed_state
+
+    state = distributed_state()
+    id_field = args.id_field or "id"
+    read_corpus(args.corpus, args.field, id_field, args.encoding)  # a missing or empty corpus fails first
+    model, tokenizer = load_model(args, state)
+    summary = compress_corpus(
+        model,
+        tokenizer,
+        args.corpus,
+        args.out,
+        args.field,
+        id_field,
+        state,
+        show_progress=not args.quiet,
+        encoding=args.encoding,
+        bank_dtype=args.bank_dtype,
+    )
+    if state.is_main_process:
+        print(summary.describe())
     return 0

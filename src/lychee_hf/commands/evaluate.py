@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data import parse_length
     from ..eval.runner import run_eval
     from ..eval.settings import EvalSettings
-    from ..scale.distributed import distributed_state, load_model_on_each_process
+    from ..scale.distributed import distributed_state
+    from .loading import load_model
 
     settings = EvalSettings(
         task=args.task,
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         bank_dtype=args.bank_dtype,
     )
     state = distributed_state()  # under accelerate launch / torchrun, processes share the examples
-    model, tokenizer = load_model_on_each_process(args, state)
+    model, tokenizer = load_model(args, state)
     summary = run_eval(model, tokenizer, settings, args.out, not args.quiet, state)
     if state.is_main_process:
         print(summary.read_text())

@@ -22,7 +22,6 @@ for the disk left, rejected by the model) is listed in the manifest with its rea
 run may write a folder at a time.
 """
 
-import argparse
 import hashlib
 import json
 import re
@@ -37,7 +36,7 @@ from accelerate import PartialState
 from ..bank_tools import compress_to_disk
 from ..files import read_json_lines, write_json_atomically
 from ..modeling import LycheeMemoryBank
-from .distributed import distributed_state, gather_lists, load_model_on_each_process, process_progress
+from .distributed import distributed_state, gather_lists, process_progress
 
 CORPUS_FORMAT = "lychee-corpus"
 CORPUS_VERSION = 1
@@ -422,29 +421,6 @@ def read_corpus_manifest(out_dir: str | Path) -> dict:
     if manifest.get("format") != CORPUS_FORMAT or manifest.get("version") != CORPUS_VERSION:
         raise ValueError(f"{path} is not a {CORPUS_FORMAT} v{CORPUS_VERSION} manifest: compress the corpus again")
     return manifest
-
-
-def run_corpus_command(args: argparse.Namespace) -> int:
-    """`lychee-hf compress --corpus DOCS.jsonl --out BANKS_DIR` (under any launcher)."""
-    state = distributed_state()
-    id_field = args.id_field or "id"
-    read_corpus(args.corpus, args.field, id_field, args.encoding)  # a missing or empty corpus fails first
-    model, tokenizer = load_model_on_each_process(args, state)
-    summary = compress_corpus(
-        model,
-        tokenizer,
-        args.corpus,
-        args.out,
-        args.field,
-        id_field,
-        state,
-        show_progress=not args.quiet,
-        encoding=args.encoding,
-        bank_dtype=args.bank_dtype,
-    )
-    if state.is_main_process:
-        print(summary.describe())
-    return 0
 
 
 __all__ = [

@@ -30,16 +30,6 @@ def place_model(model, state: PartialState):
     return model.to(state.device)
 
 
-def load_model_on_each_process(args, state: PartialState):
-    """The CLI's model (`--model`, overrides) in every process: loaded by the main process first (a Hub download or
-    the default model's build happens once), then placed on this process's device."""
-    from ..commands.loading import load_model
-
-    with state.main_process_first():
-        model, tokenizer = load_model(args)
-    return place_model(model, state), tokenizer
-
-
 def gather_lists(state: PartialState, items: list) -> list:
     """Every process's `items`, concatenated in process order, on every process (`accelerate`'s `gather_object`)."""
     return gather_object(items) if state.num_processes > 1 else list(items)

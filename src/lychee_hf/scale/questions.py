@@ -1,7 +1,7 @@
 """Questions at scale: many questions over the banks of a compressed corpus (or over one bank), batched per bank.
 
-    lychee-hf ask --memory BANKS_DIR --questions Q.jsonl --out A.jsonl
-    accelerate launch -m lychee_hf.cli ask --memory BANKS_DIR --questions Q.jsonl --out A.jsonl
+    lychee-hf ask --bank BANKS_DIR --questions Q.jsonl --out A.jsonl
+    accelerate launch -m lychee_hf.cli ask --bank BANKS_DIR --questions Q.jsonl --out A.jsonl
 
 Each line of the questions file is a JSON object with `question`, `document` (an id of the corpus manifest; not
 needed over a single bank) and optionally `id`, copied to the answer. Questions over the same bank are answered
@@ -12,7 +12,6 @@ per batch (`SharedBlocks`), however many questions read it. Batches are split ac
 document, a failed one, or no question gets its reason; the others are answered).
 """
 
-import argparse
 import json
 import time
 from collections import OrderedDict
@@ -27,7 +26,7 @@ from ..modeling import LycheeMemoryBank
 from ..modeling.kv_quant_lychee import kv_nbytes_of
 from ..modeling.prompts_lychee import count_decoded, left_pad, stop_and_pad_ids
 from .corpus import CORPUS_MANIFEST, read_corpus_manifest
-from .distributed import distributed_state, gather_lists, load_model_on_each_process, process_progress
+from .distributed import distributed_state, gather_lists, process_progress
 
 SINGLE_BANK = ""  # the document key of every question asked over a single bank
 
@@ -150,6 +149,7 @@ def answer_questions(
     max_cached_bytes: int = 2**30,
     show_progress: bool = True,
     overwrite: bool = False,
+    gate_policy: dict | None = None,
 ) -> QuestionsSummary:
     """Answers every question of a JSONL file over a compressed corpus (or one bank) and writes them in order.
 
@@ -169,6 +169,8 @@ def answer_questions(
         max_cached_bytes (`int`): host memory a batch may keep its bank's blocks in (`SharedBlocks`).
         show_progress (`bool`): a progress bar per process.
         overwrite (`bool`): replace an existing `out` (once every answer is ready) instead of refusing it.
+        gate_policy (`dict`, *optional*): `gate_threshold`, `gate_max_blocks`, `gate_keep_last`, `gate_revisit`
+            for every question (default: the model's), as `generate` takes them.
 
     Returns:
         `QuestionsSummary` (the same on every process).
@@ -187,7 +189,9 @@ def answer_questions(
         if row.error is None and not isinstance(banks.get(row.document), Path):
             row.error = banks.get(row.document) or f"document {row.document!r} is not in the corpus"
     batches = _batches(rows, batch_size)
-    answer = _BatchAnswerer(model, tokenizer, model.memory_fingerprint(), max_new_tokens, max_cached_bytes)
+    answer = _BatchAnswerer(
+        model, tokenizer, model.memory_fingerprint(), max_new_tokens, max_cached_bytes, dict(gate_policy or {})
+    )
 
     started = time.perf_counter()
     with state.split_between_processes(batches) as mine:
@@ -237,6 +241,7 @@ class _BatchAnswerer:
     fingerprint: dict
     max_new_tokens: int | None
     max_cached_bytes: int
+    gate_policy: dict
 
     def __call__(self, folder: Path, batch: list[QuestionRow]) -> list[tuple[int, dict]]:
         try:
@@ -247,7 +252,13 @@ class _BatchAnswerer:
         questions = [row.question for row in batch]
         try:
             answers = generate_answers(
-                self.model, self.tokenizer, bank, questions, self.max_new_tokens, self.max_cached_bytes
+                self.model,
+                self.tokenizer,
+                bank,
+                questions,
+                self.max_new_tokens,
+                self.max_cached_bytes,
+                self.gate_policy,
             )
         except ValueError as error:
             if len(batch) == 1:
@@ -263,9 +274,11 @@ def generate_answers(
     questions: list[str],
     max_new_tokens: int | None = None,
     max_cached_bytes: int = 2**30,
+    gate_policy: dict | None = None,
 ) -> list[str]:
     """Answers `questions` over one bank in one `generate` call (questions left-padded, the bank read through
-    `SharedBlocks`), each answer cut at its first stop token as when asked alone."""
+    `SharedBlocks`), each answer cut at its first stop token as when asked alone; `gate_policy` as `generate`
+    takes it."""
     encoded = [torch.tensor(tokenizer.encode(q, add_special_tokens=False), dtype=torch.long) for q in questions]
     empty = [q for q, ids in zip(questions, encoded) if not ids.numel()]
     if empty:
@@ -276,8 +289,9 @@ def generate_answers(
     sequences = model.generate(
         input_ids=ids.to(model.device),
         attention_mask=mask.to(model.device),
-        memory=[shared] * len(questions),
+        bank=[shared] * len(questions),
         show_progress=False,
+        **(gate_policy or {}),
         **({"max_new_tokens": max_new_tokens} if max_new_tokens else {}),
     )
     answers = []
@@ -289,31 +303,3 @@ def generate_answers(
 
 def _json_line(value: dict) -> str:
     return json.dumps(value, ensure_ascii=False) + "\n"
-
-
-def run_questions_command(args: argparse.Namespace) -> int:
-    """`lychee-hf ask --memory BANKS_DIR --questions Q.jsonl --out A.jsonl` (under any launcher)."""
-    if not args.memory or not args.out:
-        raise ValueError("--questions needs --memory (a compressed corpus or a bank) and --out (the answers file)")
-    # Inputs and output first: a broken manifest, bank or questions file, or a taken --out, fails before loading.
-    check_output_file(args.out, args.overwrite, "--out")
-    state = distributed_state()
-    over_corpus = (Path(args.memory) / CORPUS_MANIFEST).is_file()
-    read_corpus_manifest(args.memory) if over_corpus else LycheeMemoryBank.from_pretrained(args.memory)
-    read_questions(args.questions, over_corpus)
-    model, tokenizer = load_model_on_each_process(args, state)
-    summary = answer_questions(
-        model,
-        tokenizer,
-        args.memory,
-        args.questions,
-        args.out,
-        **({"batch_size": args.batch_size} if args.batch_size else {}),  # default: answer_questions'
-        max_new_tokens=args.max_new_tokens,
-        state=state,
-        show_progress=not args.quiet,
-        overwrite=args.overwrite,
-    )
-    if state.is_main_process:
-        print(summary.describe())
-    return 0
