@@ -74,7 +74,8 @@ class LycheeBlockTrace:
 
         Returns:
             `dict` with `block`, `span`, `gate_score` (4 decimals), `kept`, `gate_decision`, `memory_tokens`,
-            `memory` (text), `tokens_decoded`, `prompt_tokens` and `seconds` (gate + reasoning, 3 decimals).
+            `memory` (text), `tokens_decoded`, `prompt_ids`, `prompt_tokens`, `compress_seconds` and `seconds`
+            (gate + reasoning, 3 decimals).
         """
         return {
             "block": self.block_index,
@@ -85,7 +86,9 @@ class LycheeBlockTrace:
             "memory_tokens": len(self.memory_ids),
             "memory": tokenizer.decode(self.memory_ids, skip_special_tokens=True),
             "tokens_decoded": self.tokens_decoded,
+            "prompt_ids": list(self.prompt_ids),
             "prompt_tokens": self.prompt_tokens,
+            "compress_seconds": round(self.compress_seconds, 3),
             "seconds": round(self.gate_seconds + self.reason_seconds, 3),
         }
 
@@ -99,25 +102,39 @@ class LycheeTrace(list):
         answer_prompt_ids (`list[int]`): the final answer's prompt (final template, question, last working
             memory), exactly as fed to `generate`, without the batch's left padding.
         answer_ids (`list[int]`): the answer's tokens through the first stop id.
+        answer_seconds (`float`): wall time of the final answer turn (rows of a batch share it). The blocks'
+            `seconds` plus this add up to the call's time after compression.
     """
 
-    def __init__(self, records=(), answer_prompt_ids: list[int] | None = None, answer_ids: list[int] | None = None):
+    def __init__(
+        self,
+        records=(),
+        answer_prompt_ids: list[int] | None = None,
+        answer_ids: list[int] | None = None,
+        answer_seconds: float = 0.0,
+    ):
         super().__init__(records)
         self.answer_prompt_ids = answer_prompt_ids or []
         self.answer_ids = answer_ids or []
+        self.answer_seconds = answer_seconds
 
     def to_dict(self, tokenizer) -> dict:
         """The row as plain JSON values.
 
+        This is the one schema of a trace: `lychee-hf ask --json`, evaluation's predictions and the Python API
+        write the same keys.
+
         Returns:
-            `dict` with `answer` (decoded, special tokens skipped, stripped), `answer_prompt_tokens`,
-            `answer_tokens` (decoded answer tokens through the first stop) and `trace` (`LycheeBlockTrace.to_dict`
-            of every block).
+            `dict` with `answer` (decoded, special tokens skipped, stripped), `answer_prompt_ids`,
+            `answer_prompt_tokens`, `answer_tokens` (decoded answer tokens through the first stop),
+            `answer_seconds` (3 decimals) and `trace` (`LycheeBlockTrace.to_dict` of every block read or skipped).
         """
         return {
             "answer": tokenizer.decode(self.answer_ids, skip_special_tokens=True).strip(),
+            "answer_prompt_ids": list(self.answer_prompt_ids),
             "answer_prompt_tokens": len(self.answer_prompt_ids),
             "answer_tokens": len(self.answer_ids),
+            "answer_seconds": round(self.answer_seconds, 3),
             "trace": [record.to_dict(tokenizer) for record in self],
         }
 
@@ -127,6 +144,27 @@ class LycheeGenerateOutput(GenerateDecoderOnlyOutput):
     """`GenerateDecoderOnlyOutput` of the final answer plus `trace`: one `LycheeTrace` per row."""
 
     trace: list[LycheeTrace] | None = None
+
+
+@dataclass
+class _RowState:
+    """What the scan keeps per batch row between blocks (one place, so no row's state is a loose list).
+
+    Attributes:
+        scores (`torch.Tensor`, *optional*): gate scores of the blocks from `scored_from` on; None once stale
+            (a memory update changed what a memory-reading gate would say).
+        first_pass (`torch.Tensor`, *optional*): (len(bank),) the gate's first scores from block 0 on; the
+            question's share of every rescoring is taken from them.
+        scored_from (`int`): the block `scores[0]` belongs to.
+        score_share (`float`): seconds of the last scoring pass per block it scored (charged to each block).
+        kept (`int`): blocks read so far (for `gate_max_blocks`).
+    """
+
+    scores: torch.Tensor | None = None
+    first_pass: torch.Tensor | None = None
+    scored_from: int = 0
+    score_share: float = 0.0
+    kept: int = 0
 
 
 @dataclass
@@ -188,11 +226,7 @@ class ReasonerLoop:
         initial = self.model.config.initial_memory_ids or []
         memories = [torch.tensor(initial, dtype=torch.long, device=device) for _ in banks]
         self.traces = [LycheeTrace() for _ in banks]
-        self._scores = [None] * len(banks)  # per row: gate scores of blocks scored_from.., None once stale
-        self._first_pass = [None] * len(banks)  # per row: (len(bank),) the gate's scores from block 0 on
-        self._scored_from = [0] * len(banks)
-        self._score_share = [0.0] * len(banks)  # per row: seconds of the last scoring pass per block it scored
-        self._kept = [0] * len(banks)
+        self._rows = [_RowState() for _ in banks]
         self.policy = self.policy or GatePolicy.from_config(self.model.config)
         if self.policy.revisit and not self.model.gate.reads_memory:
             raise ValueError(
@@ -248,7 +282,7 @@ class ReasonerLoop:
         for row, memory, written, prompt in zip(active, new_memories, generated, prompts):
             changed = not torch.equal(memory, memories[row])
             memories[row] = memory
-            if self.model.gate.reads_memory and changed and self._scores[row] is not None:
+            if self.model.gate.reads_memory and changed and self._rows[row].scores is not None:
                 # the blocks ahead need scores for the new memory
                 records[row].gate_seconds += self._discard_scores(row, records[row].block_index)
             records[row].generated_ids, records[row].tokens_decoded = written, len(written)
@@ -271,20 +305,20 @@ class ReasonerLoop:
         """
         queues = {}
         for row, bank in enumerate(banks):
-            self._scores[row] = None  # no blocks are ahead any more
+            self._rows[row].scores = None  # no blocks are ahead any more
             skipped = [record.block_index for record in self.traces[row] if not record.kept]
             if not skipped:
                 continue
             started = time.perf_counter()
             with role_adapter(self.model, "gate"):
                 scores = self.model.gate.revisit_scores(
-                    self.model, bank, skipped, questions[row], memories[row], self._first_pass[row]
+                    self.model, bank, skipped, questions[row], memories[row], self._rows[row].first_pass
                 )
             seconds = time.perf_counter() - started
             queue = []
             for block, score in zip(skipped, scores.tolist()):
-                if self.policy.revisits(score, self._kept[row]):
-                    self._kept[row] += 1
+                if self.policy.revisits(score, self._rows[row].kept):
+                    self._rows[row].kept += 1
                     queue.append(
                         LycheeBlockTrace(
                             block_index=block,
@@ -310,21 +344,21 @@ class ReasonerLoop:
         self, row: int, bank: LycheeMemoryBank, step: int, question: torch.LongTensor, memory: torch.LongTensor
     ) -> LycheeBlockTrace:
         """Decides whether `row` reads block `step`, rescoring the blocks ahead only if its memory changed."""
-        if self._scores[row] is None:
+        if self._rows[row].scores is None:
             started = time.perf_counter()
             gate = self.model.gate
             with role_adapter(self.model, "gate"):
-                if self._first_pass[row] is None:
+                if self._rows[row].first_pass is None:
                     scores = gate.score_blocks(self.model, bank, step, question, memory).float().cpu()
-                    self._first_pass[row] = scores
+                    self._rows[row].first_pass = scores
                 else:
-                    scores = gate.rescore_blocks(self.model, bank, step, question, memory, self._first_pass[row])
+                    scores = gate.rescore_blocks(self.model, bank, step, question, memory, self._rows[row].first_pass)
                     scores = scores.float().cpu()
-            self._scores[row], self._scored_from[row] = scores, step
-            self._score_share[row] = (time.perf_counter() - started) / max(len(scores), 1)
-        score = float(self._scores[row][step - self._scored_from[row]])
-        kept, decision = self.policy.decide(score, step == len(bank) - 1, self._kept[row])
-        self._kept[row] += int(kept)
+            self._rows[row].scores, self._rows[row].scored_from = scores, step
+            self._rows[row].score_share = (time.perf_counter() - started) / max(len(scores), 1)
+        score = float(self._rows[row].scores[step - self._rows[row].scored_from])
+        kept, decision = self.policy.decide(score, step == len(bank) - 1, self._rows[row].kept)
+        self._rows[row].kept += int(kept)
         return LycheeBlockTrace(
             block_index=step,
             span=bank.spans[step],
@@ -332,15 +366,15 @@ class ReasonerLoop:
             kept=kept,
             gate_decision=decision,
             memory_ids=[],
-            gate_seconds=self._score_share[row],
+            gate_seconds=self._rows[row].score_share,
             row=row,
         )
 
     def _discard_scores(self, row: int, step: int) -> float:
         """Drops `row`'s scores of the blocks after `step`; returns the scoring seconds they had cost."""
-        unused = len(self._scores[row]) - (step - self._scored_from[row] + 1)
-        self._scores[row] = None
-        return unused * self._score_share[row]
+        unused = len(self._rows[row].scores) - (step - self._rows[row].scored_from + 1)
+        self._rows[row].scores = None
+        return unused * self._rows[row].score_share
 
     def update_memories(
         self,
@@ -382,6 +416,7 @@ class ReasonerLoop:
         eos_ids, pad_id = stop_and_pad_ids(self.answer_config)
         prompts = [build_prompt(self.model.config.final_template_ids, q, m) for q, m in zip(questions, memories)]
         prompt_ids, prompt_mask = left_pad(prompts, pad_id)
+        started = time.perf_counter()
         with role_adapter(self.model, "reasoner"):
             output = GenerationMixin.generate(
                 self.model,
@@ -390,9 +425,11 @@ class ReasonerLoop:
                 generation_config=self.answer_config,
                 **generate_kwargs,
             )
+        seconds = time.perf_counter() - started
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         answers = sequences[:, prompt_ids.shape[1] :]
         for trace, prompt, answer in zip(self.traces, prompts, answers):
+            trace.answer_seconds = seconds  # rows of a batch share the answer turn
             trace.answer_prompt_ids = prompt.tolist()
             trace.answer_ids = answer[: count_decoded(answer, eos_ids, pad_id)].tolist()
         return answers, output

@@ -48,8 +48,26 @@ def load_pretrained(
             from .default_model import ensure_default_model
 
             path = ensure_default_model(verbose=not quiet)
+        check_config_file(path)
         torch_dtype = getattr(torch, dtype) if dtype else "auto"
         loaded = LycheeMemoryForCausalLM.from_pretrained(path, dtype=torch_dtype, **(overrides or {}))
         tokenizer = AutoTokenizer.from_pretrained(path)
     loaded.eval()
     return (place_model(loaded, state) if state is not None else loaded), tokenizer
+
+
+def check_config_file(path) -> None:
+    """A local checkpoint's `config.json` must be a JSON object: otherwise an error that names the file (not a
+    JSON or attribute error from deep inside `from_pretrained`)."""
+    import json
+    from pathlib import Path
+
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return  # a Hub id, or a folder without a config: from_pretrained says what is missing
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_file} is not valid JSON ({error}): restore the checkpoint's config.json") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file} holds a {type(config).__name__}, not a JSON object: restore the checkpoint")

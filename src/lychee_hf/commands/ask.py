@@ -144,7 +144,7 @@ def _answer_source(model, tokenizer, name: str, source: dict, questions: list[st
         )
         answer = tokenizer.decode(output.sequences[0, question_ids.shape[1] :], skip_special_tokens=True).strip()
         seconds = time.perf_counter() - started
-        results.append(_result(name, question, answer, output.trace[0], tokenizer, compress_seconds, seconds))
+        results.append(_result(name, question, output.trace[0], tokenizer, compress_seconds, seconds))
 
 
 def _gate_policy(args: argparse.Namespace) -> dict:
@@ -229,14 +229,15 @@ def _save_partial_results(results: list[dict], args: argparse.Namespace) -> Path
     raise OSError("no folder could take the partial answers")
 
 
-def _result(name, question, answer, trace, tokenizer, compress_seconds, seconds) -> dict:
+def _result(name, question, trace, tokenizer, compress_seconds, seconds) -> dict:
+    """One answer as `--json` writes it: the source, the question, the call's times, then `LycheeTrace.to_dict`
+    (the same schema the Python API gives)."""
     return {
         "source": name,
         "question": question,
-        "answer": answer,
         "compress_seconds": round(compress_seconds, 3),
-        "answer_seconds": round(seconds, 3),
-        "trace": [record.to_dict(tokenizer) for record in trace],
+        "seconds": round(seconds, 3),
+        **trace.to_dict(tokenizer),
     }
 
 
@@ -252,21 +253,28 @@ def _report(results: list[dict], args: argparse.Namespace) -> None:
             print(f"Q: {result['question']}")
         print(result["answer"])
         if args.trace:
-            print(_trace_table(result["trace"]))
+            print(_trace_table(result))
     if args.json:
         print(f"answers and traces written to {args.json}", file=sys.stderr)
 
 
-def _trace_table(trace: list[dict]) -> str:
-    columns = f"{'block':>5}  {'span':>13}  {'gate':>6}  {'kept':>4}  {'memory':>6}  {'decoded':>7}  {'seconds':>7}"
-    header = columns + "  memory text"
+def _trace_table(result: dict) -> str:
+    """The per-block table of one answer: every block's gate score and decision, the working memory after it
+    (whole: what the reasoner holds), and seconds; a last `answer` row, so the seconds add up to the call's."""
+    columns = f"{'block':>6}  {'span':>13}  {'gate':>6}  {'kept':>4}  {'memory':>6}  {'decoded':>7}  {'seconds':>7}"
+    header = columns + "  working memory after the block"
     lines = [header, "-" * len(header)]
-    for r in trace:
+    for r in result["trace"]:
         span = f"{r['span'][0]}-{r['span'][1]}"
-        memory = r["memory"].replace("\n", " ")
-        memory = memory if len(memory) <= 60 else memory[:57] + "..."
+        memory = r["memory"].replace("\n", " ") if r["kept"] else "(unchanged)"
         lines.append(
-            f"{r['block']:>5}  {span:>13}  {r['gate_score']:>6.3f}  {'yes' if r['kept'] else 'no':>4}  "
+            f"{r['block']:>6}  {span:>13}  {r['gate_score']:>6.3f}  {'yes' if r['kept'] else 'no':>4}  "
             f"{r['memory_tokens']:>6}  {r['tokens_decoded']:>7}  {r['seconds']:>7.2f}  {memory}"
         )
+    lines.append(
+        f"{'answer':>6}  {'':>13}  {'':>6}  {'':>4}  {'':>6}  {result['answer_tokens']:>7}  "
+        f"{result['answer_seconds']:>7.2f}  {result['answer']}"
+    )
+    total = sum(r["seconds"] for r in result["trace"]) + result["answer_seconds"]
+    lines.append(f"{'total':>6}  {'':>55}{total:>7.2f}  (the call took {result['seconds']:.2f} s)")
     return "\n".join(lines)

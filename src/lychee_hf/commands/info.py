@@ -8,6 +8,7 @@ from .arguments import add_command
 
 NAME = "info"
 EXAMPLES = """examples:
+  lychee-hf info                      # the embedded default model (built into your cache on first use)
   lychee-hf info bank/
   lychee-hf info ./LycheeMemory-7B-hf"""
 
@@ -22,12 +23,21 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "backbone, block settings, gate, role adapters; for a bank its blocks, tokens, size and the model "
         "fingerprint it needs. Only the settings that apply to the block kind (lossless or memory tokens) are shown.",
     )
-    parser.add_argument("path", help="a checkpoint folder or a bank folder")
+    parser.add_argument("path", nargs="?", help="a checkpoint folder or a bank folder (default: the embedded model)")
+    parser.add_argument("--default", action="store_true", help="the embedded default model (the same as no path)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.path)
+    if args.default and args.path:
+        raise ValueError("give a path or --default, not both")
+    if args.path:
+        path = Path(args.path)
+    else:
+        from ..default_model import ensure_default_model
+
+        path = Path(ensure_default_model(verbose=True))
+        print(f"{'path':<20}  {path}")
     if (path / "bank.json").is_file():
         from ..bank_tools import describe_bank
         from ..modeling import LycheeMemoryBank
@@ -59,10 +69,16 @@ def _applicable_settings(summary: dict) -> dict:
 
 
 def _checkpoint_summary(path: Path) -> dict:
-    config = json.loads((path / "config.json").read_text())
+    config_file = path / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_file} is not valid JSON ({error}): restore the checkpoint's config.json") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file} holds a {type(config).__name__}, not a JSON object: restore the checkpoint")
     if config.get("model_type") != "lychee_memory":
         raise ValueError(f"{path} is a {config.get('model_type')!r} checkpoint, not a LycheeMemory one")
-    text = config.get("text_config", {})
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
     keys = [
         "compression_mode",
         "chunk_size",
