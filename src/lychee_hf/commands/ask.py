@@ -142,7 +142,6 @@ def _answer_source(model, tokenizer, name: str, source: dict, questions: list[st
             **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}),
             **gate_policy,
         )
-        answer = tokenizer.decode(output.sequences[0, question_ids.shape[1] :], skip_special_tokens=True).strip()
         seconds = time.perf_counter() - started
         results.append(_result(name, question, output.trace[0], tokenizer, compress_seconds, seconds))
 
