@@ -1,22 +1,90 @@
-"""LycheeMemory model classes: the Hub remote code, also installed as `lychee_hf.modeling` (one copy)."""
+"""LycheeMemory model classes: the Hub remote code, also installed as `lychee_hf.modeling` (one copy).
 
-from .compressor_lychee import LycheeCompressor
-from .configuration_lychee import LycheeMemoryConfig
-from .gate_lychee import LycheeGate
-from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
+This file is the modeling code's public surface. The model classes come first; then the building blocks the
+`lychee_hf` library (training, bank tools, evaluation, scale-out) uses. Everything else in the `*_lychee.py`
+files is private to the remote code and may change in any release: `lychee_hf` imports only what is listed here
+(a test checks it).
+"""
+
+from .adapters_lychee import (
+    ADAPTER_WEIGHTS_FILE,
+    BACKBONE_LORA_TARGETS,
+    ROLES,
+    adapter_names,
+    add_role_adapter,
+    load_role_adapter,
+    role_adapter,
+    save_role_adapter,
+)
+from .bank_storage_lychee import (
+    BANK_FILE_PATTERN,
+    DEFAULT_MAX_SHARD_BYTES,
+    MANIFEST_NAME,
+    MemoryBankError,
+    StorageFormat,
+    start_bank,
+)
+from .compressor_lychee import LycheeCompressor, positions_from_mask
+from .configuration_lychee import LycheeMemoryConfig, backbone_head_dim
+from .fingerprint_lychee import weights_digest
+from .gate_lychee import GATE_CLASSES, GatePolicy, LycheeGate, gate_prompt
+from .kv_quant_lychee import BANK_DTYPES, QuantizedKV, check_bank_dtype, default_bank_dtype, kv_nbytes, kv_nbytes_of
+from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock, chunk_spans
 from .modeling_lychee import LycheeMemoryForCausalLM
 from .pretrained_lychee import LycheePreTrainedModel
-from .reasoner_lychee import LycheeBlockTrace, LycheeGenerateOutput, LycheeTrace
+from .prompts_lychee import build_prompt, clean_memory, count_decoded, left_pad, memory_update_config, stop_and_pad_ids
+from .reasoner_lychee import LycheeBlockTrace, LycheeGenerateOutput, LycheeTrace, wants_progress
+from .templates_lychee import template_config_ids
 
 __all__ = [
-    "LycheeBlockTrace",
+    # the model, its config and its parts
     "LycheeCompressor",
     "LycheeGate",
-    "LycheeGenerateOutput",
-    "LycheeMemoryBank",
-    "LycheeMemoryBlock",
     "LycheeMemoryConfig",
     "LycheeMemoryForCausalLM",
     "LycheePreTrainedModel",
+    # what generate returns
+    "LycheeBlockTrace",
+    "LycheeGenerateOutput",
     "LycheeTrace",
+    # the memory bank and its storage
+    "BANK_DTYPES",
+    "BANK_FILE_PATTERN",
+    "DEFAULT_MAX_SHARD_BYTES",
+    "LycheeMemoryBank",
+    "LycheeMemoryBlock",
+    "MANIFEST_NAME",
+    "MemoryBankError",
+    "QuantizedKV",
+    "StorageFormat",
+    "check_bank_dtype",
+    "chunk_spans",
+    "default_bank_dtype",
+    "kv_nbytes",
+    "kv_nbytes_of",
+    "start_bank",
+    # role adapters (PEFT's own layout)
+    "ADAPTER_WEIGHTS_FILE",
+    "BACKBONE_LORA_TARGETS",
+    "ROLES",
+    "adapter_names",
+    "add_role_adapter",
+    "load_role_adapter",
+    "role_adapter",
+    "save_role_adapter",
+    # prompts, gate and decoding pieces the trainers reuse
+    "GATE_CLASSES",
+    "GatePolicy",
+    "backbone_head_dim",
+    "build_prompt",
+    "clean_memory",
+    "count_decoded",
+    "gate_prompt",
+    "left_pad",
+    "memory_update_config",
+    "positions_from_mask",
+    "stop_and_pad_ids",
+    "template_config_ids",
+    "wants_progress",
+    "weights_digest",
 ]

@@ -332,6 +332,13 @@ def _shard_index(manifest: Manifest, file: str) -> int:
     return next(i for i, shard in enumerate(manifest.shards) if shard["file"] == file)
 
 
+def start_bank(directory: Path, fingerprint: dict, storage: StorageFormat, document: dict | None = None) -> None:
+    """Writes the manifest of a new, empty bank marked unfinished (a streaming writer appends blocks to it; readers
+    refuse it until it is complete). Files already in `directory` that are not a bank's stay untouched."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_manifest(directory, Manifest(BANK_VERSION, False, dict(fingerprint), storage, None, 0, [], [], document))
+
+
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     """Replaces `bank.json` atomically (a reader sees the old or the new manifest, never a torn one)."""
     temporary = directory / (MANIFEST_NAME + ".tmp")
@@ -458,3 +465,61 @@ class ShardReader:
     def close(self) -> None:
         with self._lock:
             self._handles.clear()
+
+
+class ShardWriter:
+    """Groups new blocks into shards of about `max_shard_size` bytes and records them in `manifest`.
+
+    With `record_progress`, the manifest (still marked unfinished) is rewritten after every shard, so an
+    interrupted writer can be resumed; without it, only the caller's final `write_manifest` names the new shards
+    (an atomic append), and `discard` removes them if the caller fails first.
+    """
+
+    def __init__(self, directory: Path, manifest: Manifest, max_shard_size: int, record_progress: bool = True):
+        self.directory, self.manifest, self.max_shard_size = directory, manifest, max_shard_size
+        self.record_progress = record_progress
+        self.written: list[Path] = []
+        self._tensors: dict[str, torch.Tensor] = {}
+        self._records: list[tuple[tuple[int, int], str]] = []
+        self._bytes = 0
+
+    def add(self, index: int, block) -> None:
+        """Queues block `index` (a `LycheeMemoryBlock`, converted to the bank's storage format first)."""
+        block = block.astype(self.manifest.storage)
+        shape = tuple(block.keys.shape)
+        if self.manifest.block_shape is None:
+            self.manifest.block_shape = shape
+        elif shape != tuple(self.manifest.block_shape):
+            raise MemoryBankError(f"Block {index} has shape {shape}, the bank {tuple(self.manifest.block_shape)}.")
+        tensors = block_tensors(index, block.keys, block.values, block.mask)
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        if self._tensors and self._bytes + size > self.max_shard_size:
+            self.flush()
+        prefix = f"{index:06d}."
+        self._tensors.update(tensors)
+        self._records.append((block.span, tensors_digest(tensors, prefix)))
+        self._bytes += size
+
+    def flush(self) -> None:
+        """Writes the pending blocks as one shard, then a manifest that lists them (still marked unfinished)."""
+        if not self._tensors:
+            return
+        name = SHARD_NAME.format(len(self.manifest.shards))
+        size = write_shard(self.directory / name, self._tensors)
+        self.written.append(self.directory / name)
+        self.manifest.shards.append({"file": name, "bytes": size})
+        for span, sha in self._records:
+            prefix = f"{len(self.manifest.blocks):06d}."
+            self.manifest.blocks.append(BlockRecord(tuple(span), name, prefix, sha, False))
+        self.manifest.num_tokens = self.manifest.blocks[-1].span[1]
+        if self.record_progress:
+            write_manifest(self.directory, self.manifest)
+        self._tensors, self._records, self._bytes = {}, [], 0
+
+    def discard(self) -> None:
+        """Removes the shards this writer wrote (and its pending temporary file)."""
+        for path in self.written:
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+        pending = self.directory / (SHARD_NAME.format(len(self.manifest.shards)) + ".tmp")
+        pending.unlink(missing_ok=True)

@@ -16,18 +16,15 @@ import torch
 from .bank_storage_lychee import (
     DEFAULT_MAX_SHARD_BYTES,
     MANIFEST_NAME,
-    SHARD_NAME,
     BlockRecord,
     Manifest,
     MemoryBankError,
     ShardReader,
+    ShardWriter,
     StorageFormat,
-    block_tensors,
     decode_block,
     read_manifest,
-    tensors_digest,
     write_manifest,
-    write_shard,
 )
 from .kv_quant_lychee import FLOAT_STORAGE, QuantizedKV, check_bank_dtype, default_bank_dtype, quantize
 
@@ -310,15 +307,24 @@ class LycheeMemoryBank:
             storage = self._storage_for(bank_dtype)
             manifest = Manifest(2, False, self.fingerprint, storage, None, 0, [], [], self.document)
             directory.mkdir(parents=True, exist_ok=True)
-        writer = _ShardWriter(directory, manifest, max_shard_size)
-        if len(manifest.blocks) < len(self) or manifest.complete != complete:
+        # Extending a complete bank is atomic: new shards first, then one manifest rename, so a failure (a block
+        # out of range, a full disk) leaves the old complete bank as it was. A new or unfinished bank records its
+        # progress in the manifest after every shard instead (marked unfinished), which `compress --resume` uses.
+        atomic = manifest.complete and bool(manifest.blocks)
+        writer = ShardWriter(directory, manifest, max_shard_size, record_progress=not atomic)
+        if not atomic and (len(manifest.blocks) < len(self) or manifest.complete != complete):
             manifest.complete = False
             write_manifest(directory, manifest)  # marked unfinished before any shard is written
-        for index in range(len(manifest.blocks), len(self)):
-            writer.add(index, self.block(index))
-        writer.flush()
-        manifest.complete = complete
-        write_manifest(directory, manifest)
+        try:
+            for index in range(len(manifest.blocks), len(self)):
+                writer.add(index, self.block(index))
+            writer.flush()
+            manifest.complete = complete
+            write_manifest(directory, manifest)
+        except BaseException:
+            if atomic:
+                writer.discard()  # the old manifest still describes the old bank; drop the new shards
+            raise
 
     def _storage_for(self, bank_dtype: "str | StorageFormat | None") -> StorageFormat:
         """The format a new folder gets: as asked, or the first block's own layout when it is already of that dtype."""
@@ -421,46 +427,6 @@ class LycheeMemoryBank:
                 f"`lychee-hf bank convert {directory} NEW_FOLDER`, then append there."
             )
         return manifest
-
-
-class _ShardWriter:
-    """Groups new blocks into shards of about `max_shard_size` bytes and records them in the manifest."""
-
-    def __init__(self, directory: Path, manifest: Manifest, max_shard_size: int):
-        self.directory, self.manifest, self.max_shard_size = directory, manifest, max_shard_size
-        self._tensors: dict[str, torch.Tensor] = {}
-        self._records: list[tuple[tuple[int, int], str]] = []
-        self._bytes = 0
-
-    def add(self, index: int, block: LycheeMemoryBlock) -> None:
-        block = block.astype(self.manifest.storage)
-        shape = tuple(block.keys.shape)
-        if self.manifest.block_shape is None:
-            self.manifest.block_shape = shape
-        elif shape != tuple(self.manifest.block_shape):
-            raise MemoryBankError(f"Block {index} has shape {shape}, the bank {tuple(self.manifest.block_shape)}.")
-        tensors = block_tensors(index, block.keys, block.values, block.mask)
-        size = sum(t.numel() * t.element_size() for t in tensors.values())
-        if self._tensors and self._bytes + size > self.max_shard_size:
-            self.flush()
-        prefix = f"{index:06d}."
-        self._tensors.update(tensors)
-        self._records.append((block.span, tensors_digest(tensors, prefix)))
-        self._bytes += size
-
-    def flush(self) -> None:
-        """Writes the pending blocks as one shard, then a manifest that lists them (still marked unfinished)."""
-        if not self._tensors:
-            return
-        name = SHARD_NAME.format(len(self.manifest.shards))
-        size = write_shard(self.directory / name, self._tensors)
-        self.manifest.shards.append({"file": name, "bytes": size})
-        for span, sha in self._records:
-            prefix = f"{len(self.manifest.blocks):06d}."
-            self.manifest.blocks.append(BlockRecord(tuple(span), name, prefix, sha, False))
-        self.manifest.num_tokens = self.manifest.blocks[-1].span[1]
-        write_manifest(self.directory, self.manifest)
-        self._tensors, self._records, self._bytes = {}, [], 0
 
 
 def _saved_in(entry, directory: Path) -> bool:

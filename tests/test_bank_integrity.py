@@ -7,10 +7,10 @@ import re
 import pytest
 import torch
 
-from lychee_hf import LycheeMemoryBank, LycheeMemoryForCausalLM
+from lychee_hf import LycheeMemoryBank, LycheeMemoryBlock, LycheeMemoryForCausalLM
 from lychee_hf.bank_tools import compress_to_disk
 from lychee_hf.cli import main
-from lychee_hf.modeling import memory_bank_lychee
+from lychee_hf.modeling import bank_storage_lychee
 from lychee_hf.modeling.memory_bank_lychee import MemoryBankError
 from lychee_hf.testing import document_ids, question_ids, tiny_tokenizer
 
@@ -56,7 +56,7 @@ def test_generate_refuses_an_unfinished_bank_opened_on_purpose(model, doc, tmp_p
 
 
 def test_a_full_disk_during_compress_leaves_a_bank_that_readers_refuse(model, doc, tmp_path, monkeypatch):
-    original, calls = memory_bank_lychee.write_shard, {"n": 0}
+    original, calls = bank_storage_lychee.write_shard, {"n": 0}
 
     def full_disk(path, tensors):
         calls["n"] += 1
@@ -64,7 +64,7 @@ def test_a_full_disk_during_compress_leaves_a_bank_that_readers_refuse(model, do
             raise OSError(errno.ENOSPC, "No space left on device")
         return original(path, tensors)
 
-    monkeypatch.setattr(memory_bank_lychee, "write_shard", full_disk)
+    monkeypatch.setattr(bank_storage_lychee, "write_shard", full_disk)
     with pytest.raises(OSError, match="No space left"):
         compress_to_disk(model, doc, tmp_path / "bank", chunks_per_write=1, max_shard_size=1)
     with pytest.raises(MemoryBankError, match="incomplete"):
@@ -237,3 +237,52 @@ def test_push_plan_leaves_out_files_of_an_interrupted_write(model, doc, tmp_path
     (tmp_path / "notes.md").write_text("mine")
     files = [path for path, _ in plan_upload(tmp_path, "me/bank").files]
     assert sorted(files) == ["README.md", "bank.json", "notes.md", "shard-00000.safetensors"]
+
+
+@pytest.fixture
+def complete_bank(model, doc, tmp_path):
+    """A complete 2-block float16 bank on disk, opened from there, and the document's next 64 tokens' blocks."""
+    model.compress(doc[:, :128]).save_pretrained(tmp_path / "bank")
+    return LycheeMemoryBank.from_pretrained(tmp_path / "bank"), model.compress(doc[:, 128:256]), tmp_path / "bank"
+
+
+def test_a_failed_append_leaves_the_complete_bank_readable(complete_bank):
+    bank, more, folder = complete_bank
+    block = more.block(0)
+    huge = LycheeMemoryBlock(block.keys * 1e6, block.values, block.mask, block.span)  # beyond float16's range
+    bank.append(LycheeMemoryBank([huge, more.block(1)], more.fingerprint))
+    with pytest.raises(MemoryBankError, match="beyond float16's range"):
+        bank.save_pretrained(folder)
+    again = LycheeMemoryBank.from_pretrained(folder)
+    assert again.complete and len(again) == 2 and again.verify() == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["bank.json", "shard-00000.safetensors"]
+
+
+def test_a_full_disk_during_an_append_keeps_the_old_bank_and_the_retry_succeeds(complete_bank, monkeypatch):
+    bank, more, folder = complete_bank
+    bank.append(more)
+    original, calls = bank_storage_lychee.write_shard, {"n": 0}
+
+    def full_disk(path, tensors):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(path, tensors)
+
+    monkeypatch.setattr(bank_storage_lychee, "write_shard", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        bank.save_pretrained(folder, max_shard_size=1)  # one shard per block: the second new shard fails
+    old = LycheeMemoryBank.from_pretrained(folder)
+    assert old.complete and len(old) == 2 and old.verify() == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["bank.json", "shard-00000.safetensors"]
+    monkeypatch.setattr(bank_storage_lychee, "write_shard", original)
+    bank.save_pretrained(folder, max_shard_size=1)  # the same bank object, retried
+    grown = LycheeMemoryBank.from_pretrained(folder)
+    assert grown.complete and len(grown) == 4 and grown.verify() == 4
+
+
+def test_an_interrupted_compress_keeps_every_step_written_before_it(model, tokenizer, tmp_path):
+    ids = document_ids(tokenizer, 64 * 9, seed=2)
+    interrupted(model, ids, tmp_path / "bank", after_calls=5)
+    kept = LycheeMemoryBank.from_pretrained(tmp_path / "bank", allow_incomplete=True)
+    assert kept.num_tokens == 5 * 64  # every finished step is on disk: resume loses at most the step it was in

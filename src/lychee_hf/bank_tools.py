@@ -8,19 +8,21 @@ from pathlib import Path
 import torch
 from transformers.utils import logging
 
-from .modeling import LycheeMemoryBank, LycheeMemoryForCausalLM
-from .modeling.bank_storage_lychee import (
+from .modeling import (
     BANK_FILE_PATTERN,
     DEFAULT_MAX_SHARD_BYTES,
     MANIFEST_NAME,
-    Manifest,
+    LycheeMemoryBank,
+    LycheeMemoryForCausalLM,
     MemoryBankError,
     StorageFormat,
-    write_manifest,
+    backbone_head_dim,
+    check_bank_dtype,
+    default_bank_dtype,
+    kv_nbytes,
+    start_bank,
+    wants_progress,
 )
-from .modeling.configuration_lychee import backbone_head_dim
-from .modeling.kv_quant_lychee import check_bank_dtype, default_bank_dtype, kv_nbytes
-from .modeling.reasoner_lychee import wants_progress
 
 
 def bank_block_shape(model: LycheeMemoryForCausalLM) -> tuple[int, int, int, int]:
@@ -67,7 +69,8 @@ def compress_to_disk(
         show_progress (`bool`, *optional*): a progress bar over the document (default: on for 8+ chunks).
         bank_dtype (`str`, *optional*): storage format (default: float16 for float32 models, else the model's
             dtype; when resuming, the bank's own).
-        max_shard_size (`int`): bytes per shard file; blocks wait in host memory until a shard is full.
+        max_shard_size (`int`): bytes per shard file at most; each step of `chunks_per_write` chunks is written
+            (and recorded in the manifest) before the next, so an interruption loses at most one step.
         resume (`bool`): continue the unfinished bank in `out_dir` (same model, same document); a new or empty
             folder starts from scratch; a complete bank of this document is returned as it is.
         overwrite (`bool`): replace the bank in `out_dir` (only bank files are removed; other files stay).
@@ -88,15 +91,12 @@ def compress_to_disk(
     start, total = bank.num_tokens if bank is not None else 0, ids.numel()
     check_disk_space(model, total - start, out_dir, bank_dtype or bank.bank_dtype)
     if bank is None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        storage = StorageFormat.for_dtype(bank_dtype)
-        write_manifest(out_dir, Manifest(2, False, fingerprint, storage, None, 0, [], [], document))
+        start_bank(out_dir, fingerprint, StorageFormat.for_dtype(bank_dtype), document)  # unfinished until the end
     bank = LycheeMemoryBank.from_pretrained(out_dir, allow_incomplete=True)
     if start == total:
         bank.save_pretrained(out_dir, complete=True)  # all blocks were written before the interruption
         return LycheeMemoryBank.from_pretrained(out_dir)
     step = model.config.chunk_size * chunks_per_write
-    block_bytes = bank_bytes_per_block(model, bank.bank_dtype)
     chunk = model.config.chunk_size
     # Counted in chunks, as `model.compress` and `ask` count them: one progress unit per kind of work.
     progress = logging.tqdm(
@@ -106,18 +106,16 @@ def compress_to_disk(
         unit="chunk",
         disable=not _progress(show_progress, total, model),
     )
-    pending = 0
     for offset in range(start, total, step):
         part = model.compress(
             ids[offset : offset + step], show_progress=False, offload_to_cpu=True, bank_dtype=bank.bank_dtype
         )
         bank.append(part)
-        pending += block_bytes * len(part)
         last = offset + step >= total
-        if last or pending >= max_shard_size:
-            bank.save_pretrained(out_dir, max_shard_size=max_shard_size, complete=last)
-            bank = LycheeMemoryBank.from_pretrained(out_dir, allow_incomplete=not last)  # blocks now read from disk
-            pending = 0
+        # Every step's blocks reach the disk (and the manifest) before the next step: an interruption loses at
+        # most `chunks_per_write` chunks of work, and `resume` continues from there.
+        bank.save_pretrained(out_dir, max_shard_size=max_shard_size, complete=last)
+        bank = LycheeMemoryBank.from_pretrained(out_dir, allow_incomplete=not last)  # blocks now read from disk
         progress.update(len(part))
     progress.close()
     return bank

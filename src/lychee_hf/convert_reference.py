@@ -17,8 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .modeling import LycheeMemoryConfig, LycheeMemoryForCausalLM
-from .modeling.templates_lychee import template_config_ids
+from .modeling import LycheeMemoryConfig, LycheeMemoryForCausalLM, template_config_ids
 
 # source pattern -> target name (backreferences allowed). Order does not matter: patterns are disjoint.
 KEY_MAP: dict[str, str] = {

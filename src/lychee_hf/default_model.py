@@ -206,7 +206,7 @@ def apply_shipped_weights(model, folder: Path = SHIPPED_WEIGHTS) -> list[str]:
     """
     from safetensors.torch import load_file
 
-    from .modeling.adapters_lychee import ROLES, load_role_adapter
+    from .modeling import ROLES, load_role_adapter
 
     applied = []
     if (folder / COMPRESSOR_FILE).is_file():
@@ -229,7 +229,7 @@ def export_shipped_weights(model, folder: Path, provenance: dict) -> list[Path]:
     """
     from safetensors.torch import load_file, save_file
 
-    from .modeling.adapters_lychee import ADAPTER_WEIGHTS_FILE, adapter_names, save_role_adapter
+    from .modeling import ADAPTER_WEIGHTS_FILE, adapter_names, save_role_adapter
 
     if model.config.memory_projection_rank is None:
         raise ValueError("Only low-rank memory projections ship (memory_projection_rank=r); these are full matrices.")

@@ -15,8 +15,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from .modeling.bank_storage_lychee import BANK_FILE_PATTERN
-from .modeling.memory_bank_lychee import MANIFEST_NAME, LycheeMemoryBank
+from .modeling import BANK_FILE_PATTERN, MANIFEST_NAME, LycheeMemoryBank
 
 
 class PublishError(RuntimeError):

@@ -17,10 +17,16 @@ import torch
 from transformers import GenerationConfig, GenerationMixin
 
 from ..data import QAExample
-from ..modeling.adapters_lychee import adapter_names
-from ..modeling.gate_lychee import GATE_CLASSES
-from ..modeling.prompts_lychee import build_prompt, clean_memory, count_decoded, memory_update_config, stop_and_pad_ids
-from ..modeling.reasoner_lychee import LycheeBlockTrace
+from ..modeling import (
+    GATE_CLASSES,
+    LycheeBlockTrace,
+    adapter_names,
+    build_prompt,
+    clean_memory,
+    count_decoded,
+    memory_update_config,
+    stop_and_pad_ids,
+)
 
 LYCHEE_VARIANTS = {
     "lychee": {},

@@ -42,7 +42,7 @@ class EvalSettings:
         if self.task not in (*TASKS, "jsonl", "hotpotqa"):
             raise ValueError(f"unknown task {self.task!r}: choose from {', '.join((*TASKS, 'jsonl', 'hotpotqa'))}")
         if self.bank_dtype is not None:
-            from ..modeling.kv_quant_lychee import check_bank_dtype
+            from ..modeling import check_bank_dtype
 
             check_bank_dtype(self.bank_dtype)
         if self.task in ("jsonl", "hotpotqa") and not self.data:

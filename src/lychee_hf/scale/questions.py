@@ -22,9 +22,7 @@ import torch
 from accelerate import PartialState
 
 from ..files import check_output_file, read_json_lines, write_atomically
-from ..modeling import LycheeMemoryBank
-from ..modeling.kv_quant_lychee import kv_nbytes_of
-from ..modeling.prompts_lychee import count_decoded, left_pad, stop_and_pad_ids
+from ..modeling import LycheeMemoryBank, count_decoded, kv_nbytes_of, left_pad, stop_and_pad_ids
 from .corpus import CORPUS_MANIFEST, read_corpus_manifest
 from .distributed import distributed_state, gather_lists, process_progress
 
