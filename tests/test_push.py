@@ -106,3 +106,29 @@ def test_model_card_describes_the_gate_policy():
         "| gate | query_likelihood (threshold 0.4, reads the working memory, second look at skipped blocks) |" in card
     )
     assert "| gate | always_related (threshold 0.5) |" in render_model_card(tiny_lychee().config)
+
+
+def test_model_card_has_training_and_limitations_sections(run_push, checkpoint, tmp_path):
+    import shutil
+
+    from lychee_hf.default_model import SHIPPED_WEIGHTS
+    from lychee_hf.model_card import render_model_card
+
+    config = tiny_lychee().config
+    card = render_model_card(config, training=SHIPPED_WEIGHTS / "training.json")
+    training = card[card.index("## Training") : card.index("## Limitations")]
+    assert "| reasoner sft |" in training and "optimizer steps: 160" in training
+    assert "examples/train_default_model.py" in training and "Notes: " in training
+    assert "## Limitations\n\n- " in card
+    bare = render_model_card(config, training=tmp_path / "no-such-folder")
+    assert "## Training\n\nNo training record" in bare and "## Limitations\n\n- " in bare
+    own = render_model_card(config, training={"date": "2026-12-07", "limitations": ["Reads English only."]})
+    assert "## Limitations\n\n- Reads English only." in own and "(2026-12-07)" in own
+
+    shutil.copy(SHIPPED_WEIGHTS / "training.json", checkpoint / "training.json")  # push reads the folder's record
+    with FakeHub(tmp_path / "hub") as hub:
+        code, out, err = run_push(
+            str(checkpoint), "--repo-id", "me/x", "--dry-run", "--no-check", endpoint=hub.endpoint
+        )
+    assert code == 0 and hub.requests == [], err
+    assert "| reasoner sft |" in out and "## Limitations" in out
