@@ -21,8 +21,8 @@ from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.data import TASKS, parse_length
 from lychee_hf.metrics import score
 from lychee_hf.modeling.adapters_lychee import BACKBONE_LORA_TARGETS
-from lychee_hf.training.data import ListDataset
 from lychee_hf.training.reasoner import ReasonerStepCollator, build_reasoner_steps
+from lychee_hf.training.trainer_utils import ListDataset
 
 
 def accuracy(model, tokenizer, examples, desc: str) -> float:

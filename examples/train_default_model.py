@@ -39,9 +39,10 @@ from lychee_hf.default_model import ensure_default_model, export_shipped_weights
 from lychee_hf.modeling.adapters_lychee import load_role_adapter, save_role_adapter
 from lychee_hf.training.compressor import CompressorPretrainingConfig, pretrain_compressor
 from lychee_hf.training.curriculum import check_trainable, curriculum_examples
-from lychee_hf.training.data import LycheeTrainingArguments, TimeLimitCallback
 from lychee_hf.training.reasoner import train_reasoner_sft
-from lychee_hf.training.rl import LycheeGRPOConfig, train_rl
+from lychee_hf.training.rl_config import LycheeGRPOConfig
+from lychee_hf.training.rl_trainer import train_rl
+from lychee_hf.training.trainer_utils import LycheeTrainingArguments, TimeLimitCallback
 
 SEED = 1000
 SFT_LENGTHS = [512, 1000]

@@ -24,8 +24,10 @@ from .bank_storage_lychee import (
     StorageFormat,
     start_bank,
 )
+from .bank_text_lychee import DocumentText, DocumentTextError, chunk_char_spans
 from .compressor_lychee import LycheeCompressor, positions_from_mask
 from .configuration_lychee import LycheeMemoryConfig, backbone_head_dim
+from .evidence_lychee import Evidence
 from .fingerprint_lychee import weights_digest
 from .gate_lychee import GATE_CLASSES, GatePolicy, LycheeGate, gate_prompt
 from .kv_quant_lychee import BANK_DTYPES, QuantizedKV, check_bank_dtype, default_bank_dtype, kv_nbytes, kv_nbytes_of
@@ -33,8 +35,9 @@ from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock, chunk_spans
 from .modeling_lychee import LycheeMemoryForCausalLM
 from .pretrained_lychee import LycheePreTrainedModel
 from .prompts_lychee import build_prompt, clean_memory, count_decoded, left_pad, memory_update_config, stop_and_pad_ids
-from .reasoner_lychee import LycheeBlockTrace, LycheeGenerateOutput, LycheeTrace, wants_progress
+from .reasoner_lychee import wants_progress
 from .templates_lychee import template_config_ids
+from .trace_lychee import LycheeBlockTrace, LycheeGenerateOutput, LycheeTrace
 
 __all__ = [
     # the model, its config and its parts
@@ -44,6 +47,7 @@ __all__ = [
     "LycheeMemoryForCausalLM",
     "LycheePreTrainedModel",
     # what generate returns
+    "Evidence",
     "LycheeBlockTrace",
     "LycheeGenerateOutput",
     "LycheeTrace",
@@ -57,7 +61,10 @@ __all__ = [
     "MemoryBankError",
     "QuantizedKV",
     "StorageFormat",
+    "DocumentText",
+    "DocumentTextError",
     "check_bank_dtype",
+    "chunk_char_spans",
     "chunk_spans",
     "default_bank_dtype",
     "kv_nbytes",

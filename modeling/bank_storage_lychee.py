@@ -28,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
+from .bank_text_lychee import DocumentText, DocumentTextError, parse_text_record, write_text
 from .kv_quant_lychee import (
     BANK_DTYPES,
     FLOAT_STORAGE,
@@ -47,7 +48,7 @@ MANIFEST_NAME = "bank.json"
 DEFAULT_MAX_SHARD_BYTES = 512 * 2**20
 SHARD_NAME = "shard-{:05d}.safetensors"
 # Every file name a bank writes (manifest, shards, version-1 block files, and their temporary names).
-BANK_FILE_PATTERN = re.compile(r"(bank\.json|shard-\d+\.safetensors|block-\d+\.safetensors)(\.tmp)?")
+BANK_FILE_PATTERN = re.compile(r"(bank\.json|shard-\d+\.safetensors|block-\d+\.safetensors|document\.txt)(\.tmp)?")
 _OPEN_SHARDS = 8  # memory-mapped shard handles kept open per bank
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -148,6 +149,7 @@ class Manifest:
     blocks: list[BlockRecord]
     shards: list[dict] = field(default_factory=list)
     document: dict | None = None
+    text: dict | None = None  # the document text's record (bank_text_lychee.py), when the bank keeps the text
 
 
 # --------------------------------------------------------------------------------------------- manifest
@@ -197,9 +199,17 @@ def _parse_v2(raw: dict, directory: Path, path: Path) -> Manifest:
         records,
         shards,
         raw.get("document") if isinstance(raw.get("document"), dict) else None,
+        _text_record(raw, path),
     )
     _check_spans(manifest, path)
     return manifest
+
+
+def _text_record(raw: dict, path: Path) -> dict | None:
+    try:
+        return parse_text_record(raw.get("text"), str(path))
+    except DocumentTextError as error:
+        raise MemoryBankError(str(error)) from error
 
 
 def _parse_v1(raw: dict, directory: Path, path: Path) -> Manifest:
@@ -321,6 +331,7 @@ def manifest_json(manifest: Manifest) -> dict:
         "block_shape": list(manifest.block_shape) if manifest.block_shape else None,
         "num_tokens": manifest.num_tokens,
         **({"document": manifest.document} if manifest.document else {}),
+        **({"text": manifest.text} if manifest.text else {}),
         "shards": manifest.shards,
         "blocks": [
             {"span": list(r.span), "shard": _shard_index(manifest, r.file), "sha256": r.sha256} for r in manifest.blocks
@@ -332,11 +343,22 @@ def _shard_index(manifest: Manifest, file: str) -> int:
     return next(i for i, shard in enumerate(manifest.shards) if shard["file"] == file)
 
 
-def start_bank(directory: Path, fingerprint: dict, storage: StorageFormat, document: dict | None = None) -> None:
+def start_bank(
+    directory: Path,
+    fingerprint: dict,
+    storage: StorageFormat,
+    document: dict | None = None,
+    text: DocumentText | None = None,
+) -> None:
     """Writes the manifest of a new, empty bank marked unfinished (a streaming writer appends blocks to it; readers
-    refuse it until it is complete). Files already in `directory` that are not a bank's stay untouched."""
+    refuse it until it is complete), and the document's text when given. Files already in `directory` that are not
+    a bank's stay untouched."""
     directory.mkdir(parents=True, exist_ok=True)
-    write_manifest(directory, Manifest(BANK_VERSION, False, dict(fingerprint), storage, None, 0, [], [], document))
+    if text is not None:
+        write_text(directory, text)
+    record = text.record() if text is not None else None
+    manifest = Manifest(BANK_VERSION, False, dict(fingerprint), storage, None, 0, [], [], document, record)
+    write_manifest(directory, manifest)
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

@@ -79,6 +79,12 @@ class LycheeMemoryConfig(PreTrainedConfig):
             around the question and the working memory (`classifier`).
         initial_memory_ids (`list[int]`, *optional*):
             Token ids of the working memory before the first block ("No previous memory").
+        answer_not_found (`bool`, *optional*, defaults to `False`):
+            Answer `unanswerable_answer` (and flag the trace `not_found`) instead of generating when no block was
+            read or the working memory holds nothing new after the scan: "not found" instead of an invention.
+            Off by default so the authors' numerics are kept; the embedded default turns it on.
+        unanswerable_answer_ids (`list[int]`, *optional*):
+            Token ids of that answer ("Not found in the document."). Built by `from_backbone`.
         memory_projection_rank (`int`, *optional*):
             Store each memory q/k/v projection as the backbone's weight plus a delta of this rank (`LowRankDelta`)
             instead of a full matrix. `None` (default) keeps full matrices.
@@ -113,6 +119,8 @@ class LycheeMemoryConfig(PreTrainedConfig):
     final_template_ids: list[list[int]] | None = None
     gate_template_ids: list[list[int]] | None = None
     initial_memory_ids: list[int] | None = None
+    answer_not_found: bool = False
+    unanswerable_answer_ids: list[int] | None = None
     compress_batch_size: int = 1
     memory_projection_rank: int | None = None
     role_adapters: list[str] | None = None

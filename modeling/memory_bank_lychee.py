@@ -8,6 +8,7 @@ each layer's device as the reasoner reads them (`LycheeMemoryBlock.layer`), neve
 """
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from .bank_storage_lychee import (
     read_manifest,
     write_manifest,
 )
+from .bank_text_lychee import DocumentText, DocumentTextError, read_text, write_text
 from .kv_quant_lychee import FLOAT_STORAGE, QuantizedKV, check_bank_dtype, default_bank_dtype, quantize
 
 __all__ = ["LycheeMemoryBank", "LycheeMemoryBlock", "MemoryBankError", "MANIFEST_NAME"]
@@ -153,6 +155,8 @@ class LycheeMemoryBank:
         complete (`bool`): False for a saved bank whose writing has not finished (an interrupted `compress`).
         document (`dict`, *optional*): `{"num_tokens", "sha256"}` of the whole document, when the writer knew it
             (`compress_to_disk`); what `compress --resume` checks before continuing.
+        document_text (`DocumentText`, *optional*): the document's text and each block's characters, when the
+            bank keeps them (`attach_text`; saved as `document.txt`): what answers quote as evidence.
     """
 
     def __init__(
@@ -167,6 +171,8 @@ class LycheeMemoryBank:
         self.complete = True
         self.document: dict | None = None
         self._verify = True
+        self._text: DocumentText | None = None
+        self._text_source: tuple[Path, dict] | None = None  # (folder, record) of a saved bank's text, read lazily
 
     # ----------------------------------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -187,6 +193,36 @@ class LycheeMemoryBank:
     def num_tokens(self) -> int:
         """Document tokens the bank covers."""
         return self._entries[-1].span[1] if self._entries else 0
+
+    def attach_text(self, text: str, chars: list[tuple[int, int]]) -> None:
+        """Keeps the document's text with the bank, so answers can quote it (evidence).
+
+        Args:
+            text (`str`): the whole document, exactly as it was tokenized.
+            chars (`list[tuple[int, int]]`): per block, the `[start, end)` characters its tokens came from (see
+                `bank_text_lychee.chunk_char_spans` over a fast tokenizer's `return_offsets_mapping`).
+
+        Raises:
+            `DocumentTextError`: when the spans do not fit the text or their number is not the bank's.
+        """
+        if len(chars) != len(self):
+            raise DocumentTextError(f"{len(chars)} character spans for a bank of {len(self)} blocks.")
+        self._text, self._text_source = DocumentText(text, tuple(tuple(span) for span in chars)), None
+
+    @property
+    def document_text(self) -> DocumentText | None:
+        """The document's text and per-block characters, or None when the bank does not keep them (a bank made
+        from token ids alone, or saved before evidence existed). A saved bank reads `document.txt` on first use."""
+        if self._text is None and self._text_source is not None:
+            directory, record = self._text_source
+            try:
+                self._text = read_text(directory, record)
+            except DocumentTextError as error:
+                warnings.warn(f"{error} Answers come without evidence.", UserWarning, stacklevel=2)
+                self._text_source = None
+        if self._text is not None and len(self._text.chars) < len(self):
+            return None  # the text covers fewer blocks than the bank holds (an append without text)
+        return self._text
 
     def block(self, index: int) -> LycheeMemoryBlock:
         """Block `index`, read from disk (and checked) if it lives there; nothing is cached."""
@@ -212,6 +248,7 @@ class LycheeMemoryBank:
             storage = StorageFormat.for_dtype(check_bank_dtype(bank_dtype))
         bank = LycheeMemoryBank([self.block(i).astype(storage) for i in range(len(self))], self.fingerprint, bank_dtype)
         bank.document = self.document
+        bank._text, bank._text_source = self._text, self._text_source
         return bank
 
     def verify(self) -> int:
@@ -242,6 +279,10 @@ class LycheeMemoryBank:
             self.bank_dtype = other.bank_dtype
         elif other.bank_dtype != self.bank_dtype:
             self.bank_dtype = None  # mixed formats in memory; saving writes one
+        if self._entries:  # the text described the old blocks only; a saved bank keeps its folder's record
+            self._text = self._text_source = None
+        else:
+            self._text, self._text_source = other._text, other._text_source
         offset = self.num_tokens
         for entry in other._entries:
             if isinstance(entry, _DiskBlock):
@@ -307,6 +348,9 @@ class LycheeMemoryBank:
             storage = self._storage_for(bank_dtype)
             manifest = Manifest(2, False, self.fingerprint, storage, None, 0, [], [], self.document)
             directory.mkdir(parents=True, exist_ok=True)
+            if self.document_text is not None:
+                write_text(directory, self.document_text)
+                manifest.text = self.document_text.record()
         # Extending a complete bank is atomic: new shards first, then one manifest rename, so a failure (a block
         # out of range, a full disk) leaves the old complete bank as it was. A new or unfinished bank records its
         # progress in the manifest after every shard instead (marked unfinished), which `compress --resume` uses.
@@ -384,6 +428,7 @@ class LycheeMemoryBank:
         bank._verify = verify_checksums
         reader = ShardReader(directory)
         bank._entries = [_DiskBlock(r, reader, manifest.storage, manifest.block_shape) for r in manifest.blocks]
+        bank._text_source = (directory, manifest.text) if manifest.text else None
         return bank
 
     def _read(self, entry: _DiskBlock) -> LycheeMemoryBlock:

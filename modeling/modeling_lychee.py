@@ -39,7 +39,7 @@ from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock, chunk_spans
 from .prefix_lychee import block_prefix
 from .pretrained_lychee import LycheePreTrainedModel
 from .prompts_lychee import id_list, memory_update_config, stop_and_pad_ids
-from .reasoner_lychee import LycheeGenerateOutput, ReasonerLoop, wants_progress
+from .reasoner_lychee import ReasonerLoop, wants_progress
 from .templates_lychee import (
     FINAL_ANSWER_TEMPLATE,
     INITIAL_MEMORY,
@@ -48,6 +48,7 @@ from .templates_lychee import (
     gate_template_ids,
     template_config_ids,
 )
+from .trace_lychee import LycheeGenerateOutput
 from .validation_lychee import check_banks, check_context, check_prompt_lengths, check_questions, unpadded_rows
 
 
@@ -563,7 +564,8 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 (`"float16"`, `"int8"`, `"int4"`, ...; default: as computed), exactly as a bank saved in it reads.
             **kwargs: generation settings and model kwargs, as for `GenerationMixin.generate`; and the gate
                 policy for this call: `gate_threshold`, `gate_max_blocks`, `gate_keep_last`, `gate_revisit`
-                (default: the config's).
+                (default: the config's); and `answer_not_found` (answer "not found" when nothing was read or
+                learnt; default: the config's).
                 `synced_gpus` applies to the memory updates too (processes that read different numbers of blocks
                 call `generate` a different number of times: pass `False` where each process holds whole weights).
 
@@ -585,6 +587,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             )
         check_adapter_names(self)
         policy = GatePolicy.from_config(self.config, **{k: kwargs.pop(k) for k in GATE_POLICY_KWARGS if k in kwargs})
+        answer_not_found = kwargs.pop("answer_not_found", None)
         questions = check_questions(self, input_ids, attention_mask)
         if context_ids is not None:
             context_ids, context_attention_mask = check_context(self, context_ids, context_attention_mask, single=False)
@@ -605,7 +608,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             final_config.max_new_tokens = self.config.max_answer_tokens
         check_prompt_lengths(self.config, questions, final_config.max_new_tokens)
         update_config = memory_update_config(final_config, self.config.memory_budget, memory_generation_config)
-        loop = ReasonerLoop(self, update_config, final_config, show_progress, policy)
+        loop = ReasonerLoop(self, update_config, final_config, show_progress, policy, answer_not_found)
         answers, output = loop.run(questions, banks, compress_seconds, **kwargs)
 
         sequences = torch.cat([input_ids.to(answers.device), answers], dim=1)

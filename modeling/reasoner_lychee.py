@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import GenerationConfig, GenerationMixin
-from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.utils import logging
 
 from .adapters_lychee import role_adapter
@@ -21,129 +20,7 @@ from .gate_lychee import GatePolicy
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
 from .prompts_lychee import build_prompt, clean_memory, count_decoded, left_pad, stop_and_pad_ids
-
-
-@dataclass
-class LycheeBlockTrace:
-    """What happened at one block of one row.
-
-    Attributes:
-        block_index (`int`): position of the block in the document.
-        span (`tuple[int, int]`): the block's source tokens [start, end).
-        gate_score (`float`): P(related) from the gate.
-        kept (`bool`): whether the reasoner read the block.
-        gate_decision (`str`): why: `"related"` / `"unrelated"` (score vs threshold), `"last block"`
-            (`gate_keep_last`), `"block limit"` (related, but `gate_max_blocks` blocks were read already) or
-            `"revisit"` (skipped by the scan, read on the second look against the final memory: `gate_revisit`).
-        memory_ids (`list[int]`): the working memory after this step (unchanged when skipped).
-        tokens_decoded (`int`): tokens the memory update generated (0 when skipped).
-        generated_ids (`list[int]`): those tokens, through the first stop id (empty when skipped): what the
-            reasoner wrote, before pad/eos removal and the budget cut made it `memory_ids` (RL scores these).
-        prompt_ids (`list[int]`): the memory update's prompt after the block, exactly as fed to `generate`
-            (without the batch's left padding; empty when skipped): update template, question, previous memory.
-        prompt_tokens (`int`): prompt tokens the memory update prefilled after the block (0 when skipped).
-        compress_seconds / gate_seconds / reason_seconds (`float`): this block's own wall time. The gate scores
-            the blocks ahead in batched passes (again only when the memory changes); each block is charged an
-            equal share of the pass that scored it, whether or not it is read; scores thrown away because a
-            memory update changed the memory are charged to that update's block. So the records add up to the
-            call's gate time. Compression and reasoning are batched across rows, so rows of one batch share
-            those figures.
-        row (`int`): the batch row this record belongs to.
-    """
-
-    block_index: int
-    span: tuple[int, int]
-    gate_score: float
-    kept: bool
-    memory_ids: list[int]
-    gate_decision: str = ""
-    tokens_decoded: int = 0
-    generated_ids: list[int] = field(default_factory=list)
-    prompt_ids: list[int] = field(default_factory=list)
-    prompt_tokens: int = 0
-    compress_seconds: float = 0.0
-    gate_seconds: float = 0.0
-    reason_seconds: float = 0.0
-    row: int = 0
-
-    def to_dict(self, tokenizer) -> dict:
-        """The record as plain JSON values: what `lychee-hf ask --json` and evaluation's predictions write.
-
-        Args:
-            tokenizer (`PreTrainedTokenizerBase`): decodes the working memory into `memory`.
-
-        Returns:
-            `dict` with `block`, `span`, `gate_score` (4 decimals), `kept`, `gate_decision`, `memory_tokens`,
-            `memory` (text), `tokens_decoded`, `prompt_ids`, `prompt_tokens`, `compress_seconds` and `seconds`
-            (gate + reasoning, 3 decimals).
-        """
-        return {
-            "block": self.block_index,
-            "span": list(self.span),
-            "gate_score": round(self.gate_score, 4),
-            "kept": self.kept,
-            "gate_decision": self.gate_decision,
-            "memory_tokens": len(self.memory_ids),
-            "memory": tokenizer.decode(self.memory_ids, skip_special_tokens=True),
-            "tokens_decoded": self.tokens_decoded,
-            "prompt_ids": list(self.prompt_ids),
-            "prompt_tokens": self.prompt_tokens,
-            "compress_seconds": round(self.compress_seconds, 3),
-            "seconds": round(self.gate_seconds + self.reason_seconds, 3),
-        }
-
-
-class LycheeTrace(list):
-    """One row's trace: its `LycheeBlockTrace` records in reading order (a plain list of them), plus the final
-    answer turn. The scan's records come first, one per block in document order; with `gate_revisit`, a record
-    per block read on the second look follows them (that block's index appears twice).
-
-    Attributes:
-        answer_prompt_ids (`list[int]`): the final answer's prompt (final template, question, last working
-            memory), exactly as fed to `generate`, without the batch's left padding.
-        answer_ids (`list[int]`): the answer's tokens through the first stop id.
-        answer_seconds (`float`): wall time of the final answer turn (rows of a batch share it). The blocks'
-            `seconds` plus this add up to the call's time after compression.
-    """
-
-    def __init__(
-        self,
-        records=(),
-        answer_prompt_ids: list[int] | None = None,
-        answer_ids: list[int] | None = None,
-        answer_seconds: float = 0.0,
-    ):
-        super().__init__(records)
-        self.answer_prompt_ids = answer_prompt_ids or []
-        self.answer_ids = answer_ids or []
-        self.answer_seconds = answer_seconds
-
-    def to_dict(self, tokenizer) -> dict:
-        """The row as plain JSON values.
-
-        This is the one schema of a trace: `lychee-hf ask --json`, evaluation's predictions and the Python API
-        write the same keys.
-
-        Returns:
-            `dict` with `answer` (decoded, special tokens skipped, stripped), `answer_prompt_ids`,
-            `answer_prompt_tokens`, `answer_tokens` (decoded answer tokens through the first stop),
-            `answer_seconds` (3 decimals) and `trace` (`LycheeBlockTrace.to_dict` of every block read or skipped).
-        """
-        return {
-            "answer": tokenizer.decode(self.answer_ids, skip_special_tokens=True).strip(),
-            "answer_prompt_ids": list(self.answer_prompt_ids),
-            "answer_prompt_tokens": len(self.answer_prompt_ids),
-            "answer_tokens": len(self.answer_ids),
-            "answer_seconds": round(self.answer_seconds, 3),
-            "trace": [record.to_dict(tokenizer) for record in self],
-        }
-
-
-@dataclass
-class LycheeGenerateOutput(GenerateDecoderOnlyOutput):
-    """`GenerateDecoderOnlyOutput` of the final answer plus `trace`: one `LycheeTrace` per row."""
-
-    trace: list[LycheeTrace] | None = None
+from .trace_lychee import LycheeBlockTrace, LycheeTrace
 
 
 @dataclass
@@ -177,6 +54,8 @@ class ReasonerLoop:
         answer_config (`GenerationConfig`): decoding of the final answer.
         show_progress (`bool`, *optional*): progress bar over blocks (default: on for 8+).
         policy (`GatePolicy`, *optional*): keep/skip rule (default: the config's).
+        answer_not_found (`bool`, *optional*): answer "not found" when nothing was read or learnt (default: the
+            config's `answer_not_found`).
         traces (`list[LycheeTrace]`): filled by `run`, one per row.
     """
 
@@ -185,6 +64,7 @@ class ReasonerLoop:
     answer_config: GenerationConfig
     show_progress: bool | None = None
     policy: GatePolicy | None = None
+    answer_not_found: bool | None = None
     traces: list[LycheeTrace] = field(default_factory=list)
 
     def run(
@@ -226,6 +106,9 @@ class ReasonerLoop:
         initial = self.model.config.initial_memory_ids or []
         memories = [torch.tensor(initial, dtype=torch.long, device=device) for _ in banks]
         self.traces = [LycheeTrace() for _ in banks]
+        for trace, bank, question in zip(self.traces, banks, questions):
+            trace.question_ids = question.tolist()
+            trace.document_text = getattr(bank, "document_text", None)
         self._rows = [_RowState() for _ in banks]
         self.policy = self.policy or GatePolicy.from_config(self.model.config)
         if self.policy.revisit and not self.model.gate.reads_memory:
@@ -432,7 +315,39 @@ class ReasonerLoop:
             trace.answer_seconds = seconds  # rows of a batch share the answer turn
             trace.answer_prompt_ids = prompt.tolist()
             trace.answer_ids = answer[: count_decoded(answer, eos_ids, pad_id)].tolist()
+        answers = self._not_found_answers(answers, memories, eos_ids, pad_id)
         return answers, output
+
+    def _not_found_answers(self, answers, memories, eos_ids: list[int], pad_id: int) -> torch.Tensor:
+        """Replaces the answer of each row that read nothing, or whose memory holds nothing new, by the config's
+        `unanswerable_answer_ids` (+ a stop id), and flags its trace `not_found`."""
+        config = self.model.config
+        enabled = self.answer_not_found if self.answer_not_found is not None else config.answer_not_found
+        if not enabled:
+            return answers
+        if not config.unanswerable_answer_ids:
+            raise ValueError(
+                "answer_not_found needs unanswerable_answer_ids in the config (from_backbone builds them): set "
+                "config.unanswerable_answer_ids = tokenizer.encode('Not found in the document.')."
+            )
+        initial = list(config.initial_memory_ids or [])
+        rows = [
+            row
+            for row, (trace, memory) in enumerate(zip(self.traces, memories))
+            if not any(record.kept for record in trace) or memory.numel() == 0 or memory.tolist() == initial
+        ]
+        if not rows:
+            return answers
+        text = list(config.unanswerable_answer_ids) + eos_ids[:1]
+        width = max(answers.shape[1], len(text))
+        padded = torch.full((answers.shape[0], width), pad_id, dtype=answers.dtype, device=answers.device)
+        padded[:, : answers.shape[1]] = answers
+        for row in rows:
+            padded[row] = pad_id
+            padded[row, : len(text)] = torch.tensor(text, dtype=answers.dtype)
+            self.traces[row].not_found = True
+            self.traces[row].answer_ids = text  # through the stop id, as generated answers are
+        return padded
 
 
 def wants_progress(show_progress: bool | None, total: int) -> bool:

@@ -107,6 +107,9 @@ def gate_template_ids(tokenizer, gate_type: str, gate_template: str | None = Non
     return tokenize_gate_template(tokenizer, gate_template or GATE_TEMPLATE)
 
 
+UNANSWERABLE_ANSWER = "Not found in the document."
+
+
 def template_config_ids(
     tokenizer,
     memory_update_template: str = MEMORY_UPDATE_TEMPLATE,
@@ -114,6 +117,7 @@ def template_config_ids(
     initial_memory: str = INITIAL_MEMORY,
     gate_template: str | None = None,
     gate_type: str = "always_related",
+    unanswerable_answer: str = UNANSWERABLE_ANSWER,
 ) -> dict:
     """The `LycheeMemoryConfig` template fields, tokenized for `tokenizer` (piecewise, as the authors do)."""
     return {
@@ -122,4 +126,5 @@ def template_config_ids(
         "gate_template_ids": gate_template_ids(tokenizer, gate_type, gate_template),
         "gate_label_ids": gate_label_ids(tokenizer),
         "initial_memory_ids": tokenizer.encode(initial_memory, add_special_tokens=False),
+        "unanswerable_answer_ids": tokenizer.encode(unanswerable_answer, add_special_tokens=False),
     }

@@ -18,9 +18,10 @@ from lychee_hf.data import make_niah
 from lychee_hf.testing import CORPUS, tiny_lychee, tiny_tokenizer
 from lychee_hf.training.compressor import CompressorPretrainingConfig, CompressorTrainer, continuation_rows
 from lychee_hf.training.curriculum import curriculum_examples
-from lychee_hf.training.data import ListDataset, LoraArguments, add_role_lora, train_only
 from lychee_hf.training.gate import GateTrainer, GateTrainingConfig, build_gate_rows
-from lychee_hf.training.rl import LycheeGRPOConfig, LycheeGRPOTrainer, prepare_for_rl
+from lychee_hf.training.rl_config import LycheeGRPOConfig
+from lychee_hf.training.rl_trainer import LycheeGRPOTrainer, prepare_for_rl
+from lychee_hf.training.trainer_utils import ListDataset, LoraArguments, add_role_lora, train_only
 
 SMALL = dict(chunk_size=32, compression_window=32, memory_budget=4, max_answer_tokens=4)
 COMMON = dict(

@@ -61,7 +61,7 @@ def test_compress_once_then_ask_several_questions_from_the_bank(checkpoint, cont
         "ask",
         "--model",
         str(checkpoint),
-        "--memory",
+        "--bank",
         str(bank),
         "--question",
         "Code?",
@@ -123,7 +123,7 @@ def test_bank_from_another_model_is_one_clear_error(checkpoint, context, tmp_pat
     tiny_lychee(seed=4).save_pretrained(other)
     tiny_tokenizer().save_pretrained(other)
     run_cli("compress", "--model", str(other), "--context", str(context), "--out", str(tmp_path / "b"))
-    code, _, err = run_cli("ask", "--model", str(checkpoint), "--memory", str(tmp_path / "b"), "--question", "q")
+    code, _, err = run_cli("ask", "--model", str(checkpoint), "--bank", str(tmp_path / "b"), "--question", "q")
     assert code == 2 and "different model" in err and "weights_digest" in err and "Traceback" not in err
 
 

@@ -17,9 +17,9 @@ from lychee_hf.training.compressor import (
     pretrain_compressor,
     reading_rows,
 )
-from lychee_hf.training.data import IGNORE_INDEX, LoraArguments, add_role_lora, role_weight, train_only
 from lychee_hf.training.distillation import kl_to_teacher, teacher_logits
 from lychee_hf.training.reasoner import build_reasoner_steps
+from lychee_hf.training.trainer_utils import IGNORE_INDEX, LoraArguments, add_role_lora, role_weight, train_only
 
 TEXT = " ".join(CORPUS) * 6
 

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from lychee_hf.data import FAMILIES, FAMILY_TASKS, TASKS
-from lychee_hf.data.families import HELD_OUT, TRAIN
+from lychee_hf.data.relations import HELD_OUT, TRAIN
 from lychee_hf.testing import tiny_tokenizer
 
 TARGET = 1500

@@ -11,7 +11,8 @@ import torch
 from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.default_model import SHIPPED_WEIGHTS, apply_shipped_weights, export_shipped_weights
 from lychee_hf.testing import document_ids, question_ids, tiny_lychee
-from lychee_hf.training.rl import LycheeGRPOConfig, prepare_for_rl
+from lychee_hf.training.rl_config import LycheeGRPOConfig
+from lychee_hf.training.rl_trainer import prepare_for_rl
 
 pytest.importorskip("peft")
 

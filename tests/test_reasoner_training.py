@@ -10,7 +10,6 @@ import torch
 from lychee_hf.data import make_niah
 from lychee_hf.data.families import make_facts
 from lychee_hf.testing import tiny_lychee, tiny_tokenizer
-from lychee_hf.training.data import LycheeTrainingArguments, add_role_lora
 from lychee_hf.training.reasoner import (
     IGNORE_INDEX,
     build_reasoner_steps,
@@ -18,6 +17,7 @@ from lychee_hf.training.reasoner import (
     train_reasoner_sft,
 )
 from lychee_hf.training.teacher import gold_memory_texts
+from lychee_hf.training.trainer_utils import LycheeTrainingArguments, add_role_lora
 
 ROOT = Path(__file__).resolve().parents[1]
 

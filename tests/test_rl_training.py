@@ -11,20 +11,11 @@ from lychee_hf.modeling.prefix_lychee import block_prefix
 from lychee_hf.testing import document_ids, tiny_lychee
 from lychee_hf.training.compressor import compressed_blocks
 from lychee_hf.training.curriculum import check_disjoint_seeds, curriculum_examples
-from lychee_hf.training.rl import (
-    Episode,
-    LycheeGRPOConfig,
-    RolloutGroup,
-    assign_advantages,
-    episode_logprobs,
-    episode_rewards,
-    evaluate_policy,
-    grpo_loss,
-    prepare_for_rl,
-    recompute_blocks,
-    sample_group,
-    train_rl,
-)
+from lychee_hf.training.rewards import episode_rewards
+from lychee_hf.training.rl_config import LycheeGRPOConfig
+from lychee_hf.training.rl_loss import assign_advantages, episode_logprobs, grpo_loss, recompute_blocks
+from lychee_hf.training.rl_trainer import prepare_for_rl, train_rl
+from lychee_hf.training.rollout import Episode, RolloutGroup, evaluate_policy, sample_group
 
 pytest.importorskip("peft")
 

@@ -4,8 +4,8 @@ MULTI_CPU under torchrun included, are in test_scale_distributed.py)."""
 import torch
 
 from dist_train_step import gate_trainer, trainable
-from lychee_hf.training.data import LycheeTrainingArguments
-from lychee_hf.training.rl import rollout_seed
+from lychee_hf.training.rollout import rollout_seed
+from lychee_hf.training.trainer_utils import LycheeTrainingArguments
 
 
 def test_ddp_does_not_search_for_unused_weights(tmp_path):

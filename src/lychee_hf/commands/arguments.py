@@ -1,8 +1,9 @@
 """What several commands share on the command line: argument types, option groups, the help formatters, and the
-parser of a training command (an `HfArgumentParser` over its config dataclasses). Nothing here imports torch or
-transformers at module level: building the parser of `lychee-hf --help` stays instant."""
+options of a training command (the fields of its config dataclasses, as `HfArgumentParser` reads them). Nothing
+here imports torch or transformers at module level: building the parser of `lychee-hf --help` stays instant."""
 
 import argparse
+import copy
 import dataclasses
 
 # Keeps the hand-written line breaks of descriptions and EXAMPLES epilogs.
@@ -10,9 +11,11 @@ FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
 class TrainingFormatter(argparse.RawDescriptionHelpFormatter):
-    """Training commands: EXAMPLES kept as written, and each option's default printed from where it is set (the
-    dataclass field, or the parser's own default) instead of repeated in the help text. Options without a default
-    (None, an unset flag) and help texts that speak of their default already are left as they are."""
+    """Training commands: EXAMPLES kept as written, each option under its one name (the first of its spellings, and
+    its `--no-` form for an on/off option; the others are hidden aliases), and each option's default printed from
+    where it is set (the dataclass field, or the parser's own default) instead of repeated in the help text.
+    Options without a default (None, an unset flag) and help texts that speak of their default already are left
+    as they are."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help = action.help or ""
@@ -20,6 +23,13 @@ class TrainingFormatter(argparse.RawDescriptionHelpFormatter):
         if not action.option_strings or unset or "default" in help.lower():
             return help
         return help + " (default: %(default)s)"
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or not action.option_strings[0].startswith("--"):  # `-h, --help`
+            return super()._format_action_invocation(action)
+        shown = copy.copy(action)
+        shown.option_strings = action.option_strings[: 2 if isinstance(action, argparse.BooleanOptionalAction) else 1]
+        return super()._format_action_invocation(shown)
 
 
 def positive_int(text: str) -> int:
@@ -49,26 +59,108 @@ def add_command(commands, name: str, help: str, examples: str, description: str 
     return commands.add_parser(name, help=help, description=description or help, epilog=examples, **kwargs)
 
 
-def add_training_command(commands, name: str, help: str, examples: str, dataclass_types: list | None):
-    """A training command's parser, whose options are the fields of `dataclass_types` as transformers'
-    `HfArgumentParser` spells them (`--field_name` and `--field-name`, the field's default, its `help` and `aliases`
-    metadata), as TRL's CLI builds its training commands: each default and help text lives once, in the field.
+# The `TrainingArguments` options a training command's `--help` lists, under TRAINER_HEADING; every other field is
+# accepted too (`--field-name VALUE`), unlisted, and the heading points to transformers' documentation of them.
+TRAINER_OPTIONS = (
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "seed",
+    "bf16",
+    "activation_checkpointing",
+    "logging_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+)
+TRAINER_HEADING = "Trainer options (transformers.TrainingArguments)"
+TRAINER_DESCRIPTION = """\
+The ones that matter most here. Every other field is accepted too, as an
+option named after it (e.g. --optim, --report-to, --torch-compile); see
+https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments"""
+# `TrainingArguments` fields that are no options of a training command, because an option of its own says the same:
+# the Trainer writes into OUT/trainer, `--resume` finds the checkpoint there, `--quiet` hides the progress bars.
+SET_BY_COMMAND = {"output_dir": "--out", "resume_from_checkpoint": "--resume", "disable_tqdm": "--quiet"}
+# Deprecated `TrainingArguments` names: hidden spellings of the option of the new name.
+RENAMED_FIELDS = {
+    "gradient_checkpointing": "activation_checkpointing",
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
+}
 
-    The `HfArgumentParser` is the subparser's parent (argparse's `parents=`) rather than its class, so that the other
-    commands, and `lychee-hf --help`, never import transformers. `dataclass_types=None` gives the command without
-    its options (its line in `lychee-hf --help`), importing nothing.
+
+def add_training_command(
+    commands, name: str, help: str, examples: str, dataclass_types: list | None, names: dict[str, str] | None = None
+):
+    """A training command's parser, whose options include the fields of `dataclass_types` as transformers'
+    `HfArgumentParser` reads them (type, default, `help` and `aliases` metadata), as TRL's CLI builds its training
+    commands: each default and help text lives once, in the field (see `add_dataclass_options`).
+
+    `dataclass_types=None` gives the command without its options (its line in `lychee-hf --help`), importing
+    nothing: transformers is imported only to build the options of the command being run.
+
+    Args:
+        names (`dict[str, str]`, *optional*): the name a field's option is shown under in this command (e.g.
+            `{"lora_r": "--compressor-lora-r"}`); its other spellings stay accepted.
     """
     if dataclass_types is None:
         return add_command(commands, name, help, examples)
-    from transformers import HfArgumentParser
+    parser = add_command(commands, name, help, examples, formatter_class=TrainingFormatter)
+    add_dataclass_options(parser, dataclass_types, names or {})
+    return parser
 
-    fields = HfArgumentParser(dataclass_types, add_help=False)
-    return add_command(commands, name, help, examples, parents=[fields], formatter_class=TrainingFormatter)
+
+def add_dataclass_options(parser: argparse.ArgumentParser, dataclass_types: list, names: dict[str, str]) -> None:
+    """The fields of `dataclass_types` as options: one group per dataclass for its own fields, then one group,
+    TRAINER_HEADING, for the `TrainingArguments` fields, all listed after the command's own options.
+
+    Each option has one name, shown in `--help`: `names[field]`, else its first `aliases` metadata (`--epochs`),
+    else `--field-name`; `--field_name` and the deprecated names of RENAMED_FIELDS are hidden aliases. A boolean
+    field is one on/off option (`--bf16` / `--no-bf16`, argparse's `BooleanOptionalAction`) instead of
+    `HfArgumentParser`'s `--bf16 [BF16]` and `--no_bf16` pair. Of the `TrainingArguments` fields, those in
+    TRAINER_OPTIONS are listed (in that order) and the others hidden; those in SET_BY_COMMAND are left out.
+    """
+    from transformers import HfArgumentParser, TrainingArguments
+    from transformers.hf_argparser import string_to_bool
+
+    actions = {}  # field name -> its action: the first one of that dest (a `--no_x` complement comes after)
+    for action in HfArgumentParser(dataclass_types, add_help=False)._actions:
+        actions.setdefault(action.dest, action)
+    hidden_names = {new: actions.pop(old).option_strings for old, new in RENAMED_FIELDS.items() if old in actions}
+    groups = {dtype: parser.add_argument_group(f"{dtype.__name__} options") for dtype in dataclass_types}
+    trainer = parser.add_argument_group(TRAINER_HEADING, TRAINER_DESCRIPTION)
+    owners = {field.name: dtype for dtype in reversed(dataclass_types) for field in dataclasses.fields(dtype)}
+    listed = {name: place for place, name in enumerate(TRAINER_OPTIONS)}
+    for name in sorted(actions, key=lambda name: listed.get(name, len(listed))):
+        if name in SET_BY_COMMAND:
+            continue
+        action, is_trainer_field = actions[name], name in TrainingArguments.__dataclass_fields__
+        spellings = (f"--{name}", f"--{name.replace('_', '-')}")
+        aliases = [string for string in action.option_strings if string not in spellings]
+        shown = names.get(name) or (aliases or [spellings[1]])[0]
+        strings = list(dict.fromkeys([shown, *action.option_strings, *hidden_names.get(name, [])]))
+        group = trainer if is_trainer_field else groups[owners[name]]
+        if action.type is string_to_bool:
+            option = group.add_argument(
+                *strings, action=argparse.BooleanOptionalAction, dest=name, default=action.default
+            )
+        else:
+            keys = ("type", "default", "choices", "nargs", "const", "required", "metavar")
+            option = group.add_argument(*strings, dest=name, **{key: getattr(action, key) for key in keys})
+            if option.choices is not None and len(option.choices) > 6:  # named in the help text, listed on error
+                option.metavar = name.upper()
+        option.help = argparse.SUPPRESS if is_trainer_field and name not in listed else action.help
 
 
 def add_training_options(parser: argparse.ArgumentParser, memory_budget: bool = True) -> None:
     """What every training command takes after its own options: the model, its block settings (and memory budget),
-    `--resume` with checkpoints on by default, so that every run can be resumed, and `--max-minutes`."""
+    `--resume` with checkpoints on by default, so that every run can be resumed, and `--max-minutes`. Called last:
+    the usage line names the required options, then `[options]`."""
     add_model_arguments(parser)
     add_block_arguments(parser)
     if memory_budget:
@@ -88,17 +180,24 @@ def add_training_options(parser: argparse.ArgumentParser, memory_budget: bool = 
     # Resumable by default: a checkpoint every 50 steps in OUT/trainer, only the last one kept (a 135M model's is
     # about 0.5 GB with its optimizer state).
     parser.set_defaults(save_strategy="steps", save_steps=50, save_total_limit=1)
+    required = [
+        f"{action.option_strings[0]} {action.metavar or action.dest.upper()}"
+        for action in parser._actions
+        if action.required
+    ]
+    parser.usage = " ".join(["%(prog)s", *required, "[options]"])
 
 
 def training_config(args: argparse.Namespace, config_class, out, **overrides):
-    """The command's training config from its parsed options: the Trainer writes into `OUT/trainer` unless
-    `--output_dir` says otherwise, `--quiet` hides its bars, and held-out batches follow `--batch-size` unless
-    given (as with the CLI's single batch size before)."""
+    """The command's training config from its parsed options: the Trainer writes into `OUT/trainer`, `--quiet`
+    hides its bars, and held-out batches follow `--batch-size` unless given (as with the CLI's single batch size
+    before)."""
     values = dict(
-        output_dir=args.output_dir or str(out / "trainer"),
+        output_dir=str(out / "trainer"),
         per_device_eval_batch_size=args.per_device_eval_batch_size or args.per_device_train_batch_size,
-        disable_tqdm=True if args.quiet else args.disable_tqdm,
     )
+    if args.quiet:
+        values["disable_tqdm"] = True
     return dataclass_from(args, config_class, **{**values, **overrides})
 
 
@@ -111,9 +210,10 @@ def cli_help(parser: argparse.ArgumentParser, dest: str, help: str) -> None:
 
 
 def dataclass_from(args: argparse.Namespace, dataclass_type, **overrides):
-    """An instance of `dataclass_type` from the parsed options named after its fields (and `overrides`)."""
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(dataclass_type) if field.init}
-    return dataclass_type(**{**values, **overrides})
+    """An instance of `dataclass_type` from the parsed options named after its fields (and `overrides`); a field
+    that is no option of the command keeps its default."""
+    fields = [field.name for field in dataclasses.fields(dataclass_type) if field.init and hasattr(args, field.name)]
+    return dataclass_type(**{**{name: getattr(args, name) for name in fields}, **overrides})
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +271,6 @@ def time_limit(args: argparse.Namespace) -> list | None:
     """The trainer callbacks `--max-minutes` asks for (`None` without it)."""
     if not args.max_minutes:
         return None
-    from ..training.data import TimeLimitCallback
+    from ..training.trainer_utils import TimeLimitCallback
 
     return [TimeLimitCallback(args.max_minutes)]

@@ -5,27 +5,8 @@ import argparse
 from pathlib import Path
 
 
-def load_model(args: argparse.Namespace):
-    """The model and tokenizer named by `--model` (default: the embedded model), with the CLI's overrides."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from .. import register_auto_classes
-    from ..modeling import LycheeMemoryForCausalLM
-
-    register_auto_classes()  # the tokenizer's folder names the model classes in its config's auto_map
-    if args.quiet:
-        from transformers.utils import logging
-
-        logging.disable_progress_bar()
-    if args.model:
-        path = args.model
-    else:
-        from ..default_model import ensure_default_model
-        from ..scale.distributed import distributed_state
-
-        with distributed_state().main_process_first():  # several processes: the main one builds it once
-            path = ensure_default_model(verbose=not args.quiet)
+def model_overrides(args: argparse.Namespace) -> dict:
+    """The config fields the command line changes: `--ratio`, `--chunk-size`, `--memory-budget`."""
     overrides = {}
     ratio, chunk_size = getattr(args, "ratio", None), getattr(args, "chunk_size", None)
     if ratio is not None:
@@ -37,10 +18,15 @@ def load_model(args: argparse.Namespace):
         overrides["compression_window"] = chunk_size
     if getattr(args, "memory_budget", None) is not None:
         overrides["memory_budget"] = args.memory_budget
-    dtype = getattr(torch, args.dtype) if args.dtype else "auto"
-    model = LycheeMemoryForCausalLM.from_pretrained(path, dtype=dtype, **overrides)  # validated before building
-    model.eval()
-    return model, AutoTokenizer.from_pretrained(path)
+    return overrides
+
+
+def load_model(args: argparse.Namespace, state=None):
+    """The model and tokenizer named by `--model` (default: the embedded model), with the CLI's overrides; with
+    an accelerate `state`, loaded by the main process first and placed on this process's device."""
+    from ..loading import load_pretrained
+
+    return load_pretrained(args.model, args.dtype, args.quiet, model_overrides(args), state)
 
 
 def encode(tokenizer, text: str, source: str):
@@ -83,7 +69,7 @@ def start_training(args, out: Path, output_dir: str) -> tuple[str | None, list[d
     import json
     import sys
 
-    from ..training.data import checkpoint_to_resume
+    from ..training.trainer_utils import checkpoint_to_resume
 
     checkpoint = checkpoint_to_resume(output_dir, args.resume)
 

@@ -30,17 +30,18 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     if not full:
         return options.add_training_command(commands, NAME, HELP, EXAMPLES, None)
     from ..training.compressor import CompressorPretrainingConfig
-    from ..training.data import LoraArguments
+    from ..training.trainer_utils import LoraArguments
 
-    parser = options.add_training_command(commands, NAME, HELP, EXAMPLES, [CompressorPretrainingConfig, LoraArguments])
+    parser = options.add_training_command(
+        commands,
+        NAME,
+        HELP,
+        EXAMPLES,
+        [CompressorPretrainingConfig, LoraArguments],
+        names={"lora_r": "--compressor-lora-r"},
+    )
     parser.add_argument("--out", required=True, help="new folder: the model with trained memory weights + metrics")
     parser.add_argument("--text", help="a UTF-8 text file to train on (default: CPython's bundled docs)")
-    parser.add_argument(
-        "--compressor-lora-r",
-        dest="lora_r",
-        type=options.positive_int,
-        help="also train a compressor LoRA adapter of this rank",
-    )
     parser.add_argument(
         "--reading-task",
         choices=options.GENERATED_TASKS.split(", "),
@@ -50,6 +51,9 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--reading-length", default="1000", help="context length of the --reading-task examples")
     # No compressor adapter unless a rank is given: by default only the memory embedding and projections train.
     parser.set_defaults(lora_r=None)
+    options.cli_help(
+        parser, "lora_r", "also train a compressor LoRA adapter of this rank (shaped by the options below)"
+    )
     # The CLI scores 32 held-out windows before and after training, so that a short run is not mostly evaluation.
     parser.set_defaults(max_eval_rows=32)
     # Seed 0, the CLI's seed since its first release: a rerun reproduces earlier runs (the library keeps 42).
@@ -62,7 +66,7 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..data import load_examples, parse_length
     from ..training.compressor import CompressorPretrainingConfig, pretrain_compressor, reading_rows
-    from ..training.data import LoraArguments
+    from ..training.trainer_utils import LoraArguments
 
     out = training_folder(args)
     config = options.training_config(args, CompressorPretrainingConfig, out)

@@ -21,8 +21,8 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     """The command's parser; `full=False` leaves out its options (which import transformers to build)."""
     if not full:
         return options.add_training_command(commands, NAME, HELP, EXAMPLES, None)
-    from ..training.data import LoraArguments
     from ..training.gate import GateTrainingConfig
+    from ..training.trainer_utils import LoraArguments
 
     parser = options.add_training_command(commands, NAME, HELP, EXAMPLES, [GateTrainingConfig, LoraArguments])
     parser.add_argument(
@@ -42,8 +42,8 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..data import load_examples, parse_length
     from ..training.curriculum import check_trainable
-    from ..training.data import LoraArguments
     from ..training.gate import GateTrainingConfig, train_gate
+    from ..training.trainer_utils import LoraArguments
 
     if args.task not in ("jsonl", "hotpotqa"):
         check_trainable([args.task])

@@ -23,10 +23,12 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     """The command's parser; `full=False` leaves out its options (which import transformers to build)."""
     if not full:
         return options.add_training_command(commands, NAME, HELP, EXAMPLES, None)
-    from ..training.data import LoraArguments
-    from ..training.rl import LycheeGRPOConfig
+    from ..training.rl_config import LycheeGRPOConfig
+    from ..training.trainer_utils import LoraArguments
 
-    parser = options.add_training_command(commands, NAME, HELP, EXAMPLES, [LycheeGRPOConfig, LoraArguments])
+    parser = options.add_training_command(
+        commands, NAME, HELP, EXAMPLES, [LycheeGRPOConfig, LoraArguments], names={"train_compressor": "--compressor"}
+    )
     parser.add_argument(
         "--task", default="niah,vt", help=f"comma-separated generated tasks ({options.GENERATED_TASKS})"
     )
@@ -38,19 +40,20 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
     parser.add_argument(
         "--questions-per-step",
         type=options.positive_int,
-        help="questions per optimizer step (default 1): per_device_train_batch_size = num_generations x this",
-    )
-    parser.add_argument(
-        "--no-compressor", dest="train_compressor", action="store_false", help="train the reasoner adapter only"
+        help="questions per device and step (default 1), or give --per-device-train-batch-size (episodes)",
     )
     # The seed also draws the curriculum's first stage: 1000 keeps it apart from the held-out seed.
     parser.set_defaults(seed=1000)
     options.cli_help(parser, "seed", "generator seed of the first stage, and training seed")
     # Episodes per step follow from --num-generations and --questions-per-step unless given.
     parser.set_defaults(per_device_train_batch_size=None)
-    # --gradient-checkpointing is TrainingArguments' deprecated name: the CLI passes it on as the new one.
     options.cli_help(
-        parser, "gradient_checkpointing", "recompute activations to save memory (as --activation_checkpointing)"
+        parser,
+        "per_device_train_batch_size",
+        "episodes per device and step (default: --num-generations x --questions-per-step)",
+    )
+    options.cli_help(
+        parser, "train_compressor", "also train the memory-token weights, through the blocks (off: the adapter only)"
     )
     options.add_training_options(parser)
     return parser
@@ -59,8 +62,9 @@ def add_parser(commands, full: bool = True) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..data import parse_length
     from ..training.curriculum import check_disjoint_seeds, check_trainable, curriculum_examples
-    from ..training.data import LoraArguments
-    from ..training.rl import LycheeGRPOConfig, train_rl
+    from ..training.rl_config import LycheeGRPOConfig
+    from ..training.rl_trainer import train_rl
+    from ..training.trainer_utils import LoraArguments
 
     out = training_folder(args)
     lengths = [parse_length(text) for text in args.lengths.split(",")]
@@ -72,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
         LycheeGRPOConfig,
         out,
         per_device_train_batch_size=_episodes_per_step(args),
-        activation_checkpointing=args.activation_checkpointing or args.gradient_checkpointing,
-        gradient_checkpointing=None,
     )
     peft_config = options.dataclass_from(args, LoraArguments).lora_config()
     model, tokenizer = load_model(args)

@@ -1,15 +1,17 @@
-"""The data layer under training and evaluation: the shared row (`QAExample`), seeded task generators, file loaders,
-narrative filler and the supporting-span logic. Evaluation (`lychee_hf.eval`) and training (`lychee_hf.training`)
-both stand on it; neither imports the other."""
+"""The data layer under training and evaluation: the shared row (`QAExample`, `examples.py`), seeded task
+generators (`synthetic.py`, and `families.py` over the tables of `relations.py`), the words and invented names
+their contexts are made of (`vocabulary.py`, `narrative.py`), the assembly of a context to a length in tokens
+(`length_fit.py`), file loaders (`loaders.py`), every task by name (`tasks.py`) and the supporting-span logic
+(`spans.py`). Evaluation (`lychee_hf.eval`) and training (`lychee_hf.training`) both stand on it; neither imports
+the other."""
 
 from .examples import QAExample, parse_length
-from .families import FAMILIES, FAMILY_TASKS, HELD_OUT_TASKS
-from .loaders import load_examples, load_hotpotqa_json, load_memagent_jsonl
+from .families import FAMILY_TASKS, HELD_OUT_TASKS
+from .loaders import load_hotpotqa_json, load_memagent_jsonl
+from .relations import FAMILIES
 from .spans import supporting_chunks
 from .synthetic import SYNTHETIC_TASKS, make_mhqa, make_niah, make_vt
-
-# Every generated task by name: `lychee-hf eval --task`, training curricula.
-TASKS = {**SYNTHETIC_TASKS, **FAMILY_TASKS}
+from .tasks import TASKS, load_examples
 
 __all__ = [
     "FAMILIES",

@@ -204,29 +204,3 @@ def _render_documents(documents: list[tuple[str, list[str]]]) -> tuple[str, dict
         parts.append(body)
         position += len(body)
     return "".join(parts), spans
-
-
-def load_examples(
-    task: str, tokenizer, length: int, n: int, seed: int = 0, data: str | Path | None = None
-) -> list[QAExample]:
-    """The examples of `task`: the first `n` of the user's file for `"jsonl"` / `"hotpotqa"` (`data`), otherwise `n`
-    generated at `length` tokens from generator `seed` (`TASKS`).
-
-    Args:
-        task (`str`): a generated task name, `"jsonl"` (MemAgent schema) or `"hotpotqa"`.
-        tokenizer: the model's tokenizer (generated lengths count its tokens).
-        length (`int`): context length in tokens of generated examples.
-        n (`int`): how many examples.
-        seed (`int`, *optional*, defaults to 0): generator seed.
-        data (`str` or `Path`, *optional*): the file of `"jsonl"` / `"hotpotqa"`.
-
-    Returns:
-        `list[QAExample]`.
-    """
-    if task == "jsonl":
-        return load_memagent_jsonl(data)[:n]
-    if task == "hotpotqa":
-        return load_hotpotqa_json(data)[:n]
-    from . import TASKS
-
-    return TASKS[task](tokenizer, length, n, seed=seed)

@@ -37,11 +37,10 @@ import torch
 from transformers import Trainer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..modeling.adapters_lychee import role_adapter
-from ..modeling.compressor_lychee import positions_from_mask
-from ..modeling.memory_bank_lychee import LycheeMemoryBlock
+from ..modeling import LycheeMemoryBlock, positions_from_mask, role_adapter
 from .compressor_rows import ContinuationRow, collate_continuations, continuation_rows, offline_corpus, reading_rows
-from .data import (
+from .distillation import chunk_list, kl_to_teacher, teacher_logits
+from .trainer_utils import (
     IGNORE_INDEX,
     ListDataset,
     LycheeTrainingArguments,
@@ -52,7 +51,6 @@ from .data import (
     training_default,
     with_every_trainable_weight,
 )
-from .distillation import chunk_list, kl_to_teacher, teacher_logits
 
 __all__ = [
     "CompressorPretrainingConfig",

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from ..data import QAExample
-from .data import IGNORE_INDEX
 from .reasoner import build_reasoner_steps
+from .trainer_utils import IGNORE_INDEX
 
 
 def offline_corpus(eval_fraction: float = 0.1) -> tuple[str, str]:

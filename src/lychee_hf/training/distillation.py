@@ -12,9 +12,8 @@ size does not depend on T.
 import torch
 import torch.nn.functional as F
 
-from ..modeling.adapters_lychee import role_adapter
-from ..modeling.memory_bank_lychee import LycheeMemoryBlock
-from .data import IGNORE_INDEX
+from ..modeling import LycheeMemoryBlock, role_adapter
+from .trainer_utils import IGNORE_INDEX
 
 
 def chunk_list(chunk_ids: torch.LongTensor, chunk_lengths: torch.LongTensor | None) -> list[torch.LongTensor]:

@@ -26,9 +26,9 @@ from transformers.utils import logging
 from ..bank_tools import compress_to_disk
 from ..data import QAExample, supporting_chunks
 from ..metrics import classification_metrics
-from ..modeling.gate_lychee import gate_prompt
-from ..modeling.memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
-from .data import (
+from ..modeling import LycheeMemoryBank, LycheeMemoryBlock, gate_prompt
+from .teacher import gold_memory_texts
+from .trainer_utils import (
     ListDataset,
     LycheeTrainingArguments,
     add_role_lora,
@@ -36,7 +36,6 @@ from .data import (
     train_only,
     training_default,
 )
-from .teacher import gold_memory_texts
 
 logger = logging.get_logger(__name__)
 

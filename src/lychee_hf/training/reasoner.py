@@ -24,10 +24,9 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from ..data import QAExample
-from ..modeling.memory_bank_lychee import LycheeMemoryBlock, chunk_spans
-from ..modeling.prompts_lychee import build_prompt, stop_and_pad_ids
-from .data import IGNORE_INDEX, ListDataset, add_role_lora, checkpoint_to_resume, train_only
+from ..modeling import LycheeMemoryBlock, build_prompt, chunk_spans, stop_and_pad_ids
 from .teacher import gold_memory_texts
+from .trainer_utils import IGNORE_INDEX, ListDataset, add_role_lora, checkpoint_to_resume, train_only
 
 
 @dataclass

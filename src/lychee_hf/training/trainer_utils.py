@@ -1,6 +1,6 @@
-"""What the trainers share: a map-style dataset over in-memory rows, the `TrainingArguments` defaults, the LoRA
-arguments a new role adapter is built from, which weights a role owns (and the helpers that add and unfreeze
-them), and a wall-time limit."""
+"""Trainer plumbing every lychee-hf trainer shares: a map-style dataset over in-memory rows, the `TrainingArguments`
+defaults, the LoRA arguments a new role adapter is built from, which weights a role owns (and the helpers that add
+and unfreeze them), the DDP / FSDP2 step helpers, the checkpoint to resume from, and a wall-time limit."""
 
 import contextlib
 import os
@@ -15,8 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainingArguments
 
-from ..modeling.adapters_lychee import BACKBONE_LORA_TARGETS, adapter_names, add_role_adapter
-from ..modeling.fingerprint_lychee import weights_digest
+from ..modeling import BACKBONE_LORA_TARGETS, adapter_names, add_role_adapter, weights_digest
 
 # Label of the tokens a causal-LM loss skips (transformers' and PyTorch's cross-entropy `ignore_index`).
 IGNORE_INDEX = -100

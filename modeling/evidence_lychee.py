@@ -1,0 +1,121 @@
+"""Evidence: the passages of the read blocks that carry the answer, quoted with their characters in the document.
+
+The reasoner already narrows the document to the blocks the gate kept; inside those (256 tokens each on the
+default) the evidence is the sentences or lines that share the most rare words with the question, the answer and
+the final working memory. Words are weighted by their rarity among the read passages (an IDF), so the title phrase
+repeated in every block weighs little and a name or number weighs much. Every passage is quoted exactly as the
+document has it, with `[start, end)` character offsets into the text the user gave.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Where passages end: after a sentence's final punctuation followed by space, or at a line break.
+_BOUNDARY = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
+_STOP = frozenset(
+    "a an and are as at be by did do does for from had has have he her his how in is it its of on or she that the "
+    "their them they this to was were what when where which who whom whose why will with you your".split()
+)
+# How much a word counts by where it comes from: the answer names the fact, the question asks for it, the memory
+# is what the reasoner kept (it may hold other facts too).
+_WEIGHTS = {"answer": 2.0, "question": 1.0, "memory": 0.5}
+
+
+@dataclass
+class Evidence:
+    """One quoted passage.
+
+    Attributes:
+        start / end (`int`): `[start, end)` characters in the document text.
+        text (`str`): `document[start:end]`, exactly.
+        block_index (`int`): the block it lies in.
+        gate_score (`float`): that block's gate score.
+        score (`float`): the passage's lexical match (higher is better; passages are ranked by it).
+    """
+
+    start: int
+    end: int
+    text: str
+    block_index: int
+    gate_score: float
+    score: float
+
+    def to_dict(self) -> dict:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "block": self.block_index,
+            "gate_score": round(self.gate_score, 4),
+            "score": round(self.score, 3),
+        }
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens without stop words."""
+    return [w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if w not in _STOP]
+
+
+def passages(offset: int, text: str) -> list[tuple[int, int]]:
+    """`[start, end)` document characters of the sentences / lines of `text` (which starts at `offset`)."""
+    pieces, start = [], 0
+    for match in _BOUNDARY.finditer(text):
+        pieces.append((start, match.start()))
+        start = match.end()
+    pieces.append((start, len(text)))
+    spans = []
+    for begin, end in pieces:
+        piece = text[begin:end]
+        stripped = piece.strip()
+        if len(_WORD.findall(stripped)) >= 2:
+            first = begin + len(piece) - len(piece.lstrip())
+            spans.append((offset + first, offset + first + len(stripped)))
+    return spans
+
+
+def rank_evidence(
+    document: str,
+    blocks: list[tuple[int, int, int, float]],
+    question: str,
+    answer: str,
+    memory: str,
+    top_k: int = 3,
+) -> list[Evidence]:
+    """The `top_k` passages of the read blocks that best match the question, the answer and the memory.
+
+    Args:
+        document (`str`): the whole document text.
+        blocks (`list[tuple[int, int, int, float]]`): per read block, `(block_index, start, end, gate_score)` with
+            its character span.
+        question / answer / memory (`str`): decoded texts.
+        top_k (`int`): passages returned at most.
+
+    Returns:
+        `list[Evidence]`, best first; empty when nothing matches (no shared word).
+    """
+    candidates = [
+        (index, score, start, end)
+        for index, block_start, block_end, score in blocks
+        for start, end in passages(block_start, document[block_start:block_end])
+    ]
+    if not candidates:
+        return []
+    bags = [set(words(document[start:end])) for _, _, start, end in candidates]
+    frequency: dict[str, int] = {}
+    for bag in bags:
+        for word in bag:
+            frequency[word] = frequency.get(word, 0) + 1
+    weights: dict[str, float] = {}
+    for source, text in (("memory", memory), ("question", question), ("answer", answer)):
+        for word in words(text):
+            weights[word] = max(weights.get(word, 0.0), _WEIGHTS[source])
+    total = len(bags)
+    ranked = []
+    for (index, gate_score, start, end), bag in zip(candidates, bags):
+        score = sum(weight * math.log(1 + total / frequency[word]) for word, weight in weights.items() if word in bag)
+        if score > 0:
+            ranked.append(Evidence(start, end, document[start:end], index, gate_score, score))
+    ranked.sort(key=lambda e: (-e.score, -e.gate_score, e.start))
+    return ranked[:top_k]

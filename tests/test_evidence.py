@@ -1,0 +1,133 @@
+"""Answers a user can check: evidence quoted from the document with exact character offsets, banks that keep the
+text (saved, reloaded, streamed to disk, converted), old banks without it, and "not found" instead of an invention."""
+
+import json
+
+import pytest
+import torch
+
+from lychee_hf import LycheeMemoryBank
+from lychee_hf.bank_tools import compress_to_disk
+from lychee_hf.modeling import DocumentTextError
+from lychee_hf.testing import question_ids, run_cli, save_tiny_checkpoint, tiny_lychee
+from lychee_hf.text_banks import compress_text, encode_document
+
+TEXT = (
+    "Alice was born in Paris. Paris is the capital of France.\n" * 4
+    + "The secret code is 4721. Nobody else knows it.\n"
+    + "Alice was born in Paris. Paris is the capital of France.\n" * 4
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_lychee(max_answer_tokens=6, memory_budget=8)
+
+
+@pytest.fixture(scope="module")
+def bank(model, tokenizer):
+    return compress_text(model, tokenizer, TEXT)
+
+
+def ask(model, tokenizer, bank, question="What is the secret code?", **kwargs):
+    ids = question_ids(tokenizer, question)
+    out = model.generate(input_ids=ids, bank=bank, return_dict_in_generate=True, **kwargs)
+    return out.trace[0]
+
+
+def test_block_character_spans_cover_the_text_in_order(bank):
+    chars = bank.document_text.chars
+    assert len(chars) == len(bank) and chars[0][0] == 0 and not TEXT[chars[-1][1] :].strip()
+    assert all(a[1] <= b[0] + 1 and a[0] < b[0] for a, b in zip(chars, chars[1:]))  # in order, no gaps
+
+
+def test_evidence_offsets_point_at_the_quoted_characters(model, tokenizer, bank):
+    evidence = ask(model, tokenizer, bank).evidence(tokenizer)
+    assert evidence, "the always-related tiny gate reads every block: some passage must match"
+    for item in evidence:
+        assert TEXT[item.start : item.end] == item.text
+    assert "secret code" in evidence[0].text  # the rare words of the question rank the fact's sentence first
+
+
+def test_evidence_is_the_same_from_a_saved_bank_and_in_the_json_schema(model, tokenizer, bank, tmp_path):
+    bank.save_pretrained(tmp_path / "bank")
+    assert (tmp_path / "bank" / "document.txt").read_text() == TEXT
+    loaded = LycheeMemoryBank.from_pretrained(tmp_path / "bank")
+    assert loaded.document_text == bank.document_text
+    fresh, saved = ask(model, tokenizer, bank).to_dict(tokenizer), ask(model, tokenizer, loaded).to_dict(tokenizer)
+    assert saved["evidence"] == fresh["evidence"] and saved["not_found"] is False
+
+
+def test_an_old_bank_without_text_loads_and_says_evidence_is_unavailable(model, tokenizer, tmp_path):
+    ids, _ = encode_document(tokenizer, TEXT, model.config.chunk_size)
+    model.compress(ids).save_pretrained(tmp_path / "old")
+    loaded = LycheeMemoryBank.from_pretrained(tmp_path / "old")
+    assert loaded.document_text is None
+    assert ask(model, tokenizer, loaded).to_dict(tokenizer)["evidence"] is None
+
+
+def test_a_replaced_document_text_is_caught_by_its_checksum(model, tokenizer, bank, tmp_path):
+    bank.save_pretrained(tmp_path / "bank")
+    (tmp_path / "bank" / "document.txt").write_text(TEXT.replace("4721", "9999"))
+    loaded = LycheeMemoryBank.from_pretrained(tmp_path / "bank")
+    with pytest.warns(UserWarning, match="checksum mismatch"):
+        assert loaded.document_text is None
+
+
+def test_spans_that_do_not_fit_the_text_are_refused(bank):
+    copy = bank.astype("float32")
+    with pytest.raises(DocumentTextError, match="do not fit"):
+        copy.attach_text("short", [(0, 3)] * (len(copy) - 1) + [(0, 99)])
+    with pytest.raises(DocumentTextError, match="character spans for a bank of"):
+        copy.attach_text(TEXT, [(0, 3)])
+
+
+def test_converted_and_streamed_banks_keep_the_text(model, tokenizer, bank, tmp_path):
+    assert bank.astype("int8").document_text == bank.document_text
+    ids, document = encode_document(tokenizer, TEXT, model.config.chunk_size)
+    streamed = compress_to_disk(model, ids, tmp_path / "disk", chunks_per_write=1, text=document)
+    assert streamed.document_text == bank.document_text
+    assert (tmp_path / "disk" / "document.txt").is_file()
+
+
+def test_nothing_read_answers_not_found_when_asked(tokenizer):
+    model = tiny_lychee(max_answer_tokens=6, memory_budget=8, gate_type="query_likelihood", answer_not_found=True)
+    bank = compress_text(model, tokenizer, TEXT)
+    trace = ask(model, tokenizer, bank, gate_threshold=1.0)  # no block passes: nothing to answer from
+    result = trace.to_dict(tokenizer)
+    assert result["not_found"] is True and result["answer"] == "Not found in the document."
+    assert result["evidence"] == []
+    generated = ask(model, tokenizer, bank, gate_threshold=1.0, answer_not_found=False)
+    assert generated.not_found is False
+
+
+def test_not_found_is_off_unless_the_config_or_the_call_turns_it_on(model, tokenizer, bank):
+    assert model.config.answer_not_found is False
+    assert ask(model, tokenizer, bank).not_found is False
+
+
+def test_the_cli_prints_evidence_lines_and_writes_them_to_json(tmp_path):
+    checkpoint = save_tiny_checkpoint(tmp_path / "ckpt", max_answer_tokens=4, memory_budget=8)
+    (tmp_path / "doc.txt").write_text(TEXT)
+    code, out, err = run_cli("ask", "--model", checkpoint, "--context", tmp_path / "doc.txt", "--question",
+                             "What is the secret code?", "--json", tmp_path / "a.json")  # fmt: skip
+    assert code == 0, err
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert "Evidence:" in out and result["evidence"] and result["not_found"] is False
+    first = result["evidence"][0]
+    assert TEXT[first["start"] : first["end"]] == first["text"] and f"[{first['start']}-{first['end']}]" in out
+    code, out, err = run_cli("compress", "--model", checkpoint, "--context", tmp_path / "doc.txt", "--out",
+                             tmp_path / "bank")  # fmt: skip
+    assert code == 0, err and (tmp_path / "bank" / "document.txt").is_file()
+    code, out, err = run_cli("ask", "--model", checkpoint, "--bank", tmp_path / "bank", "--question", "Code?")
+    assert code == 0 and "Evidence:" in out
+
+
+def test_a_bank_made_from_token_ids_only_answers_with_evidence_unavailable_in_the_cli(tmp_path, tokenizer):
+    checkpoint = save_tiny_checkpoint(tmp_path / "ckpt", max_answer_tokens=4, memory_budget=8)
+    model = tiny_lychee(max_answer_tokens=4, memory_budget=8)
+    ids = torch.tensor([tokenizer.encode(TEXT, add_special_tokens=False)])
+    model.compress(ids).save_pretrained(tmp_path / "bank")
+    code, out, err = run_cli("ask", "--model", checkpoint, "--bank", tmp_path / "bank", "--question", "Code?")
+    assert code == 0, err
+    assert "Evidence: unavailable" in out
