@@ -243,11 +243,12 @@ def _check_spans(manifest: Manifest, path: Path) -> None:
     end = 0
     for index, record in enumerate(manifest.blocks):
         start, stop = record.span
+        where = f"where block {index - 1} ends ({end})" if index else "at 0, the document's start"
         _expect(
             start == end,
             path,
-            f"block {index}'s span {list(record.span)} does not start where block {index - 1} ends ({end}): blocks "
-            "are missing, repeated or out of order",
+            f"block {index}'s span {list(record.span)} does not start {where}: blocks are missing, repeated or out "
+            "of order",
         )
         _expect(stop > start, path, f"block {index}'s span {list(record.span)} is empty")
         if _is_int(chunk_size):

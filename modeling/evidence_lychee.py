@@ -119,3 +119,19 @@ def rank_evidence(
             ranked.append(Evidence(start, end, document[start:end], index, gate_score, score))
     ranked.sort(key=lambda e: (-e.score, -e.gate_score, e.start))
     return ranked[:top_k]
+
+
+_NAME = re.compile(r"\b(?:[A-Z][\w'-]*|\d[\d.,:/-]*)")
+
+
+def missing_names(question: str, text: str) -> list[str]:
+    """The names (capitalised words after the first word, and numbers) of `question` that `text` never contains
+    (case-insensitive, as whole words)."""
+    first = _WORD.search(question)
+    names = [m.group(0).strip(".,:/-'") for m in _NAME.finditer(question) if not first or m.start() != first.start()]
+    present = set(w.lower() for w in _WORD.findall(text))
+    return [name for name in names if name and name.lower() not in _STOP and not _all_present(name, present)]
+
+
+def _all_present(name: str, present: set[str]) -> bool:
+    return all(part.lower() in present for part in _WORD.findall(name))

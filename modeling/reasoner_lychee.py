@@ -315,12 +315,13 @@ class ReasonerLoop:
             trace.answer_seconds = seconds  # rows of a batch share the answer turn
             trace.answer_prompt_ids = prompt.tolist()
             trace.answer_ids = answer[: count_decoded(answer, eos_ids, pad_id)].tolist()
-        answers = self._not_found_answers(answers, memories, eos_ids, pad_id)
+        answers = self._not_found_answers(answers, memories, eos_ids, pad_id, generate_kwargs.get("tokenizer"))
         return answers, output
 
-    def _not_found_answers(self, answers, memories, eos_ids: list[int], pad_id: int) -> torch.Tensor:
-        """Replaces the answer of each row that read nothing, or whose memory holds nothing new, by the config's
-        `unanswerable_answer_ids` (+ a stop id), and flags its trace `not_found`."""
+    def _not_found_answers(self, answers, memories, eos_ids: list[int], pad_id: int, tokenizer=None) -> torch.Tensor:
+        """Replaces the answer of each row that read nothing, whose memory holds nothing new, or (with a
+        `tokenizer` and a bank that keeps its text) whose question names something no read block contains, by the
+        config's `unanswerable_answer_ids` (+ a stop id), and flags its trace `not_found`."""
         config = self.model.config
         enabled = self.answer_not_found if self.answer_not_found is not None else config.answer_not_found
         if not enabled:
@@ -334,7 +335,10 @@ class ReasonerLoop:
         rows = [
             row
             for row, (trace, memory) in enumerate(zip(self.traces, memories))
-            if not any(record.kept for record in trace) or memory.numel() == 0 or memory.tolist() == initial
+            if not any(record.kept for record in trace)
+            or memory.numel() == 0
+            or memory.tolist() == initial
+            or (tokenizer is not None and trace.names_missing(tokenizer))
         ]
         if not rows:
             return answers
@@ -346,6 +350,7 @@ class ReasonerLoop:
             padded[row] = pad_id
             padded[row, : len(text)] = torch.tensor(text, dtype=answers.dtype)
             self.traces[row].not_found = True
+            self.traces[row].generated_answer_ids = self.traces[row].answer_ids  # what it would have said
             self.traces[row].answer_ids = text  # through the stop id, as generated answers are
         return padded
 

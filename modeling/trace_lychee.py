@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .evidence_lychee import rank_evidence
+from .evidence_lychee import missing_names, rank_evidence
 
 
 @dataclass
@@ -109,8 +109,19 @@ class LycheeTrace(list):
         self.answer_ids = answer_ids or []
         self.answer_seconds = answer_seconds
         self.not_found = False
+        self.generated_answer_ids: list[int] = []  # with not_found: the answer the model generated instead
         self.question_ids: list[int] = []
         self.document_text = None
+
+    def names_missing(self, tokenizer) -> bool:
+        """Whether the question names something (a capitalised word or a number) that none of the read blocks'
+        text contains: a question about another document, whatever the reasoner wrote. False when the bank keeps
+        no text or nothing was read."""
+        kept = sorted({record.block_index for record in self if record.kept})
+        if self.document_text is None or not kept:
+            return False
+        read = " ".join(self.document_text.block_text(index)[1] for index in kept)
+        return bool(missing_names(tokenizer.decode(self.question_ids, skip_special_tokens=True), read))
 
     def evidence(self, tokenizer, top_k: int = 3) -> list | None:
         """The passages of the read blocks that carry the answer (`evidence_lychee.Evidence`, best first), or None

@@ -29,8 +29,10 @@ def bank(model, tokenizer):
     return compress_text(model, tokenizer, TEXT)
 
 
-def ask(model, tokenizer, bank, question="What is the secret code?", **kwargs):
+def ask(model, tokenizer, bank, question="What is the secret code?", with_tokenizer=False, **kwargs):
     ids = question_ids(tokenizer, question)
+    if with_tokenizer:  # generate then also checks the question's names against the read text
+        kwargs["tokenizer"] = tokenizer
     out = model.generate(input_ids=ids, bank=bank, return_dict_in_generate=True, **kwargs)
     return out.trace[0]
 
@@ -131,3 +133,12 @@ def test_a_bank_made_from_token_ids_only_answers_with_evidence_unavailable_in_th
     code, out, err = run_cli("ask", "--model", checkpoint, "--bank", tmp_path / "bank", "--question", "Code?")
     assert code == 0, err
     assert "Evidence: unavailable" in out
+
+
+def test_a_question_naming_what_no_read_block_contains_is_not_found(tokenizer):
+    model = tiny_lychee(max_answer_tokens=6, memory_budget=8, answer_not_found=True)
+    bank = compress_text(model, tokenizer, TEXT)
+    asked = ask(model, tokenizer, bank, "Where was Zorblat born?", with_tokenizer=True)
+    assert asked.not_found and asked.to_dict(tokenizer)["answer"] == "Not found in the document."
+    named = ask(model, tokenizer, bank, "Where was Alice born?", with_tokenizer=True)
+    assert named.names_missing(tokenizer) is False

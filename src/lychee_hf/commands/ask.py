@@ -22,13 +22,17 @@ from .arguments import (
 from .loading import encode, load_model
 
 NAME = "ask"
+EXIT_NOTHING_ANSWERED = 2  # --questions: every line failed (the CLI's error status)
 EXAMPLES = """examples:
   lychee-hf ask --context examples/harbor_town.txt --question "Who founded the Saltmarsh bakery?" --trace
   lychee-hf ask --bank bank/ --question "Who founded the bakery?" --question "When was the bridge built?"
   lychee-hf ask --context docs.jsonl --field text --question "..." --json answers.json
   lychee-hf ask --context long.txt --question "..." --gate-threshold 0.3 --gate-max-blocks 4
   lychee-hf ask --bank banks/ --questions q.jsonl --out answers.jsonl   # {"document": ID, "question": ...} lines
-  accelerate launch -m lychee_hf.cli ask --bank banks/ --questions q.jsonl --out answers.jsonl   # all GPUs"""
+  accelerate launch -m lychee_hf.cli ask --bank banks/ --questions q.jsonl --out answers.jsonl   # all GPUs
+
+With --questions, a line that cannot be answered gets its reason in --out and the others are answered: the exit
+status is 0 when at least one question is answered, 2 when none is."""
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -81,15 +85,15 @@ def run(args: argparse.Namespace) -> int:
     from ..modeling import LycheeMemoryBank
 
     take_deprecated_bank_alias(args)
-    if args.questions:
+    if args.questions is not None:
         return _run_questions(args)
-    if args.out or args.batch_size:
-        raise ValueError("--out and --batch-size go with --questions (for --question, --json OUT writes the answers)")
+    refuse_inapplicable_options(args)
     # Inputs and outputs first: a missing file, an empty question or an unwritable OUT fails before the model loads.
     questions = _checked_questions(args.question)
-    if args.json and args.json != "-":
+    if args.json is not None and args.json != "-":
         check_output_file(args.json, args.overwrite)
-    if args.bank:
+    if args.bank is not None:
+        _refuse_a_corpus_folder(args.bank)
         bank = LycheeMemoryBank.from_pretrained(args.bank)
         sources = [(args.bank, dict(bank=bank))]
     else:
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             for i, text in enumerate(documents)
         ]
     model, tokenizer = load_model(args)
-    if args.bank:
+    if args.bank is not None:
         bank.check_compatible(model.memory_fingerprint())
     results = []
     try:
@@ -124,9 +128,11 @@ def _answer_source(model, tokenizer, name: str, source: dict, questions: list[st
     import torch
 
     if "context" in source:
-        ids = encode(tokenizer, source["context"], args.context)
+        from ..text_banks import compress_text
+
+        encode(tokenizer, source["context"], args.context)  # an empty document is refused with its file name
         started = time.perf_counter()
-        bank = model.compress(ids, show_progress=show_progress(args))
+        bank = compress_text(model, tokenizer, source["context"], show_progress=show_progress(args))
         compress_seconds = time.perf_counter() - started
     else:
         bank, compress_seconds = source["bank"], 0.0
@@ -139,6 +145,7 @@ def _answer_source(model, tokenizer, name: str, source: dict, questions: list[st
             bank=bank,
             return_dict_in_generate=True,
             show_progress=show_progress(args),
+            tokenizer=tokenizer,  # lets "not found" check the question's names against the read text
             **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}),
             **gate_policy,
         )
@@ -159,9 +166,52 @@ def _gate_policy(args: argparse.Namespace) -> dict:
 
 def take_deprecated_bank_alias(args: argparse.Namespace) -> None:
     """`--memory BANK` still works (it was the option's name before 0.2): it warns once and fills `--bank`."""
-    if getattr(args, "memory_alias", None):
+    if getattr(args, "memory_alias", None) is not None:
         print("lychee-hf: --memory is deprecated, use --bank (same meaning)", file=sys.stderr)
         args.bank = args.memory_alias
+
+
+def refuse_inapplicable_options(args: argparse.Namespace) -> None:
+    """Refuses, with one line naming it, an option that does nothing on the path the other options choose, instead
+    of ignoring it (tests/test_option_coverage.py walks every option of every path)."""
+    from ..documents import DEFAULT_FIELD
+
+    if args.questions is not None:
+        if args.bank is None or args.out is None:
+            raise ValueError("--questions needs --bank (a compressed corpus or a bank) and --out (the answers file)")
+        if args.json is not None or args.trace:
+            raise ValueError(
+                "--json and --trace go with --question; with --questions every answer is written to --out as JSONL"
+            )
+        if args.field != DEFAULT_FIELD:
+            raise ValueError("--field names the document field of a --context file; questions files are read as is")
+        return
+    if args.out is not None or args.batch_size is not None:
+        raise ValueError("--out and --batch-size go with --questions (for --question, --json OUT writes the answers)")
+    if args.overwrite and (args.json is None or args.json == "-"):
+        raise ValueError("--overwrite goes with --json OUT (the file it may replace): without OUT nothing is written")
+    if args.bank is not None and (args.field != DEFAULT_FIELD or not _is_utf8(args.encoding)):
+        raise ValueError("--field and --encoding read a --context file; --bank reads a saved bank: drop them")
+
+
+def _is_utf8(encoding: str) -> bool:
+    import codecs
+
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def _refuse_a_corpus_folder(bank: str) -> None:
+    """A corpus folder (one bank per document) is asked with --questions, whose lines name their document."""
+    from ..scale.corpus import CORPUS_MANIFEST
+
+    if (Path(bank) / CORPUS_MANIFEST).is_file():
+        raise ValueError(
+            f"{bank} is a compressed corpus (one bank per document): ask it with --questions Q.jsonl --out A.jsonl "
+            "(each line names its document), or pass --bank with one bank folder inside it"
+        )
 
 
 def _run_questions(args: argparse.Namespace) -> int:
@@ -171,18 +221,13 @@ def _run_questions(args: argparse.Namespace) -> int:
     from ..scale.distributed import distributed_state
     from ..scale.questions import answer_questions, read_questions
 
-    if not args.bank or not args.out:
-        raise ValueError("--questions needs --bank (a compressed corpus or a bank) and --out (the answers file)")
-    if args.json or args.trace:
-        raise ValueError(
-            "--json and --trace go with --question; with --questions every answer is written to --out as JSONL"
-        )
+    refuse_inapplicable_options(args)
     # Inputs and output first: a broken manifest, bank or questions file, or a taken --out, fails before loading.
     check_output_file(args.out, args.overwrite, "--out")
     state = distributed_state()
     over_corpus = (Path(args.bank) / CORPUS_MANIFEST).is_file()
     read_corpus_manifest(args.bank) if over_corpus else LycheeMemoryBank.from_pretrained(args.bank)
-    read_questions(args.questions, over_corpus)
+    read_questions(args.questions, over_corpus, args.encoding)
     model, tokenizer = load_model(args, state)
     summary = answer_questions(
         model,
@@ -196,9 +241,14 @@ def _run_questions(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         overwrite=args.overwrite,
         gate_policy=_gate_policy(args),
+        encoding=args.encoding,
     )
     if state.is_main_process:
         print(summary.describe())
+    if not summary.answered:
+        if state.is_main_process:
+            print(f"lychee-hf: error: no question of {args.questions} could be answered", file=sys.stderr)
+        return EXIT_NOTHING_ANSWERED
     return 0
 
 
@@ -251,10 +301,25 @@ def _report(results: list[dict], args: argparse.Namespace) -> None:
         if len(results) > 1:
             print(f"Q: {result['question']}")
         print(result["answer"])
+        print(_evidence_lines(result))
         if args.trace:
             print(_trace_table(result))
     if args.json:
         print(f"answers and traces written to {args.json}", file=sys.stderr)
+
+
+def _evidence_lines(result: dict) -> str:
+    """`Evidence:` and the quoted passages with their character offsets (or why there are none)."""
+    if result["evidence"] is None:
+        return "Evidence: unavailable (this bank keeps no document text: recompress it from the text file)"
+    if not result["evidence"]:
+        return "Evidence: none (no block was read)" if result["not_found"] else "Evidence: no passage matched"
+    lines = ["Evidence:"]
+    for item in result["evidence"]:
+        quote = " ".join(item["text"].split())
+        where = f"[{item['start']}-{item['end']}] block {item['block']} (gate {item['gate_score']:.2f})"
+        lines.append(f'  {where}: "{quote}"')
+    return "\n".join(lines)
 
 
 def _trace_table(result: dict) -> str:

@@ -18,6 +18,7 @@ The relations, their phrasings and the families are tables in `relations.py`.
 """
 
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -67,14 +68,42 @@ def make_twohop_heldout(tokenizer, length_tokens: int, n: int, seed: int = 0) ->
     return _make("twohop-heldout", families(2, HELD_OUT), None, tokenizer, length_tokens, n, seed)
 
 
+def make_facts_heldout_unanswerable(tokenizer, length_tokens: int, n: int, seed: int = 0) -> list[QAExample]:
+    """Questions the document cannot answer: each held-out facts document asked another example's question, whose
+    entity and answer it does not contain (gold `answers` is empty; `meta["unanswerable"]` is True). Measures
+    whether the model says "not found" instead of inventing an answer."""
+    examples = make_facts_heldout(tokenizer, length_tokens, n + 1, seed)
+    return [unanswerable_variant(examples[i], examples[i + 1 :] + examples[:i]) for i in range(n)]
+
+
+def unanswerable_variant(example: QAExample, others: list[QAExample]) -> QAExample:
+    """`example`'s document with the first question of `others` that names nothing the document contains."""
+    context = example.context.lower()
+    for other in others:
+        named = [word for word in re.findall(r"\b[A-Z][a-z]+\b", other.question) if word.lower() not in STOP_NAMES]
+        if all(answer.lower() not in context for answer in other.answers) and not any(
+            word.lower() in context for word in named
+        ):
+            meta = {**example.meta, "unanswerable": True, "question_from": other.id}
+            return QAExample(
+                f"{example.id}-unanswerable", f"{example.task}-unanswerable", example.context, other.question, [],
+                [], example.length_tokens, meta,
+            )  # fmt: skip
+    raise ValueError(f"no question of the other examples is unanswerable over {example.id}")
+
+
+# Capitalised question words that are not names (sentence starts).
+STOP_NAMES = {"what", "who", "which", "where", "when", "how", "in", "on", "the", "whom", "whose", "of", "at"}
+
 # Tasks built from held-out families or phrasings: evaluation only. Every held-out accuracy claim rests on no
 # training run ever seeing them, so the training entry points refuse them (`lychee_hf.training.check_trainable`).
-HELD_OUT_TASKS = ("facts-rephrased", "facts-heldout", "twohop-heldout")
+HELD_OUT_TASKS = ("facts-rephrased", "facts-heldout", "twohop-heldout", "facts-heldout-unanswerable")
 
 FAMILY_TASKS = {
     "facts": make_facts,
     "facts-rephrased": make_facts_rephrased,
     "facts-heldout": make_facts_heldout,
+    "facts-heldout-unanswerable": make_facts_heldout_unanswerable,
     "twohop": make_twohop,
     "twohop-heldout": make_twohop_heldout,
 }

@@ -3,8 +3,9 @@
     lychee-hf ask --bank BANKS_DIR --questions Q.jsonl --out A.jsonl
     accelerate launch -m lychee_hf.cli ask --bank BANKS_DIR --questions Q.jsonl --out A.jsonl
 
-Each line of the questions file is a JSON object with `question`, `document` (an id of the corpus manifest; not
-needed over a single bank) and optionally `id`, copied to the answer. Questions over the same bank are answered
+Each line of the questions file is a JSON object with `question`, `document` (an id of the corpus manifest, a string
+or a number as the corpus names it; not needed over a single bank) and optionally `id`; `id` and `document` are
+copied to the answer as given. Questions over the same bank are answered
 together, `batch_size` per `generate` call, through a view of the bank that reads each block from storage once
 per batch (`SharedBlocks`), however many questions read it. Batches are split across processes
 (`split_between_processes`); the main process writes the answers in input order, one JSON object per line:
@@ -23,7 +24,7 @@ from accelerate import PartialState
 
 from ..files import check_output_file, read_json_lines, write_atomically
 from ..modeling import LycheeMemoryBank, count_decoded, kv_nbytes_of, left_pad, stop_and_pad_ids
-from .corpus import CORPUS_MANIFEST, read_corpus_manifest
+from .corpus import CORPUS_MANIFEST, id_text, read_corpus_manifest
 from .distributed import distributed_state, gather_lists, process_progress
 
 SINGLE_BANK = ""  # the document key of every question asked over a single bank
@@ -31,40 +32,43 @@ SINGLE_BANK = ""  # the document key of every question asked over a single bank
 
 @dataclass
 class QuestionRow:
-    """One line of the questions file: its number, the document it names, the question, and an error if it
-    cannot be asked."""
+    """One line of the questions file: its number, the bank it asks (`document`: a corpus id, or SINGLE_BANK), the
+    question, its `id` and `document` as the line gives them, and an error if it cannot be asked."""
 
     line: int
     document: str
     question: str | None
     id: object = None
     error: str | None = None
+    given_document: object = None
 
     def result(self, **fields) -> dict:
         row = {"line": self.line, **({"id": self.id} if self.id is not None else {})}
-        return {**row, "document": self.document or None, "question": self.question, **fields}
+        return {**row, "document": self.given_document, "question": self.question, **fields}
 
 
-def read_questions(path: str | Path, over_corpus: bool) -> list[QuestionRow]:
+def read_questions(path: str | Path, over_corpus: bool, encoding: str = "utf-8") -> list[QuestionRow]:
     """The questions of a JSONL file; unusable lines carry their reason in `error`.
 
     Args:
         path (`str` or `Path`): one JSON object per line (`question`, `document`, optional `id`).
         over_corpus (`bool`): whether questions must name their `document` (a corpus) or not (one bank).
+        encoding (`str`): the file's text encoding; a line that does not decode fails alone.
     """
     rows = []
-    for line in read_json_lines(path, "questions"):
+    for line in read_json_lines(path, "questions", encoding):
         record = line.record or {}
-        question, document = record.get("question"), record.get("document")
-        row = QuestionRow(line.number, "" if document is None else str(document), question, record.get("id"))
+        question, given = record.get("question"), record.get("document")
+        key = SINGLE_BANK if not over_corpus else id_text(given)
+        row = QuestionRow(line.number, key or "", question, record.get("id"), given_document=given)
         if line.error is not None:
             row.error, row.question = line.error, None
         elif not isinstance(question, str) or not question.strip():
             row.error, row.question = "no non-empty string field 'question'", None
-        elif over_corpus and not row.document:
+        elif over_corpus and given is None:
             row.error = "no 'document' field naming a document of the corpus"
-        if not over_corpus:
-            row.document = SINGLE_BANK
+        elif over_corpus and not key:
+            row.error = f"'document' {json.dumps(given)[:40]} is not an id (a non-empty string or a number)"
         rows.append(row)
     return rows
 
@@ -148,6 +152,7 @@ def answer_questions(
     show_progress: bool = True,
     overwrite: bool = False,
     gate_policy: dict | None = None,
+    encoding: str = "utf-8",
 ) -> QuestionsSummary:
     """Answers every question of a JSONL file over a compressed corpus (or one bank) and writes them in order.
 
@@ -169,27 +174,35 @@ def answer_questions(
         overwrite (`bool`): replace an existing `out` (once every answer is ready) instead of refusing it.
         gate_policy (`dict`, *optional*): `gate_threshold`, `gate_max_blocks`, `gate_keep_last`, `gate_revisit`
             for every question (default: the model's), as `generate` takes them.
+        encoding (`str`): the questions file's text encoding.
 
     Returns:
         `QuestionsSummary` (the same on every process).
+
+    Raises:
+        `ValueError` when the corpus (or bank) was made by another model or settings, or `out` is the questions
+        file; the errors of `check_output_file` for `out`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     state = state or distributed_state()
     out, memory = Path(out), Path(memory)
     check_output_file(out, overwrite, "--out")
+    if out.exists() and out.resolve() == Path(questions).resolve():
+        raise ValueError(f"--out {out} is the questions file: name a new file for the answers")
     over_corpus = (memory / CORPUS_MANIFEST).is_file()
-    if not over_corpus:
-        LycheeMemoryBank.from_pretrained(memory)  # neither a corpus nor a bank: one clear error, before any work
+    fingerprint = model.memory_fingerprint()
+    if over_corpus:
+        _check_corpus_model(memory, fingerprint)
+    else:
+        LycheeMemoryBank.from_pretrained(memory).check_compatible(fingerprint)  # one clear error, before any work
     banks = _bank_folders(memory) if over_corpus else {SINGLE_BANK: memory}
-    rows = read_questions(questions, over_corpus)
+    rows = read_questions(questions, over_corpus, encoding)
     for row in rows:
         if row.error is None and not isinstance(banks.get(row.document), Path):
             row.error = banks.get(row.document) or f"document {row.document!r} is not in the corpus"
     batches = _batches(rows, batch_size)
-    answer = _BatchAnswerer(
-        model, tokenizer, model.memory_fingerprint(), max_new_tokens, max_cached_bytes, dict(gate_policy or {})
-    )
+    answer = _BatchAnswerer(model, tokenizer, fingerprint, max_new_tokens, max_cached_bytes, dict(gate_policy or {}))
 
     started = time.perf_counter()
     with state.split_between_processes(batches) as mine:
@@ -207,6 +220,15 @@ def answer_questions(
     state.wait_for_everyone()
     failed = sum(1 for result in ordered if "error" in result)
     return QuestionsSummary(len(rows), len(rows) - failed, failed, len(batches), elapsed, state.num_processes, out)
+
+
+def _check_corpus_model(corpus_dir: Path, fingerprint: dict) -> None:
+    """Refuses a corpus compressed by another model or settings (every question would fail alike)."""
+    made_with = read_corpus_manifest(corpus_dir).get("fingerprint")
+    try:
+        LycheeMemoryBank(fingerprint=made_with if isinstance(made_with, dict) else {}).check_compatible(fingerprint)
+    except ValueError as error:
+        raise ValueError(f"{corpus_dir}: {error}") from None
 
 
 def _bank_folders(corpus_dir: Path) -> dict[str, Path | str]:
@@ -289,6 +311,7 @@ def generate_answers(
         attention_mask=mask.to(model.device),
         bank=[shared] * len(questions),
         show_progress=False,
+        tokenizer=tokenizer,  # as the single-question path: "not found" checks names against the read text
         **(gate_policy or {}),
         **({"max_new_tokens": max_new_tokens} if max_new_tokens else {}),
     )
