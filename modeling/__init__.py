@@ -16,7 +16,7 @@ from .adapters_lychee import (
     role_adapter,
     save_role_adapter,
 )
-from .bank_storage_lychee import (
+from .bank_manifest_lychee import (
     BANK_FILE_PATTERN,
     DEFAULT_MAX_SHARD_BYTES,
     MANIFEST_NAME,

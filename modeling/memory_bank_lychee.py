@@ -14,19 +14,17 @@ from pathlib import Path
 
 import torch
 
-from .bank_storage_lychee import (
+from .bank_manifest_lychee import (
     DEFAULT_MAX_SHARD_BYTES,
     MANIFEST_NAME,
     BlockRecord,
     Manifest,
     MemoryBankError,
-    ShardReader,
-    ShardWriter,
     StorageFormat,
-    decode_block,
     read_manifest,
     write_manifest,
 )
+from .bank_storage_lychee import ShardReader, ShardWriter, decode_block
 from .bank_text_lychee import DocumentText, DocumentTextError, read_text, write_text
 from .kv_quant_lychee import FLOAT_STORAGE, QuantizedKV, check_bank_dtype, default_bank_dtype, quantize
 
