@@ -62,6 +62,7 @@ __all__ = [  # the manifest's names stay importable from here, where every bank 
     "write_shard",
 ]
 
+
 # --------------------------------------------------------------------------------------------- block tensors
 def block_tensors(index: int, keys, values, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """The tensors of block `index` as stored in a shard (keys/values as tensors or `QuantizedKV`)."""

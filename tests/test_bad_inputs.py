@@ -76,10 +76,17 @@ def paths(tmp_path_factory) -> dict[str, str]:
     (root / "nofield.jsonl").write_text('{"text": "a document"}\n')
     (root / "a-folder").mkdir()
     (root / "existing.json").write_text("keep me")
+    (root / "corpus.jsonl").write_text(json.dumps({"id": "a", "context": DOCUMENT}) + "\n")
+    (root / "questions.jsonl").write_text(json.dumps({"document": "a", "question": "Where?"}) + "\n")
+    (root / "a-corpus").mkdir()  # what `ask` reads of a compressed corpus before loading the model: its manifest
+    manifest = {"format": "lychee-corpus", "version": 1, "fingerprint": {}, "entries": []}
+    (root / "a-corpus" / "corpus.json").write_text(json.dumps(manifest))
     return {"root": str(root), "ckpt": str(checkpoint), "doc": str(root / "doc.txt")}
 
 
 ASK = ["ask", "--model", "{ckpt}", "--quiet", "--context", "{doc}", "--question", "What is the code?"]
+CORPUS = ["compress", "--model", "{ckpt}", "--quiet", "--corpus"]
+QUESTIONS = ["ask", "--model", "{ckpt}", "--quiet", "--bank", "{root}/a-corpus", "--questions"]
 
 CLI_ROWS = [
     # --- context files
@@ -286,6 +293,95 @@ CLI_ROWS = [
         "an option on a command where it does nothing",
         ["compress", "--context", "{doc}", "--out", "{root}/b", "--max-new-tokens", "5"],
         r"unrecognized arguments",
+    ),
+    # --- corpus and questions files, and options that do not apply to the path taken (issue 31)
+    Row(
+        "--corpus is a folder",
+        [*CORPUS, "{root}/a-folder", "--out", "{root}/banks"],
+        r"corpus .*a-folder is a folder: pass a JSONL file",
+    ),
+    Row("--corpus is a device", [*CORPUS, "/dev/null", "--out", "{root}/banks"], r"is not a regular file"),
+    Row("--corpus ''", [*CORPUS, "", "--out", "{root}/banks"], r"corpus \. is a folder"),
+    Row(
+        "--corpus into --out that is a file",
+        [*CORPUS, "{root}/corpus.jsonl", "--out", "{root}/existing.json"],
+        r"--out .*existing\.json is a file: name a folder",
+    ),
+    Row(
+        "--id-field that no line has",
+        [*CORPUS, "{root}/corpus.jsonl", "--out", "{root}/banks", "--id-field", "name"],
+        r"no line of .* has the id field 'name' \(--id-field\)",
+    ),
+    Row(
+        "compress --context into --out that is a file",
+        ["compress", "--model", "{ckpt}", "--context", "{doc}", "--out", "{root}/existing.json"],
+        r"--out .*existing\.json is a file: name a folder",
+    ),
+    Row(
+        "--context is a device",
+        ["compress", "--model", "{ckpt}", "--context", "/dev/null", "--out", "{root}/new-bank"],
+        r"context /dev/null is not a regular file",
+    ),
+    Row(
+        "--field with a plain-text context",
+        [*ASK, "--field", "text"],
+        r"--field text names a JSONL field, but .*doc\.txt is plain text",
+    ),
+    Row(
+        "--questions is a folder",
+        [*QUESTIONS, "{root}/a-folder", "--out", "{root}/answers.jsonl"],
+        r"questions .*a-folder is a folder: pass a JSONL file",
+    ),
+    Row("--questions ''", [*QUESTIONS, "", "--out", "{root}/answers.jsonl"], r"questions \. is a folder"),
+    Row(
+        "--field with --questions",
+        [*QUESTIONS, "{root}/questions.jsonl", "--out", "{root}/answers.jsonl", "--field", "text"],
+        r"--field names the document field of a --context file",
+    ),
+    Row(
+        "--batch-size 0",
+        [*QUESTIONS, "{root}/questions.jsonl", "--out", "{root}/answers.jsonl", "--batch-size", "0"],
+        r"--batch-size: must be a positive integer, got 0",
+    ),
+    Row(
+        "--overwrite without --json OUT",
+        [*ASK, "--overwrite"],
+        r"--overwrite goes with --json OUT",
+    ),
+    Row(
+        "--overwrite with --json to stdout",
+        [*ASK, "--json", "--overwrite"],
+        r"--overwrite goes with --json OUT",
+    ),
+    Row(
+        "--field or --encoding with --bank",
+        ["ask", "--bank", "{root}/a-corpus", "--question", "q", "--encoding", "latin-1"],
+        r"--field and --encoding read a --context file; --bank reads a saved bank",
+    ),
+    Row(
+        "one --question over a corpus folder",
+        ["ask", "--bank", "{root}/a-corpus", "--question", "q"],
+        r"is a compressed corpus .* --questions",
+    ),
+    Row(
+        "bank convert --max-shard-size nan",
+        ["bank", "convert", "{root}/a-folder", "{root}/converted", "--max-shard-size", "nan"],
+        r"--max-shard-size: must be a positive number of MiB, got nan",
+    ),
+    Row(
+        "bank convert --max-shard-size inf",
+        ["bank", "convert", "{root}/a-folder", "{root}/converted", "--max-shard-size", "inf"],
+        r"--max-shard-size: must be a positive number of MiB, got inf",
+    ),
+    Row(
+        "bank convert --max-shard-size 0",
+        ["bank", "convert", "{root}/a-folder", "{root}/converted", "--max-shard-size", "0"],
+        r"--max-shard-size: must be a positive number of MiB, got 0",
+    ),
+    Row(
+        "bank convert --max-shard-size big",
+        ["bank", "convert", "{root}/a-folder", "{root}/converted", "--max-shard-size", "big"],
+        r"--max-shard-size: must be a positive number of MiB, got big",
     ),
 ]
 

@@ -286,3 +286,78 @@ def test_an_interrupted_compress_keeps_every_step_written_before_it(model, token
     interrupted(model, ids, tmp_path / "bank", after_calls=5)
     kept = LycheeMemoryBank.from_pretrained(tmp_path / "bank", allow_incomplete=True)
     assert kept.num_tokens == 5 * 64  # every finished step is on disk: resume loses at most the step it was in
+
+
+def test_the_cli_writes_every_step_so_resume_loses_at_most_one(checkpoint, tmp_path, monkeypatch):
+    (tmp_path / "context.txt").write_text(TEXT * 5)  # 9+ chunks of the tiny model: two steps of 8
+    compress, calls = LycheeMemoryForCausalLM.compress, {"n": 0}
+
+    def interrupted_in_the_second_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return compress(self, *args, **kwargs)
+
+    args = ["compress", "--model", checkpoint, "--context", tmp_path / "context.txt", "--out", tmp_path / "bank"]
+    monkeypatch.setattr(LycheeMemoryForCausalLM, "compress", interrupted_in_the_second_step)
+    assert main([str(word) for word in args] + ["--quiet"]) == 130
+    kept = LycheeMemoryBank.from_pretrained(tmp_path / "bank", allow_incomplete=True)
+    assert not kept.complete and kept.num_tokens == 8 * 64  # the first step's 8 chunks
+    monkeypatch.setattr(LycheeMemoryForCausalLM, "compress", compress)
+    assert main([str(word) for word in args] + ["--quiet", "--resume"]) == 0
+    whole = LycheeMemoryBank.from_pretrained(tmp_path / "bank")
+    assert whole.verify() == len(whole) and whole.num_tokens > kept.num_tokens
+
+
+def test_a_first_block_that_does_not_start_the_document_is_named_so(model, doc, tmp_path):
+    model.compress(doc[:, :150]).save_pretrained(tmp_path)
+    manifest = json.loads((tmp_path / "bank.json").read_text())
+    manifest["blocks"].reverse()
+    (tmp_path / "bank.json").write_text(json.dumps(manifest))
+    with pytest.raises(MemoryBankError, match=r"block 0's span \[128, 150\] does not start at 0") as error:
+        LycheeMemoryBank.from_pretrained(tmp_path)
+    assert "block -1" not in str(error.value)
+
+
+@pytest.mark.parametrize("failure", ["corrupted block", "interrupt"])
+def test_a_failed_bank_convert_leaves_nothing_so_the_retry_runs(model, doc, tmp_path, monkeypatch, failure):
+    model.compress(doc).save_pretrained(tmp_path / "source", max_shard_size=1)  # one shard per block
+    last = sorted((tmp_path / "source").glob("shard-*.safetensors"))[-1]
+    original = last.read_bytes()
+    if failure == "corrupted block":  # the first blocks convert, then the last one fails its checksum
+        last.write_bytes(original[:-2] + bytes([original[-2] ^ 0x10]) + original[-1:])
+    else:
+        write_shard, calls = bank_storage_lychee.write_shard, {"n": 0}
+
+        def interrupted(path, tensors):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return write_shard(path, tensors)
+
+        monkeypatch.setattr(bank_storage_lychee, "write_shard", interrupted)
+    destination = tmp_path / "converted"
+    args = ["bank", "convert", tmp_path / "source", destination, "--bank-dtype", "int8", "--max-shard-size", "0.001"]
+    assert main([str(word) for word in args]) in (2, 130)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source"]  # no destination, no hidden leftovers
+    last.write_bytes(original)
+    monkeypatch.undo()
+    assert main([str(word) for word in args]) == 0
+    converted = LycheeMemoryBank.from_pretrained(destination)
+    assert converted.bank_dtype == "int8" and converted.verify() == len(converted) == 5
+
+
+def test_bank_convert_into_an_empty_folder_puts_the_bank_there(model, doc, tmp_path):
+    model.compress(doc).save_pretrained(tmp_path / "source")
+    (tmp_path / "empty").mkdir()
+    assert main(["bank", "convert", str(tmp_path / "source"), str(tmp_path / "empty")]) == 0
+    assert LycheeMemoryBank.from_pretrained(tmp_path / "empty").verify() == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "source"]
+
+
+def test_bank_convert_into_a_file_is_refused_by_name(model, doc, tmp_path, capsys):
+    model.compress(doc).save_pretrained(tmp_path / "source")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["bank", "convert", str(tmp_path / "source"), str(tmp_path / "notes.txt")]) == 2
+    assert "notes.txt is a file: choose a new folder" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -80,7 +80,7 @@ def test_a_corpus_in_another_encoding_is_read_with_encoding(checkpoint, tmp_path
         '{"id": "caf\u00e9", "context": "Un caf\u00e9 \u00e0 Paris."}\n'.encode("latin-1")
     )
     args = ["compress", "--model", str(checkpoint), "--corpus", str(tmp_path / "docs.jsonl"), "--quiet"]
-    assert main([*args, "--out", str(tmp_path / "utf8")]) == 0
+    assert main([*args, "--out", str(tmp_path / "utf8")]) == 2  # every document failed: exit 2
     assert "1 failed" in capsys.readouterr().out  # not UTF-8: refused, never read with replacement characters
     assert main([*args, "--encoding", "latin-1", "--out", str(tmp_path / "latin1")]) == 0
     assert "1 compressed" in capsys.readouterr().out

@@ -3,6 +3,7 @@ conversion, summaries."""
 
 import hashlib
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from .modeling import (
     BANK_FILE_PATTERN,
     DEFAULT_MAX_SHARD_BYTES,
     MANIFEST_NAME,
+    DocumentText,
     LycheeMemoryBank,
     LycheeMemoryForCausalLM,
     MemoryBankError,
@@ -54,6 +56,7 @@ def compress_to_disk(
     max_shard_size: int = DEFAULT_MAX_SHARD_BYTES,
     resume: bool = False,
     overwrite: bool = False,
+    text: DocumentText | None = None,
 ) -> LycheeMemoryBank:
     """Compresses a document straight into a bank folder, a few chunks at a time, so host memory stays flat.
 
@@ -74,6 +77,8 @@ def compress_to_disk(
         resume (`bool`): continue the unfinished bank in `out_dir` (same model, same document); a new or empty
             folder starts from scratch; a complete bank of this document is returned as it is.
         overwrite (`bool`): replace the bank in `out_dir` (only bank files are removed; other files stay).
+        text (`DocumentText`, *optional*): the document's text and per-chunk characters
+            (`lychee_hf.text_banks.encode_document`), kept beside the bank so answers quote evidence.
 
     Returns:
         `LycheeMemoryBank` reading from `out_dir`.
@@ -91,7 +96,8 @@ def compress_to_disk(
     start, total = bank.num_tokens if bank is not None else 0, ids.numel()
     check_disk_space(model, total - start, out_dir, bank_dtype or bank.bank_dtype)
     if bank is None:
-        start_bank(out_dir, fingerprint, StorageFormat.for_dtype(bank_dtype), document)  # unfinished until the end
+        # unfinished until the last block is written
+        start_bank(out_dir, fingerprint, StorageFormat.for_dtype(bank_dtype), document, text)
     bank = LycheeMemoryBank.from_pretrained(out_dir, allow_incomplete=True)
     if start == total:
         bank.save_pretrained(out_dir, complete=True)  # all blocks were written before the interruption
@@ -199,7 +205,9 @@ def convert_bank(
     """Rewrites a saved bank (version 1 or 2) as a version-2 bank in format `bank_dtype`, block by block.
 
     Host memory holds at most one shard. Converting to a finer format (int4 -> float16) keeps the coarse values:
-    precision lost once is not restored.
+    precision lost once is not restored. The bank is written into a hidden sibling of `destination`
+    (`.NAME.converting-*`) and renamed into place once whole: a convert that fails or is interrupted leaves
+    nothing at `destination`, so it can simply be run again (a killed process may leave the hidden folder).
 
     Args:
         source (`str` or `Path`): a complete bank folder.
@@ -212,13 +220,24 @@ def convert_bank(
     """
     source, destination = Path(source), Path(destination)
     original = LycheeMemoryBank.from_pretrained(source)
+    if destination.exists() and not destination.is_dir():
+        raise MemoryBankError(f"{destination} is a file: choose a new folder for the converted bank.")
     if destination.exists() and any(destination.iterdir()):
         raise MemoryBankError(f"{destination} is not empty: choose a new folder for the converted bank.")
     view = LycheeMemoryBank(fingerprint=original.fingerprint)
     view.append(original)  # the source's blocks, still on disk: save_pretrained reads them one at a time
     view.document = original.document
     bank_dtype = check_bank_dtype(bank_dtype or original.bank_dtype)
-    view.save_pretrained(destination, bank_dtype=bank_dtype, max_shard_size=max_shard_size)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.converting-", dir=destination.parent))
+    try:
+        view.save_pretrained(staging, bank_dtype=bank_dtype, max_shard_size=max_shard_size)
+        if destination.exists():
+            destination.rmdir()  # empty, as checked above
+        staging.rename(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return LycheeMemoryBank.from_pretrained(destination)
 
 

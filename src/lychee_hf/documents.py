@@ -3,9 +3,14 @@
 import json
 from pathlib import Path
 
+from .files import check_input_file
 
-def read_documents(path: str | Path, field: str = "context", encoding: str = "utf-8") -> list[str]:
-    """The documents in `path`: the whole file for text, one per line (`field` of each object) for `.jsonl`.
+DEFAULT_FIELD = "context"
+
+
+def read_documents(path: str | Path, field: str = DEFAULT_FIELD, encoding: str = "utf-8") -> list[str]:
+    """The documents in `path`: the whole file for text, one per line (`field` of each object) for `.jsonl`. A
+    byte-order mark at the start is dropped.
 
     Args:
         path (`str` or `Path`): the file.
@@ -13,14 +18,14 @@ def read_documents(path: str | Path, field: str = "context", encoding: str = "ut
         encoding (`str`): the file's text encoding; bytes that do not decode are an error, never replaced.
 
     Raises:
-        `FileNotFoundError` if the file is missing; `IsADirectoryError` for a folder; `ValueError` for a binary
-        file, text that is not in `encoding`, an empty context, a malformed line or a line without `field`.
+        `FileNotFoundError` if the file is missing; `IsADirectoryError` for a folder; `ValueError` for a pipe or
+        device, a binary file, text that is not in `encoding`, an empty context, a malformed line, a line without
+        `field`, or a `field` other than the default for a plain-text file (it has no fields).
     """
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"context {path} is a folder: pass a text or .jsonl file")
-    if not path.is_file():
-        raise FileNotFoundError(f"context file {path} does not exist")
+    check_input_file(path, "context", "a text or .jsonl file")
+    if path.suffix != ".jsonl" and field != DEFAULT_FIELD:
+        raise ValueError(f"--field {field} names a JSONL field, but {path} is plain text (not .jsonl): drop --field")
     text = decode_text(path.read_bytes(), path, encoding)
     if path.suffix != ".jsonl":
         if not text.strip():
@@ -44,11 +49,12 @@ def read_documents(path: str | Path, field: str = "context", encoding: str = "ut
 
 
 def decode_text(data: bytes, path: Path, encoding: str) -> str:
-    """`data` decoded strictly: a binary file or text in another encoding is refused with the fix."""
+    """`data` decoded strictly (a leading byte-order mark dropped): a binary file or text in another encoding is
+    refused with the fix."""
     if b"\x00" in data[:8192]:
         raise ValueError(f"context file {path} looks binary (it holds NUL bytes): pass a plain-text or .jsonl file")
     try:
-        return data.decode(encoding)
+        return data.decode(encoding).removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         raise ValueError(
             f"context file {path} is not valid {encoding} (byte 0x{data[error.start]:02x} at offset {error.start}): "

@@ -1,6 +1,7 @@
 """`lychee-hf bank ...`: memory-bank tools (convert a bank to another storage format)."""
 
 import argparse
+import math
 
 from .arguments import FORMATTER, add_bank_dtype_argument, add_command
 
@@ -29,7 +30,18 @@ def add_bank_commands(parser: argparse.ArgumentParser) -> None:
     convert.add_argument("source", help="a bank folder")
     convert.add_argument("destination", help="new folder for the converted bank")
     add_bank_dtype_argument(convert, default_help="the source's format")
-    convert.add_argument("--max-shard-size", type=float, default=512, help="shard size in MiB (default 512)")
+    convert.add_argument("--max-shard-size", type=mebibytes, default=512, help="shard size in MiB (default 512)")
+
+
+def mebibytes(text: str) -> float:
+    """A size in MiB: a positive finite number (fractions allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of MiB, got {text}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
 def run_bank_convert(args: argparse.Namespace) -> int:
     from ..bank_tools import bank_line, convert_bank
 
-    if args.max_shard_size <= 0:
-        raise ValueError(f"--max-shard-size {args.max_shard_size} must be positive (MiB)")
-    bank = convert_bank(args.source, args.destination, args.bank_dtype, int(args.max_shard_size * 2**20))
+    max_shard_bytes = max(1, int(args.max_shard_size * 2**20))  # a size under one byte: one block per shard
+    bank = convert_bank(args.source, args.destination, args.bank_dtype, max_shard_bytes)
     print(bank_line(args.destination, bank))
     return 0

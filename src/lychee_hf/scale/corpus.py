@@ -3,28 +3,31 @@
     lychee-hf compress --corpus DOCS.jsonl --out BANKS_DIR                       # one process
     accelerate launch -m lychee_hf.cli compress --corpus DOCS.jsonl --out BANKS_DIR  # one per GPU / node
 
-Each line of the corpus is a JSON object holding the document (`field`, default `context`) and optionally its id
-(`id_field`, default `id`; the line number otherwise). Output folder:
+Each line of the corpus is a JSON object holding the document (`field`, default `context`) and its id: a string as
+given, or a number as its JSON text (`1.5` -> "1.5"). Without `id_field`, a line's `id` field when it has one and its
+line number otherwise; with `id_field`, every line must have that field. Output folder (`corpus_folder.py`):
 
     corpus.json              the manifest, written by the main process once every process finished: the model's
                              fingerprint and, per document in corpus order, its id, line, status (`ok` or
                              `failed`), bank folder, tokens, blocks, bytes and text SHA-256, or why it failed
                              (and, for what this run did, the process and seconds)
-    <bank folder>/           one bank per document (`LycheeMemoryBank.from_pretrained`)
+    <bank folder>/           one bank per document (`LycheeMemoryBank.from_pretrained`), named after its id
     .records/<folder>.json   per finished bank: what a rerun checks before skipping the document
+    .lock                    held by the run writing the folder (one at a time; released when its process ends)
 
 Safety: a bank is written into `.partial-<folder>` next to its destination, loaded back with every block read
 (checksums), and only then renamed into place; its record is written after the rename. An interrupted run
 leaves a complete bank, no bank, or a `.partial-` folder (the next run removes it), never a half bank that looks
 whole. A rerun skips a document whose record matches (same text, same model) and whose bank still verifies, and
-compresses the rest. A document that cannot be compressed (not UTF-8, not JSON, empty, a duplicate id, too large
-for the disk left, rejected by the model) is listed in the manifest with its reason; the others go on. Only one
-run may write a folder at a time.
+compresses the rest (`overwrite` compresses every document again, replacing its bank). A document that cannot be
+compressed (not UTF-8, not JSON, empty, a bad or duplicate id, too large for the disk left, rejected by the model)
+is listed in the manifest with its reason; the others go on. Only one run may write a folder at a time: a second
+one is refused at once, naming the process that holds the folder's lock.
 """
 
+import contextlib
 import hashlib
 import json
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -34,16 +37,23 @@ import torch
 from accelerate import PartialState
 
 from ..bank_tools import compress_to_disk
-from ..files import read_json_lines, write_json_atomically
+from ..files import FolderLockedError, folder_lock, read_json_lines, write_json_atomically
 from ..modeling import LycheeMemoryBank
+from .corpus_folder import (
+    CORPUS_MANIFEST,
+    LOCK,
+    PARTIAL,
+    RECORDS,
+    bank_folder_name,
+    check_output_folder,
+    corpus_manifest,
+    move_into_place,
+    read_corpus_manifest,
+    read_json_object,
+    retire_reserved_folders,
+    sweep,
+)
 from .distributed import distributed_state, gather_lists, process_progress
-
-CORPUS_FORMAT = "lychee-corpus"
-CORPUS_VERSION = 1
-CORPUS_MANIFEST = "corpus.json"
-RECORDS = ".records"
-PARTIAL = ".partial-"
-STALE = ".stale-"
 
 
 @dataclass
@@ -52,7 +62,7 @@ class CorpusDocument:
 
     Attributes:
         line (`int`): 1-based line number.
-        id (`str`): the document id (the line number when the line names none).
+        id (`str`): the document id (the line number when the line names none or cannot be used).
         folder (`str`): the bank folder's name inside the output folder (derived from the id).
         text (`str`, *optional*): the document; `None` when the line cannot be used.
         error (`str`, *optional*): why the line cannot be used.
@@ -70,26 +80,40 @@ class CorpusDocument:
 
 
 def read_corpus(
-    path: str | Path, field: str = "context", id_field: str = "id", encoding: str = "utf-8"
+    path: str | Path, field: str = "context", id_field: str | None = None, encoding: str = "utf-8"
 ) -> list[CorpusDocument]:
     """The documents of a JSONL corpus, one per non-blank line; unusable lines carry their reason in `error`.
 
+    Args:
+        id_field (`str`, *optional*): the field every line names its id in; without it, a line's `id` field when it
+            has one, its line number otherwise.
+
     Raises:
-        `FileNotFoundError` if the file is missing; `ValueError` for an unknown encoding or a file without lines.
+        `FileNotFoundError` if the file is missing; `IsADirectoryError` for a folder; `ValueError` for an unknown
+        encoding, a file without lines, or an `id_field` that no line has.
     """
-    documents, first_line = [], {}
-    for line in read_json_lines(path, "corpus", encoding):
-        raw_id = (line.record or {}).get(id_field)
-        doc_id = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id).strip() else str(line.number)
-        document = CorpusDocument(line.number, doc_id, "", error=line.error)
-        text = (line.record or {}).get(field)
+    lines = read_json_lines(path, "corpus", encoding)
+    if id_field is not None and not any(line.record and id_field in line.record for line in lines):
+        first = next((line.record for line in lines if line.record), {})
+        raise ValueError(
+            f"no line of {path} has the id field {id_field!r} (--id-field); its first object's fields are "
+            f"{', '.join(map(repr, first)) or 'none'}"
+        )
+    documents, first_line, numbered = [], {}, set()  # numbered: lines named by their number (no id field)
+    for line in lines:
+        record = line.record or {}
+        doc_id, id_error = _document_id(record, id_field, line.number)
+        if (id_field or "id") not in record:
+            numbered.add(line.number)
+        document = CorpusDocument(line.number, doc_id, "", error=line.error or id_error)
+        text = record.get(field)
         if document.error is None:
             if not isinstance(text, str):
                 document.error = f"no string field {field!r} (choose the field with --field)"
             elif not text.strip():
                 document.error = "empty document"
             elif doc_id in first_line:
-                document.error = f"duplicate id {doc_id!r} (first on line {first_line[doc_id]})"
+                document.error = _duplicate(doc_id, line.number, first_line[doc_id], numbered)
             else:
                 document.text = text
                 first_line[doc_id] = line.number
@@ -98,13 +122,34 @@ def read_corpus(
     return documents
 
 
-def bank_folder_name(doc_id: str) -> str:
-    """A folder name for a document id: the id itself when it is a safe file name, else a cleaned prefix of it
-    plus a short hash of the whole id (so that two ids never share a folder)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", doc_id)[:80].lstrip(".")
-    if safe == doc_id and safe:
-        return safe
-    return f"{safe or 'doc'}-{hashlib.sha256(doc_id.encode('utf-8')).hexdigest()[:10]}"
+def id_text(value) -> str | None:
+    """A document id as text: a string as given, a number as its JSON text (`1.5` -> "1.5", `7` -> "7"); `None` for
+    anything else (null, true/false, a list, an object)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return json.dumps(value)
+    return None
+
+
+def _document_id(record: dict, id_field: str | None, number: int) -> tuple[str, str | None]:
+    """A line's id and, when it cannot be used, why (the line number stands in for the id then)."""
+    name = id_field or "id"
+    if name not in record:
+        return str(number), None if id_field is None else f"no id field {id_field!r} (other lines have one)"
+    value = record[name]
+    text = id_text(value)
+    if text is None:
+        return str(number), f"id {json.dumps(value)[:40]} is not a string or a number"
+    if not text.strip():
+        return str(number), f"empty id {text!r}"
+    return text, None
+
+
+def _duplicate(doc_id: str, line: int, first: int, numbered: set[int]) -> str:
+    """Why a line's id is refused, saying which of the two lines has no id and is named by its number."""
+    notes = [f"line {n} has no id and is named by its number" for n in (first, line) if n in numbered]
+    return f"duplicate id {doc_id!r} (first on line {first}{''.join('; ' + note for note in notes)})"
 
 
 def _assign_folders(documents: list[CorpusDocument]) -> None:
@@ -145,6 +190,11 @@ class CorpusSummary:
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def usable(self) -> int:
+        """Documents with a complete bank after this run (compressed now or before)."""
+        return self.documents - len(self.failed)
+
     def describe(self) -> str:
         lines = [
             f"{self.documents} documents: {self.compressed} compressed, {self.skipped} already complete, "
@@ -155,6 +205,8 @@ class CorpusSummary:
         lines += [f"failed: {entry['id']} (line {entry['line']}): {entry['reason']}" for entry in self.failed[:10]]
         if len(self.failed) > 10:
             lines.append(f"... and {len(self.failed) - 10} more (see {self.manifest})")
+        if self.failed and self.usable:
+            lines.append(f"{len(self.failed)} of {self.documents} failed; the other {self.usable} can be asked")
         lines.append(f"wrote {self.manifest}")
         return "\n".join(lines)
 
@@ -165,18 +217,20 @@ def compress_corpus(
     corpus: str | Path,
     out_dir: str | Path,
     field: str = "context",
-    id_field: str = "id",
+    id_field: str | None = None,
     state: PartialState | None = None,
     chunks_per_write: int = 8,
     show_progress: bool = True,
     encoding: str = "utf-8",
     bank_dtype: str | None = None,
+    overwrite: bool = False,
 ) -> CorpusSummary:
     """Compresses every document of a JSONL corpus into its own bank under `out_dir`, resumably.
 
     Run it in every process of a launch (`accelerate launch`, `torchrun`): documents are split across the
     processes (`split_between_processes`), each writes its own banks, and the main process writes the manifest
-    after all have finished. Put the model on `state.device` first (`place_model`).
+    after all have finished. Put the model on `state.device` first (`place_model`). The main process holds the
+    folder's lock (`.lock`) for the whole run: a second run into the same folder is refused at once.
 
     Args:
         model (`LycheeMemoryForCausalLM`): the model whose compressor writes the banks.
@@ -185,63 +239,52 @@ def compress_corpus(
         out_dir (`str` or `Path`): a new or empty folder, or the folder of an earlier run with the same model
             (which is resumed).
         field (`str`): the field holding the document text.
-        id_field (`str`): the field holding the document id (the line number when absent).
+        id_field (`str`, *optional*): the field holding every document's id (default: `id` where a line has it,
+            the line number otherwise).
         state (`PartialState`, *optional*): the accelerate state (default: `distributed_state()`).
         chunks_per_write (`int`): chunks compressed and written per step (host memory stays flat per document).
         show_progress (`bool`): a progress bar per process, with tokens/s.
         encoding (`str`): the corpus's text encoding; a line that does not decode fails alone.
         bank_dtype (`str`, *optional*): storage format of the banks (default: float16 for float32 models, else the
             model's dtype).
+        overwrite (`bool`): compress every document again, replacing the banks of an earlier run (each one only
+            once its new bank is verified), instead of skipping those that are complete.
 
     Returns:
         `CorpusSummary` (the same on every process).
 
     Raises:
         `FileExistsError` if `out_dir` holds anything but an earlier run's output; `ValueError` if that output was
-        made by another model or settings.
+        made by another model or settings; `FolderLockedError` if another run is writing `out_dir`.
     """
     state = state or distributed_state()
     out_dir = Path(out_dir)
     documents = read_corpus(corpus, field, id_field, encoding)
     fingerprint = model.memory_fingerprint()
     check_output_folder(out_dir, fingerprint)  # every process, before any collective call: all fail alike
-    if state.is_main_process:
-        (out_dir / RECORDS).mkdir(parents=True, exist_ok=True)
-    state.wait_for_everyone()
-
-    usable = [i for i, document in enumerate(documents) if document.error is None]
-    with state.split_between_processes(usable) as mine:  # each process checks its share of earlier banks
-        checked = [(i, finished_entry(documents[i], out_dir, fingerprint)) for i in mine]
-    finished = dict(gather_lists(state, checked))
-    todo = [i for i in usable if finished[i] is None]
-
-    started = time.perf_counter()
-    with state.split_between_processes(todo) as mine:
-        progress = process_progress(state, len(mine), "compressing corpus", "doc", show_progress)
-        results, tokens, seconds = [], 0, 0.0
-        for i in mine:
-            entry = compress_document(
-                model, tokenizer, documents[i], out_dir, fingerprint, chunks_per_write, bank_dtype
-            )
-            results.append((i, {**entry, "process": state.process_index}))
-            tokens, seconds = tokens + entry.get("tokens", 0), seconds + entry.get("seconds", 0.0)
-            progress.update(1)
-            progress.set_postfix(tokens_per_s=f"{tokens / seconds:.0f}" if seconds else "-")
-        progress.close()
-    written = dict(gather_lists(state, results))
-    elapsed = time.perf_counter() - started
-
-    entries = []
-    for i, document in enumerate(documents):
-        if document.error is not None:
-            entries.append(_failure(document, document.error))
+    with _one_writer(out_dir, state):
+        if state.is_main_process:
+            (out_dir / RECORDS).mkdir(parents=True, exist_ok=True)
+            retire_reserved_folders(out_dir)
+        state.wait_for_everyone()
+        usable = [i for i, document in enumerate(documents) if document.error is None]
+        if overwrite:
+            finished = dict.fromkeys(usable)
         else:
-            entries.append(finished[i] or written[i])
-    manifest = out_dir / CORPUS_MANIFEST
-    if state.is_main_process:
-        write_json_atomically(manifest, _manifest(entries, fingerprint, corpus, field, id_field))
-        _sweep(out_dir)
-    state.wait_for_everyone()
+            finished = _finished_entries(documents, usable, out_dir, fingerprint, state)
+        todo = [i for i in usable if finished[i] is None]
+        started = time.perf_counter()
+        settings = dict(chunks_per_write=chunks_per_write, bank_dtype=bank_dtype)
+        written = _compress_share(
+            model, tokenizer, documents, todo, out_dir, fingerprint, state, show_progress, **settings
+        )
+        elapsed = time.perf_counter() - started
+        entries = [_failure(d, d.error) if d.error else finished[i] or written[i] for i, d in enumerate(documents)]
+        manifest = out_dir / CORPUS_MANIFEST
+        if state.is_main_process:
+            write_json_atomically(manifest, corpus_manifest(entries, fingerprint, corpus, field, id_field))
+            sweep(out_dir)
+        state.wait_for_everyone()
     return CorpusSummary(
         documents=len(documents),
         compressed=sum(1 for e in written.values() if e["status"] == "ok"),
@@ -254,29 +297,61 @@ def compress_corpus(
     )
 
 
-def check_output_folder(out_dir: Path, fingerprint: dict) -> None:
-    """Refuses a folder that holds anything but an earlier corpus run of this model (nothing is overwritten)."""
-    if not out_dir.exists() or not any(out_dir.iterdir()):
-        return
-    manifest, records = out_dir / CORPUS_MANIFEST, out_dir / RECORDS
-    if not manifest.is_file() and not records.is_dir():
-        raise FileExistsError(
-            f"{out_dir} is not empty and holds no corpus output ({CORPUS_MANIFEST}): choose a new folder for the "
-            "banks (nothing is overwritten)"
-        )
-    fingerprints = [_read_json(manifest).get("fingerprint")] if manifest.is_file() else []
-    fingerprints += [_read_json(path).get("fingerprint") for path in sorted(records.glob("*.json"))]
-    if any(other not in (None, fingerprint) for other in fingerprints):
-        raise ValueError(
-            f"{out_dir} holds banks made by another model or settings: choose a new folder for this model's banks "
-            "(nothing is overwritten)"
-        )
+@contextlib.contextmanager
+def _one_writer(out_dir: Path, state: PartialState):
+    """The lock of `out_dir`, held by the main process for the whole run (the other processes of the launch write
+    under it); when another run holds it, every process of this one raises the same `FolderLockedError`."""
+    with contextlib.ExitStack() as held:
+        refused = None
+        if state.is_main_process:
+            try:
+                held.enter_context(folder_lock(out_dir, LOCK))
+            except FolderLockedError as error:
+                refused = str(error)
+        refused = gather_lists(state, [refused])[0]  # the main process's answer, on every process
+        if refused:
+            raise FolderLockedError(refused)
+        yield
+
+
+def _finished_entries(documents: list, usable: list[int], out_dir: Path, fingerprint: dict, state) -> dict:
+    """Document index -> its manifest entry when an earlier run completed its bank, else `None`; each process
+    verifies its share of the banks."""
+    with state.split_between_processes(usable) as mine:
+        checked = [(i, finished_entry(documents[i], out_dir, fingerprint)) for i in mine]
+    return dict(gather_lists(state, checked))
+
+
+def _compress_share(
+    model,
+    tokenizer,
+    documents: list,
+    todo: list[int],
+    out_dir: Path,
+    fingerprint: dict,
+    state,
+    show_progress,
+    **settings,
+) -> dict:
+    """Compresses this process's share of `todo` (`settings`: `compress_document`'s); document index -> manifest
+    entry for every document of `todo`, on every process."""
+    with state.split_between_processes(todo) as mine:
+        progress = process_progress(state, len(mine), "compressing corpus", "doc", show_progress)
+        results, tokens, seconds = [], 0, 0.0
+        for i in mine:
+            entry = compress_document(model, tokenizer, documents[i], out_dir, fingerprint, **settings)
+            results.append((i, {**entry, "process": state.process_index}))
+            tokens, seconds = tokens + entry.get("tokens", 0), seconds + entry.get("seconds", 0.0)
+            progress.update(1)
+            progress.set_postfix(tokens_per_s=f"{tokens / seconds:.0f}" if seconds else "-")
+        progress.close()
+    return dict(gather_lists(state, results))
 
 
 def finished_entry(document: CorpusDocument, out_dir: Path, fingerprint: dict) -> dict | None:
     """The manifest entry of a document whose bank an earlier run completed (same text, same model, every block
     verified), or `None` when it needs compressing."""
-    record = _read_json(out_dir / RECORDS / f"{document.folder}.json")
+    record = read_json_object(out_dir / RECORDS / f"{document.folder}.json")
     same = (
         record.get("id") == document.id
         and record.get("text_sha256") == document.text_sha256
@@ -345,28 +420,9 @@ def compress_document(
         "bytes": sum(p.stat().st_size for p in partial.rglob("*") if p.is_file()),
         "fingerprint": fingerprint,
     }
-    _move_into_place(partial, out_dir, document.folder)
+    move_into_place(partial, out_dir, document.folder)
     write_json_atomically(out_dir / RECORDS / f"{document.folder}.json", record)
     return _success(document, record, compressed=True, seconds=time.perf_counter() - started)
-
-
-def _move_into_place(partial: Path, out_dir: Path, folder: str) -> None:
-    """Renames a verified bank to its folder; an older bank there (whose record no longer matches) goes first,
-    record before folder, so no record ever names a bank it does not describe."""
-    (out_dir / RECORDS / f"{folder}.json").unlink(missing_ok=True)
-    final, stale = out_dir / folder, out_dir / f"{STALE}{folder}"
-    if final.exists():
-        shutil.rmtree(stale, ignore_errors=True)
-        final.rename(stale)
-    partial.rename(final)
-    shutil.rmtree(stale, ignore_errors=True)
-
-
-def _sweep(out_dir: Path) -> None:
-    """Removes `.partial-` / `.stale-` folders of documents no longer in the corpus (main process, at the end)."""
-    for path in out_dir.iterdir():
-        if path.is_dir() and path.name.startswith((PARTIAL, STALE)):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _success(document: CorpusDocument, record: dict, compressed: bool, seconds: float = 0.0) -> dict:
@@ -382,50 +438,11 @@ def _failure(document: CorpusDocument, reason: str) -> dict:
     return {"id": document.id, "line": document.line, "status": "failed", "reason": reason}
 
 
-def _manifest(entries: list[dict], fingerprint: dict, corpus, field: str, id_field: str) -> dict:
-    ok = [e for e in entries if e["status"] == "ok"]
-    return {
-        "format": CORPUS_FORMAT,
-        "version": CORPUS_VERSION,
-        "source": str(corpus),
-        "field": field,
-        "id_field": id_field,
-        "fingerprint": fingerprint,
-        "documents": len(entries),
-        "ok": len(ok),
-        "failed": len(entries) - len(ok),
-        "tokens": sum(e["tokens"] for e in ok),
-        "entries": entries,
-    }
-
-
-def _read_json(path: Path) -> dict:
-    """A JSON object from `path`, or `{}` when it is missing or unreadable (then it counts as absent)."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def read_corpus_manifest(out_dir: str | Path) -> dict:
-    """The manifest of a compressed corpus.
-
-    Raises:
-        `FileNotFoundError` if `out_dir` holds no `corpus.json`; `ValueError` if it is not a corpus manifest.
-    """
-    path = Path(out_dir) / CORPUS_MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{out_dir} holds no compressed corpus ({CORPUS_MANIFEST} not found)")
-    manifest = _read_json(path)
-    if manifest.get("format") != CORPUS_FORMAT or manifest.get("version") != CORPUS_VERSION:
-        raise ValueError(f"{path} is not a {CORPUS_FORMAT} v{CORPUS_VERSION} manifest: compress the corpus again")
-    return manifest
-
-
 __all__ = [
+    "CORPUS_MANIFEST",
     "CorpusDocument",
     "CorpusSummary",
+    "bank_folder_name",
     "compress_corpus",
     "read_corpus",
     "read_corpus_manifest",

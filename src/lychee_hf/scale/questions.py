@@ -24,7 +24,8 @@ from accelerate import PartialState
 
 from ..files import check_output_file, read_json_lines, write_atomically
 from ..modeling import LycheeMemoryBank, count_decoded, kv_nbytes_of, left_pad, stop_and_pad_ids
-from .corpus import CORPUS_MANIFEST, id_text, read_corpus_manifest
+from .corpus import id_text
+from .corpus_folder import CORPUS_MANIFEST, read_corpus_manifest
 from .distributed import distributed_state, gather_lists, process_progress
 
 SINGLE_BANK = ""  # the document key of every question asked over a single bank
