@@ -342,7 +342,7 @@ def test_the_console_script_lists_every_command():
     script = shutil.which("lychee-hf") or str(Path(sys.executable).parent / "lychee-hf")
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    for command in ("ask", "compress", "info", "convert", "bank", "push", "eval", "train-gate", "train-rl"):
+    for command in ("ask", "compress", "info", "convert", "bank", "push", "eval", "serve", "train-gate", "train-rl"):
         assert f"    {command} " in result.stdout
 
 

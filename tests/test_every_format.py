@@ -105,9 +105,7 @@ def test_batched_questions_equal_single_questions_over_every_format(model, token
 def test_memory_reading_rescoring_and_second_look_run_over_every_format(model, tokenizer, folders, fmt):
     bank = LycheeMemoryBank.from_pretrained(folders[fmt])
     ids = question_ids(tokenizer, QUESTIONS[0])
-    out = model.generate(
-        input_ids=ids, bank=bank, show_progress=False, gate_revisit=True, return_dict_in_generate=True
-    )
+    out = model.generate(input_ids=ids, bank=bank, show_progress=False, gate_revisit=True, return_dict_in_generate=True)
     assert len(out.trace[0]) >= len(bank)
 
 

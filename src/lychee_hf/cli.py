@@ -5,6 +5,7 @@
     lychee-hf compress --context FILE --out BANK_DIR [--bank-dtype int8] [--resume | --overwrite]
     lychee-hf compress --corpus DOCS.jsonl --out BANKS_DIR          (any launcher: accelerate launch -m lychee_hf.cli)
     lychee-hf ask --bank BANKS_DIR --questions Q.jsonl --out A.jsonl
+    lychee-hf serve --banks BANKS_DIR [--api-keys KEYS_FILE --host 0.0.0.0] [--port 8000]
     lychee-hf info PATH
     lychee-hf bank convert SRC_BANK DST_BANK --bank-dtype int4
     lychee-hf convert SOURCE DESTINATION [--chunk-size N] [--memory-budget N] [--memory-projections lora --rank R]
@@ -21,12 +22,24 @@ import argparse
 import os
 import sys
 
-from .commands import ask, bank, compress, convert, evaluate, info, pretrain_compressor, push, train_gate, train_rl
+from .commands import (
+    ask,
+    bank,
+    compress,
+    convert,
+    evaluate,
+    info,
+    pretrain_compressor,
+    push,
+    serve,
+    train_gate,
+    train_rl,
+)
 from .commands.arguments import FORMATTER
 
 EXIT_ERROR = 2
 # In `lychee-hf --help` order. Each module holds its command's parser (`add_parser`) and body (`run`).
-COMMANDS = (ask, compress, info, convert, bank, push, evaluate, train_gate, pretrain_compressor, train_rl)
+COMMANDS = (ask, compress, serve, info, convert, bank, push, evaluate, train_gate, pretrain_compressor, train_rl)
 # Their options are TrainingArguments' fields (HfArgumentParser): their parsers import transformers to build.
 TRAINING_COMMANDS = (train_gate, pretrain_compressor, train_rl)
 
