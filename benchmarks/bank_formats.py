@@ -7,10 +7,10 @@
     python benchmarks/bank_formats.py --tasks facts-heldout,readme --lengths 2k,8k --n 24 --modes lossless \
         --formats float32,float16,int8,int8-kivi,int4,int4-kivi --skip-digest
 
-Formats are the `bank_dtype` names (new banks' layout) plus named variants: `int4-kivi` / `int8-kivi` are the
-layouts banks had before rotation (plain KIVI groups, no rotation), `int4-v32` rotated int4 with 32-channel
-value groups. The `readme` task is the README's example document with its six questions (one example, any
-length).
+Formats are the `bank_dtype` names (new banks' layout: int4 = KIVI keys with 8 float16 outlier channels per head,
+rotated per-token values) plus named variants: `int4-kivi` / `int8-kivi` are the layouts banks had before (plain
+KIVI groups), `int4-rot` rotates keys and values and keeps no outlier channels. The `readme` task is the README's
+example document with its six questions (one example, any length).
 
 For each block kind (`lossless`, `ratio4` = memory tokens at ratio 4) and each generated example, the document is
 compressed once into an exact float32 bank; every format is written to disk from it (`bank_dtype`), read back
@@ -50,10 +50,9 @@ PARAMS_7B = 7.6e9  # Qwen2.5-7B
 ROOT = Path(__file__).resolve().parents[1]
 # Layouts to compare with the formats new banks get: the pre-rotation KIVI layouts, and variants.
 VARIANTS = {
-    "int8-kivi": StorageFormat("int8", 128, 128, None),
-    "int4-kivi": StorageFormat("int4", 128, 64, None),
-    "int4-v32": StorageFormat("int4", 128, 32, "hadamard"),
-    "int4-k64v32": StorageFormat("int4", 64, 32, "hadamard"),
+    "int8-kivi": StorageFormat("int8", 128, 128),
+    "int4-kivi": StorageFormat("int4", 128, 64),
+    "int4-rot": StorageFormat("int4", 128, 64, "hadamard", "hadamard"),  # both parts rotated, no outlier channels
 }
 
 

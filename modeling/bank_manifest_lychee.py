@@ -2,9 +2,10 @@
 
 Layout of a bank folder (format version 2):
 
-    bank.json                  manifest: format, version, complete, fingerprint, storage (dtype, groups, rotation),
-                               block_shape, num_tokens, shards [{file, bytes}], blocks [{span, shard, sha256}],
-                               and, for a bank made from text, text {file, sha256, chars}
+    bank.json                  manifest: format, version, complete, fingerprint, storage (dtype; per part: groups,
+                               rotation, outliers), block_shape, num_tokens, shards [{file, bytes}],
+                               blocks [{span, shard, sha256}], and for a bank made from text: text {file, sha256,
+                               chars}
     shard-00000.safetensors    blocks 0..k-1 (bank_storage_lychee.py)
     document.txt               the document's text (bank_text_lychee.py)
 
@@ -24,11 +25,13 @@ from .kv_quant_lychee import (
     BANK_DTYPES,
     FLOAT_STORAGE,
     KEY_GROUP_SIZE,
+    KEY_OUTLIERS,
     KEY_PER_CHANNEL,
+    KEY_ROTATION,
     QUANTIZED_BITS,
-    ROTATION,
     ROTATIONS,
     VALUE_GROUP_SIZE,
+    VALUE_ROTATION,
 )
 
 BANK_FORMAT = "lychee-memory-bank"
@@ -56,62 +59,100 @@ class StorageFormat:
     Attributes:
         dtype (`str`): `"float32"`, `"float16"`, `"bfloat16"`, `"int8"` or `"int4"`.
         key_group_size / value_group_size (`int`, *optional*): quantization groups (int8/int4 only).
-        rotation (`str`, *optional*): `"hadamard"` when head vectors are rotated before quantizing (int8/int4).
+        key_rotation / value_rotation (`str`, *optional*): `"hadamard"` when those head vectors are rotated before
+            quantizing (int8/int4; undone on read).
         key_per_channel / value_per_channel (`bool`): a scale per channel with groups along slots (True), or per
             slot with groups along channels (False).
+        key_outliers (`int`): key channels per layer and head kept in float16 beside the codes (0: none).
 
-    A manifest without `rotation` (every bank written before it existed) reads as `None`; without `groups`, as
-    KIVI's layout (keys per channel, values per token). Old int4 and int8 banks therefore load unchanged.
+    In `bank.json` each part (`keys`, `values`) records its bits, groups, group size, and its rotation and
+    outliers when it has them. A part without `rotation` / `outliers` (every bank written before they existed)
+    reads as none; without `groups`, as KIVI's layout (keys per channel, values per token). Old int4 and int8 banks
+    therefore load unchanged.
     """
 
     dtype: str
     key_group_size: int | None = None
     value_group_size: int | None = None
-    rotation: str | None = None
+    key_rotation: str | None = None
+    value_rotation: str | None = None
     key_per_channel: bool = True
     value_per_channel: bool = False
+    key_outliers: int = 0
 
     @classmethod
     def for_dtype(cls, dtype: str) -> "StorageFormat":
-        """The format a new bank of `dtype` gets (for int8/int4: the groups and rotation chosen by measurement)."""
-        if dtype in QUANTIZED_BITS:
-            return cls(dtype, KEY_GROUP_SIZE[dtype], VALUE_GROUP_SIZE[dtype], ROTATION[dtype], KEY_PER_CHANNEL[dtype])
-        return cls(dtype)
+        """The format a new bank of `dtype` gets (for int8/int4: the layout chosen by measurement)."""
+        if dtype not in QUANTIZED_BITS:
+            return cls(dtype)
+        return cls(
+            dtype,
+            KEY_GROUP_SIZE[dtype],
+            VALUE_GROUP_SIZE[dtype],
+            KEY_ROTATION[dtype],
+            VALUE_ROTATION[dtype],
+            KEY_PER_CHANNEL[dtype],
+            False,
+            KEY_OUTLIERS[dtype],
+        )
 
     @property
     def bits(self) -> int | None:
         return QUANTIZED_BITS.get(self.dtype)
 
+    def part(self, name: str) -> dict:
+        """`group_size`, `per_channel`, `rotation`, `outliers` of `"keys"` or `"values"`."""
+        if name == "keys":
+            return dict(
+                group_size=self.key_group_size,
+                per_channel=self.key_per_channel,
+                rotation=self.key_rotation,
+                outliers=self.key_outliers,
+            )
+        return dict(group_size=self.value_group_size, per_channel=self.value_per_channel, rotation=self.value_rotation)
+
     def to_json(self) -> dict:
         if self.bits is None:
             return {"dtype": self.dtype}
-        return {
-            "dtype": self.dtype,
-            "keys": {"bits": self.bits, "groups": _GROUPS[self.key_per_channel], "group_size": self.key_group_size},
-            "values": {
-                "bits": self.bits,
-                "groups": _GROUPS[self.value_per_channel],
-                "group_size": self.value_group_size,
-            },
-            **({"rotation": self.rotation} if self.rotation else {}),
-        }
+        stored = {"dtype": self.dtype}
+        for name in ("keys", "values"):
+            part = self.part(name)
+            entry = {"bits": self.bits, "groups": _GROUPS[part["per_channel"]], "group_size": part["group_size"]}
+            if part["rotation"]:
+                entry["rotation"] = part["rotation"]
+            if part.get("outliers"):
+                entry["outliers"] = part["outliers"]
+            stored[name] = entry
+        return stored
 
     @classmethod
     def from_json(cls, value, where: str) -> "StorageFormat":
         _expect(isinstance(value, dict) and value.get("dtype") in BANK_DTYPES, where, f"storage {value!r}")
         if value["dtype"] not in QUANTIZED_BITS:
             return cls(value["dtype"])
-        sizes, per_channel = [], []
+        parts = {}
         for part, default in (("keys", "per_channel"), ("values", "per_token")):
             entry = value.get(part) if isinstance(value.get(part), dict) else {}
             group, groups = entry.get("group_size"), entry.get("groups", default)
+            rotation, outliers = entry.get("rotation"), entry.get("outliers", 0)
             _expect(_is_int(group) and group > 0, where, f"storage.{part}.group_size {group!r}")
             _expect(groups in _GROUPS.values(), where, f"storage.{part}.groups {groups!r}")
-            sizes.append(group)
-            per_channel.append(groups == "per_channel")
-        rotation = value.get("rotation")
-        _expect(rotation is None or rotation in ROTATIONS, where, f"storage.rotation {rotation!r}")
-        return cls(value["dtype"], *sizes, rotation, *per_channel)
+            _expect(rotation is None or rotation in ROTATIONS, where, f"storage.{part}.rotation {rotation!r}")
+            _expect(_is_int(outliers) and outliers >= 0, where, f"storage.{part}.outliers {outliers!r}")
+            _expect(part == "keys" or outliers == 0, where, "storage.values.outliers (only keys keep outliers)")
+            parts[part] = (group, groups == "per_channel", rotation, outliers)
+        (key_group, key_channel, key_rotation, key_outliers) = parts["keys"]
+        (value_group, value_channel, value_rotation, _) = parts["values"]
+        return cls(
+            value["dtype"],
+            key_group,
+            value_group,
+            key_rotation,
+            value_rotation,
+            key_channel,
+            value_channel,
+            key_outliers,
+        )
 
 
 @dataclass(frozen=True)

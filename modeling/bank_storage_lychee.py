@@ -104,15 +104,13 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> int:
 
 def block_tensor_names(prefix: str, storage: StorageFormat) -> list[str]:
     """The names a block's tensors have in its file."""
-    parts = ("codes", "scale", "zero") if storage.bits is not None else None
-    names = (
-        [f"{prefix}{kv}.{part}" for kv in ("keys", "values") for part in parts]
-        if parts
-        else [
-            f"{prefix}keys",
-            f"{prefix}values",
-        ]
-    )
+    if storage.bits is None:
+        return [f"{prefix}keys", f"{prefix}values", f"{prefix}mask"]
+    names = []
+    for kv in ("keys", "values"):
+        names += [f"{prefix}{kv}.{part}" for part in ("codes", "scale", "zero")]
+        if storage.part(kv).get("outliers"):
+            names += [f"{prefix}{kv}.outlier_index", f"{prefix}{kv}.outlier_values"]
     return names + [f"{prefix}mask"]
 
 
@@ -120,23 +118,24 @@ def decode_block(tensors: dict[str, torch.Tensor], prefix: str, storage: Storage
     """`(keys, values, mask)` of a block from its stored tensors (keys/values as tensors or `QuantizedKV`)."""
     if storage.bits is None:
         return tensors[prefix + "keys"], tensors[prefix + "values"], tensors[prefix + "mask"]
-    keys, values = (
-        QuantizedKV(
-            tensors[f"{prefix}{name}.codes"],
-            tensors[f"{prefix}{name}.scale"],
-            tensors[f"{prefix}{name}.zero"],
-            storage.bits,
-            group_size,
-            per_channel,
-            tuple(shape),
-            storage.rotation,
+    decoded = []
+    for name in ("keys", "values"):
+        part = storage.part(name)
+        decoded.append(
+            QuantizedKV(
+                tensors[f"{prefix}{name}.codes"],
+                tensors[f"{prefix}{name}.scale"],
+                tensors[f"{prefix}{name}.zero"],
+                storage.bits,
+                part["group_size"],
+                part["per_channel"],
+                tuple(shape),
+                part["rotation"],
+                tensors.get(f"{prefix}{name}.outlier_index"),
+                tensors.get(f"{prefix}{name}.outlier_values"),
+            )
         )
-        for name, group_size, per_channel in (
-            ("keys", storage.key_group_size, storage.key_per_channel),
-            ("values", storage.value_group_size, storage.value_per_channel),
-        )
-    )
-    return keys, values, tensors[prefix + "mask"]
+    return decoded[0], decoded[1], tensors[prefix + "mask"]
 
 
 class ShardReader:

@@ -19,6 +19,12 @@ less. Reading applies the inverse (the transform is its own transpose) after deq
 ordinary un-rotated K/V and no attention code changes. The signs come from a hash of head_dim: the same on every
 machine and release, nothing extra is stored.
 
+**Outlier channels** (`outliers=c`, KVQuant's dense-and-sparse split, used for keys): per layer and head, the `c`
+channels with the largest magnitude over the block stay in float16 beside the codes, and are zeroed before
+quantizing. Keys decide which slots attention reads, and their few large channels carry most of a score's error at
+4 bits: on the embedded default, 4-bit keys changed the README's main answer with or without rotation, while 4-bit
+keys with 8 float16 channels per head (of 64) answered 18 of 18 questions as float32 did (benchmarks/RESULTS.md).
+
 Quantization is asymmetric (`x ≈ code * scale + zero`, `zero` = the group's minimum), codes are stored as uint8 (two
 per byte for int4), scales and zero points in float16 (float32 if the K/V exceed float16's range), beside the
 codes in the same safetensors file. Slots that summarise no token (the last chunk's padding) are never read by
@@ -42,9 +48,12 @@ BANK_DTYPES = (*FLOAT_STORAGE, *QUANTIZED_BITS)
 # 9.7% (benchmarks/RESULTS.md measures what that does to answers).
 KEY_GROUP_SIZE = {"int8": 128, "int4": 128}
 VALUE_GROUP_SIZE = {"int8": 128, "int4": 64}
-# Rotation and key layout of new banks (benchmarks/bank_formats.py measured them; older banks record theirs).
-ROTATION = {"int8": None, "int4": "hadamard"}
+# Rotation, key layout and float16 key channels of new banks (benchmarks/bank_formats.py measured them; older banks
+# record theirs). int4: keys KIVI per channel with 8 float16 outlier channels per head, values rotated per token.
+KEY_ROTATION = {"int8": None, "int4": None}
+VALUE_ROTATION = {"int8": None, "int4": "hadamard"}
 KEY_PER_CHANNEL = {"int8": True, "int4": True}
+KEY_OUTLIERS = {"int8": 0, "int4": 8}
 _FLOAT16_LIMIT = 60000.0  # scales and zero points stay in float16 below this magnitude
 ROTATIONS = ("hadamard",)
 
@@ -79,6 +88,8 @@ class QuantizedKV:
         shape (`tuple[int, int, int, int]`): the (L, H, S, D) shape it stands for.
         rotation (`str`, *optional*): `"hadamard"` when head vectors were rotated before quantizing (undone on
             read), `None` for plain KIVI codes (banks written before rotation existed).
+        outlier_index (`torch.Tensor`, *optional*): (L, H, c) int16, the channels kept in float outside the codes.
+        outlier_values (`torch.Tensor`, *optional*): (L, H, S, c) their values (float16, or float32 beyond its range).
     """
 
     codes: torch.Tensor
@@ -89,6 +100,19 @@ class QuantizedKV:
     per_channel: bool
     shape: tuple[int, int, int, int]
     rotation: str | None = None
+    outlier_index: torch.Tensor | None = None
+    outlier_values: torch.Tensor | None = None
+
+    @property
+    def outliers(self) -> int:
+        """Channels per layer and head kept in float (0 without)."""
+        return 0 if self.outlier_index is None else self.outlier_index.shape[-1]
+
+    @property
+    def drops_outliers(self) -> bool:
+        """Whether the codes leave the outlier channels out (per-channel groups without rotation: each channel has
+        its own codes, so the float16 channels need none); otherwise they are coded as zeros."""
+        return bool(self.outliers) and self.per_channel and self.rotation is None
 
     @property
     def device(self) -> torch.device:
@@ -105,9 +129,17 @@ class QuantizedKV:
         scale, zero = self.scale[index].to(device).float(), self.zero[index].to(device).float()  # (H, A, G)
         dense = (grouped * scale[..., None] + zero[..., None]).reshape(heads, axis, padded)
         dense = dense[..., :length]
-        dense = dense.transpose(1, 2) if self.per_channel else dense  # (H, S, D)
+        dense = dense.transpose(1, 2) if self.per_channel else dense  # (H, S, D) or (H, S, D - c)
+        if self.drops_outliers:
+            coded = coded_channels(self.outlier_index[index].to(device=device, dtype=torch.long), self.shape[3])
+            full = dense.new_zeros(heads, self.shape[2], self.shape[3])
+            dense = full.scatter(2, coded[:, None, :].expand(-1, self.shape[2], -1), dense)  # (H, S, D)
         if self.rotation is not None:
             dense = dense @ rotation_matrix(self.shape[3], self.rotation, dense.device)  # back to the model's basis
+        if self.outlier_index is not None:
+            channels = self.outlier_index[index].to(device=device, dtype=torch.long)  # (H, c)
+            kept = self.outlier_values[index].to(device=device, dtype=torch.float32)  # (H, S, c)
+            dense = dense.scatter(2, channels[:, None, :].expand(-1, dense.shape[1], -1), kept)
         return dense.to(dtype)
 
     def dequantize(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
@@ -118,56 +150,77 @@ class QuantizedKV:
         """Whether codes, scales and zero points have the shapes `shape`, `bits` and `group_size` imply."""
         layers, heads, slots, head_dim = self.shape
         axis, length = (head_dim, slots) if self.per_channel else (slots, head_dim)
+        axis -= self.outliers if self.drops_outliers else 0
         group = effective_group_size(self.group_size, length)
         groups = -(-length // group)
         meta = (layers, heads, axis, groups)
+        outliers_ok = (self.outlier_index is None) == (self.outlier_values is None) and (
+            self.outlier_index is None
+            or (
+                tuple(self.outlier_index.shape) == (layers, heads, self.outliers)
+                and tuple(self.outlier_values.shape) == (layers, heads, slots, self.outliers)
+                and int(self.outlier_index.min()) >= 0
+                and int(self.outlier_index.max()) < head_dim
+            )
+        )
         return (
             tuple(self.codes.shape) == (*meta[:3], groups * group * self.bits // 8)
             and self.codes.dtype == torch.uint8
             and tuple(self.scale.shape) == meta
             and tuple(self.zero.shape) == meta
+            and outliers_ok
+        )
+
+    def _map(self, function) -> "QuantizedKV":
+        """The same layout with `function` applied to every stored tensor."""
+        optional = [None if t is None else function(t) for t in (self.outlier_index, self.outlier_values)]
+        return QuantizedKV(
+            function(self.codes),
+            function(self.scale),
+            function(self.zero),
+            self.bits,
+            self.group_size,
+            self.per_channel,
+            self.shape,
+            self.rotation,
+            *optional,
         )
 
     def to(self, device: torch.device | str) -> "QuantizedKV":
         """The same codes on `device` (still quantized)."""
-        return QuantizedKV(
-            self.codes.to(device),
-            self.scale.to(device),
-            self.zero.to(device),
-            self.bits,
-            self.group_size,
-            self.per_channel,
-            self.shape,
-            self.rotation,
-        )
+        return self._map(lambda t: t.to(device))
 
     def clone(self) -> "QuantizedKV":
-        return QuantizedKV(
-            self.codes.clone(),
-            self.scale.clone(),
-            self.zero.clone(),
-            self.bits,
-            self.group_size,
-            self.per_channel,
-            self.shape,
-            self.rotation,
-        )
+        return self._map(torch.clone)
 
     def detach(self) -> "QuantizedKV":
         return self
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        """The tensors to store, named `<prefix>.codes`, `<prefix>.scale`, `<prefix>.zero`."""
-        return {f"{prefix}.codes": self.codes, f"{prefix}.scale": self.scale, f"{prefix}.zero": self.zero}
+        """The tensors to store, named `<prefix>.codes`, `<prefix>.scale`, `<prefix>.zero` (and
+        `<prefix>.outlier_index`, `<prefix>.outlier_values` with outlier channels)."""
+        stored = {f"{prefix}.codes": self.codes, f"{prefix}.scale": self.scale, f"{prefix}.zero": self.zero}
+        if self.outlier_index is not None:
+            stored[f"{prefix}.outlier_index"] = self.outlier_index
+            stored[f"{prefix}.outlier_values"] = self.outlier_values
+        return stored
 
     def nbytes(self) -> int:
-        """Bytes of the stored codes, scales and zero points."""
-        return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.zero))
+        """Bytes of the stored codes, scales, zero points and outlier channels."""
+        return sum(t.numel() * t.element_size() for t in self.tensors("").values())
 
 
 def kv_nbytes_of(kv: "torch.Tensor | QuantizedKV") -> int:
     """Bytes a block's keys or values take in memory, whatever their storage format."""
     return kv.nbytes() if isinstance(kv, QuantizedKV) else kv.numel() * kv.element_size()
+
+
+def coded_channels(outlier_index: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """(..., D - c) the channels that are not outliers, in order, for (..., c) outlier channel indices."""
+    coded = torch.ones(*outlier_index.shape[:-1], head_dim, dtype=torch.bool, device=outlier_index.device)
+    coded.scatter_(-1, outlier_index.long(), False)
+    order = torch.argsort((~coded).to(torch.int8), dim=-1, stable=True)  # coded channels first, each in order
+    return order[..., : head_dim - outlier_index.shape[-1]]
 
 
 @lru_cache(maxsize=16)
@@ -202,6 +255,7 @@ def quantize(
     per_channel: bool,
     slot_mask: torch.Tensor | None = None,
     rotation: str | None = None,
+    outliers: int = 0,
 ) -> QuantizedKV:
     """Quantizes a (L, H, S, D) K or V tensor (see the module docstring for the scheme).
 
@@ -212,17 +266,29 @@ def quantize(
         per_channel (`bool`): True: a scale per channel, groups along slots (KIVI's keys); False: per slot.
         slot_mask (`torch.BoolTensor`, *optional*): (S,) real slots; the others take a real slot's value first.
         rotation (`str`, *optional*): `"hadamard"` rotates each head vector first (undone when read).
+        outliers (`int`): per layer and head, keep this many largest channels in float16 outside the codes.
 
     Returns:
         `QuantizedKV`.
     """
     shape = tuple(x.shape)
     x = x.detach().float()
-    if rotation is not None:
-        x = x @ rotation_matrix(shape[3], rotation, x.device).T  # (L, H, S, D) in the rotated basis
     if slot_mask is not None and bool(slot_mask.any()) and not bool(slot_mask.all()):
         first_real = int(slot_mask.nonzero()[0, 0])
         x = torch.where(slot_mask.to(x.device)[None, None, :, None], x, x[:, :, first_real : first_real + 1, :])
+    outlier_index = outlier_values = None
+    if outliers:  # in the model's basis, before any rotation
+        outlier_index = x.abs().amax(2).topk(min(outliers, shape[3]), dim=-1).indices.sort(-1).values  # (L, H, c)
+        gather = outlier_index[:, :, None, :].expand(-1, -1, shape[2], -1)  # (L, H, S, c)
+        kept = x.gather(3, gather)
+        outlier_values = kept.to(torch.float16 if float(kept.abs().max()) < _FLOAT16_LIMIT else torch.float32)
+        x = x.scatter(3, gather, torch.zeros_like(kept))  # the codes cover the other channels only
+        if per_channel and rotation is None:  # per-channel codes: leave the float16 channels out altogether
+            coded = coded_channels(outlier_index, shape[3])  # (L, H, D - c)
+            x = x.gather(3, coded[:, :, None, :].expand(-1, -1, shape[2], -1))  # (L, H, S, D - c)
+        outlier_index = outlier_index.to(torch.int16)
+    if rotation is not None:
+        x = x @ rotation_matrix(shape[3], rotation, x.device).T  # (L, H, S, D) in the rotated basis
     grouped_axis = x.transpose(2, 3) if per_channel else x  # (L, H, A, n): groups run along the last axis
     length = grouped_axis.shape[-1]
     group = effective_group_size(group_size, length)
@@ -239,7 +305,16 @@ def quantize(
     codes = ((groups - zero.float()[..., None]) / step[..., None]).round().clamp(0, 2**bits - 1).to(torch.uint8)
     codes = _pack(codes.reshape(*codes.shape[:-2], -1), bits)
     return QuantizedKV(
-        codes.contiguous(), scale.contiguous(), zero.contiguous(), bits, group_size, per_channel, shape, rotation
+        codes.contiguous(),
+        scale.contiguous(),
+        zero.contiguous(),
+        bits,
+        group_size,
+        per_channel,
+        shape,
+        rotation,
+        None if outlier_index is None else outlier_index.contiguous(),
+        None if outlier_values is None else outlier_values.contiguous(),
     )
 
 
@@ -249,8 +324,11 @@ def kv_nbytes(shape: tuple[int, int, int, int], bank_dtype: str) -> int:
     if bank_dtype in FLOAT_STORAGE:
         return 2 * layers * heads * slots * head_dim * FLOAT_STORAGE[bank_dtype].itemsize
     bits, total = QUANTIZED_BITS[bank_dtype], 0
+    outliers = KEY_OUTLIERS[bank_dtype]
+    total += layers * heads * outliers * (2 + slots * 2)  # int16 index + float16 values
+    key_axis = head_dim - (outliers if KEY_PER_CHANNEL[bank_dtype] and KEY_ROTATION[bank_dtype] is None else 0)
     for group_size, (axis, length) in (
-        (KEY_GROUP_SIZE[bank_dtype], (head_dim, slots)),
+        (KEY_GROUP_SIZE[bank_dtype], (key_axis, slots)),
         (VALUE_GROUP_SIZE[bank_dtype], (slots, head_dim)),
     ):
         group = effective_group_size(group_size, length)

@@ -82,8 +82,8 @@ class LycheeMemoryBlock:
             `MemoryBankError`: when the K/V do not fit the format's range (float16 past 65504).
         """
         storage = StorageFormat.for_dtype(check_bank_dtype(storage)) if isinstance(storage, str) else storage
-        keys = _encoded(self.keys, storage, storage.key_group_size, storage.key_per_channel, self.mask)
-        values = _encoded(self.values, storage, storage.value_group_size, storage.value_per_channel, self.mask)
+        keys = _encoded(self.keys, storage, "keys", self.mask)
+        values = _encoded(self.values, storage, "values", self.mask)
         return LycheeMemoryBlock(keys, values, self.mask, self.span)
 
 
@@ -104,15 +104,19 @@ def _moved(kv, device, dtype: torch.dtype | None):
     return kv.to(device=device, dtype=dtype)
 
 
-def _encoded(kv, storage: StorageFormat, group_size: int | None, per_channel: bool, mask: torch.Tensor):
-    """`kv` (a tensor or `QuantizedKV`) in `storage`'s format."""
+def _encoded(kv, storage: StorageFormat, part_name: str, mask: torch.Tensor):
+    """`kv` (a tensor or `QuantizedKV`) in `storage`'s format for part `"keys"` or `"values"`."""
+    part = storage.part(part_name)
     if isinstance(kv, QuantizedKV):
-        layout = (kv.bits, kv.group_size, kv.per_channel, kv.rotation)
-        if layout == (storage.bits, group_size, per_channel, storage.rotation):
+        layout = (kv.bits, kv.group_size, kv.per_channel, kv.rotation, kv.outliers)
+        wanted = (storage.bits, part["group_size"], part["per_channel"], part["rotation"], part.get("outliers", 0))
+        if layout == wanted:
             return kv
         kv = kv.dequantize()
     if storage.bits is not None:
-        return quantize(kv, storage.bits, group_size, per_channel, mask, storage.rotation)
+        return quantize(
+            kv, storage.bits, part["group_size"], part["per_channel"], mask, part["rotation"], part.get("outliers", 0)
+        )
     target = FLOAT_STORAGE[storage.dtype]
     if kv.dtype == target:
         return kv
@@ -382,7 +386,14 @@ class LycheeMemoryBank:
             keys, values = first.keys, first.values
             if isinstance(keys, QuantizedKV) and isinstance(values, QuantizedKV) and keys.bits == storage.bits:
                 return StorageFormat(
-                    dtype, keys.group_size, values.group_size, keys.rotation, keys.per_channel, values.per_channel
+                    dtype,
+                    keys.group_size,
+                    values.group_size,
+                    keys.rotation,
+                    values.rotation,
+                    keys.per_channel,
+                    values.per_channel,
+                    keys.outliers,
                 )
         return storage
 

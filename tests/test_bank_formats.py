@@ -42,7 +42,10 @@ def test_float_formats_round_trip_as_that_dtype(exact, bank_dtype, tmp_path):
 @pytest.mark.parametrize("bank_dtype, bits", [("int8", 8), ("int4", 4)])
 def test_unrotated_quantized_formats_round_trip_within_half_a_step(exact, bank_dtype, bits, tmp_path):
     # Without rotation, codes live in the model's basis: each element is within half its group's step.
-    exact.save_pretrained(tmp_path, bank_dtype=dataclasses.replace(StorageFormat.for_dtype(bank_dtype), rotation=None))
+    plain = dataclasses.replace(
+        StorageFormat.for_dtype(bank_dtype), key_rotation=None, value_rotation=None, key_outliers=0
+    )
+    exact.save_pretrained(tmp_path, bank_dtype=plain)
     loaded = LycheeMemoryBank.from_pretrained(tmp_path)
     for index in range(len(exact)):
         block, original = loaded.block(index), exact.block(index)
@@ -242,7 +245,7 @@ def test_rotation_spreads_an_outlier_channel_so_per_token_codes_lose_less():
 def test_a_rotated_bank_records_its_rotation_and_reads_back_in_the_model_basis(exact, tmp_path):
     exact.save_pretrained(tmp_path, bank_dtype="int4")
     storage = json.loads((tmp_path / "bank.json").read_text())["storage"]
-    assert storage["rotation"] == "hadamard"
+    assert storage["values"]["rotation"] == "hadamard" and storage["keys"]["outliers"] == 8
     loaded = LycheeMemoryBank.from_pretrained(tmp_path)
     block, original = loaded.block(0), exact.block(0)
     real = original.mask
@@ -253,7 +256,28 @@ def test_a_rotated_bank_records_its_rotation_and_reads_back_in_the_model_basis(e
 def test_a_manifest_naming_an_unknown_rotation_is_refused(exact, tmp_path):
     exact.save_pretrained(tmp_path, bank_dtype="int4")
     manifest = json.loads((tmp_path / "bank.json").read_text())
-    manifest["storage"]["rotation"] = "fourier"
+    manifest["storage"]["values"]["rotation"] = "fourier"
     (tmp_path / "bank.json").write_text(json.dumps(manifest))
-    with pytest.raises(MemoryBankError, match="storage.rotation 'fourier'"):
+    with pytest.raises(MemoryBankError, match="storage.values.rotation 'fourier'"):
         LycheeMemoryBank.from_pretrained(tmp_path)
+
+
+def test_outlier_key_channels_are_kept_exactly_and_left_out_of_the_codes():
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.randn(2, 2, 40, 16, generator=generator)
+    keys[..., 5] *= 50  # an outlier channel
+    stored = quantize(keys, 4, 128, per_channel=True, outliers=2)
+    assert stored.has_consistent_shapes() and stored.codes.shape[2] == 14  # 16 channels, 2 kept in float16
+    assert bool((stored.outlier_index == 5).any(-1).all())  # the outlier channel is kept in every head
+    restored = stored.dequantize()
+    torch.testing.assert_close(restored[..., 5], keys[..., 5].half().float())
+    plain = quantize(keys, 4, 128, per_channel=True)
+    assert (restored - keys).norm() < (plain.dequantize() - keys).norm()
+
+
+def test_an_int4_bank_stores_what_kv_nbytes_estimates(exact, model, tmp_path):
+    from lychee_hf.bank_tools import bank_block_shape
+    from lychee_hf.modeling.kv_quant_lychee import kv_nbytes
+
+    block = exact.block(0).astype("int4")
+    assert block.keys.nbytes() + block.values.nbytes() == kv_nbytes(bank_block_shape(model), "int4")

@@ -18,7 +18,7 @@ from lychee_hf.scale.questions import answer_questions, generate_answers
 from lychee_hf.testing import question_ids, run_cli, save_tiny_checkpoint, tiny_tokenizer
 from lychee_hf.training.gate import GateRow, collate_gate_rows
 
-# Every format a new bank can have, plus int4 as written before rotation existed (plain KIVI, no `rotation` key).
+# Every format a new bank can have, plus int4 as written before rotation and outlier channels (plain KIVI groups).
 LEGACY_INT4 = StorageFormat("int4", 128, 64, None)
 FORMATS = [*BANK_DTYPES, "int4-legacy"]
 QUESTIONS = ["What is the secret code?", "Where was Alice born?", "Code?"]
@@ -82,8 +82,10 @@ def test_each_format_is_stored_as_it_says(folders):
         keys = bank.block(0).keys
         if fmt in ("int8", "int4", "int4-legacy"):
             assert isinstance(keys, QuantizedKV)
-            assert keys.rotation == (None if fmt in ("int8", "int4-legacy") else "hadamard")
-            assert ("rotation" in manifest["storage"]) == (keys.rotation is not None)
+            values = bank.block(0).values
+            assert keys.rotation is None and values.rotation == ("hadamard" if fmt == "int4" else None)
+            assert keys.outliers == (8 if fmt == "int4" else 0)
+            assert ("rotation" in manifest["storage"]["values"]) == (values.rotation is not None)
         else:
             assert keys.dtype == getattr(torch, fmt)
 
@@ -166,7 +168,7 @@ def test_an_old_int4_bank_is_copied_in_its_own_layout_not_quantized_twice(folder
     copy = LycheeMemoryBank.from_pretrained(tmp_path / "copy")
     for index in range(len(old)):
         assert torch.equal(copy.block(index).keys.codes, old.block(index).keys.codes)
-        assert copy.block(index).keys.rotation is None
+        assert copy.block(index).values.rotation is None and copy.block(index).keys.outliers == 0
 
 
 @pytest.mark.parametrize("fmt", BANK_DTYPES)
