@@ -53,6 +53,7 @@ __all__ = [  # the manifest's names stay importable from here, where every bank 
     "ShardWriter",
     "StorageFormat",
     "block_tensors",
+    "check_files",
     "decode_block",
     "manifest_json",
     "read_manifest",
@@ -236,3 +237,17 @@ class ShardWriter:
             path.with_name(path.name + ".tmp").unlink(missing_ok=True)
         pending = self.directory / (SHARD_NAME.format(len(self.manifest.shards)) + ".tmp")
         pending.unlink(missing_ok=True)
+
+
+def check_files(directory: Path, manifest: Manifest) -> None:
+    """Every file the manifest names exists (and shards have their recorded size)."""
+    sizes = {shard["file"]: shard.get("bytes") for shard in manifest.shards}
+    for name in dict.fromkeys(record.file for record in manifest.blocks):
+        path = directory / name
+        if not path.is_file():
+            raise MemoryBankError(f"Memory bank {directory} is incomplete: {name} is missing.")
+        if isinstance(sizes.get(name), int) and path.stat().st_size != sizes[name]:
+            raise MemoryBankError(
+                f"Memory bank {directory} is damaged: {name} has {path.stat().st_size} bytes, the manifest says "
+                f"{sizes[name]}: recompress the document."
+            )

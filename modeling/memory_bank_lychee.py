@@ -24,7 +24,7 @@ from .bank_manifest_lychee import (
     read_manifest,
     write_manifest,
 )
-from .bank_storage_lychee import ShardReader, ShardWriter, decode_block
+from .bank_storage_lychee import ShardReader, ShardWriter, check_files, decode_block
 from .bank_text_lychee import DocumentText, DocumentTextError, read_text, write_text
 from .kv_quant_lychee import FLOAT_STORAGE, QuantizedKV, check_bank_dtype, default_bank_dtype, quantize
 
@@ -431,7 +431,7 @@ class LycheeMemoryBank:
                 "tokens (interrupted or out of disk space). Continue it with `lychee-hf compress ... --resume` or "
                 "replace it with `--overwrite`."
             )
-        _check_files(directory, manifest)
+        check_files(directory, manifest)
         bank = cls(fingerprint=manifest.fingerprint, bank_dtype=manifest.storage.dtype)
         bank.complete, bank.document = manifest.complete, manifest.document
         bank._verify = verify_checksums
@@ -488,20 +488,6 @@ def _saved_in(entry, directory: Path) -> bool:
     return (
         isinstance(entry, _DiskBlock) and entry.offset == 0 and entry.reader.directory.resolve() == directory.resolve()
     )
-
-
-def _check_files(directory: Path, manifest: Manifest) -> None:
-    """Every file the manifest names exists (and shards have their recorded size)."""
-    sizes = {shard["file"]: shard.get("bytes") for shard in manifest.shards}
-    for name in dict.fromkeys(record.file for record in manifest.blocks):
-        path = directory / name
-        if not path.is_file():
-            raise MemoryBankError(f"Memory bank {directory} is incomplete: {name} is missing.")
-        if isinstance(sizes.get(name), int) and path.stat().st_size != sizes[name]:
-            raise MemoryBankError(
-                f"Memory bank {directory} is damaged: {name} has {path.stat().st_size} bytes, the manifest says "
-                f"{sizes[name]}: recompress the document."
-            )
 
 
 def _differing_keys(first: dict, second: dict) -> list[str]:

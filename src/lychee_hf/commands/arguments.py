@@ -252,7 +252,9 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # `lychee_hf.data.TASKS` by name, written out so that `--help` imports nothing (a test keeps them equal).
-GENERATED_TASKS = "mhqa, niah, vt, facts, facts-rephrased, facts-heldout, twohop, twohop-heldout"
+GENERATED_TASKS = (
+    "mhqa, niah, vt, facts, facts-rephrased, facts-heldout, facts-heldout-unanswerable, twohop, twohop-heldout"
+)
 
 # The storage formats of `modeling/kv_quant_lychee.py` (a test keeps them equal), spelled here so that building the
 # parser imports no torch: `lychee-hf --help` stays instant.
