@@ -10,12 +10,14 @@ import torch
 from .modeling import DocumentText, LycheeMemoryBank, chunk_char_spans
 
 
-def encode_document(tokenizer, text: str, chunk_size: int) -> tuple[torch.LongTensor, DocumentText | None]:
+def encode_document(
+    tokenizer, text: str, chunk_size: int, source: str = "the document"
+) -> tuple[torch.LongTensor, DocumentText | None]:
     """The document's (1, N) token ids and its `DocumentText` (None when the tokenizer gives no character offsets:
     a slow tokenizer; the bank then answers without evidence).
 
     Raises:
-        `ValueError` when the text is empty after tokenization.
+        `ValueError` when the text is empty after tokenization (naming `source`, e.g. "context report.txt").
     """
     try:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -27,20 +29,21 @@ def encode_document(tokenizer, text: str, chunk_size: int) -> tuple[torch.LongTe
         ids = encoded["input_ids"]
         document = DocumentText(text, tuple(chunk_char_spans(encoded["offset_mapping"], chunk_size))) if ids else None
     if not ids:
-        raise ValueError("the document is empty after tokenization")
+        raise ValueError(f"{source} is empty after tokenization")
     return torch.tensor([ids]), document
 
 
-def compress_text(model, tokenizer, text: str, **compress_kwargs) -> LycheeMemoryBank:
+def compress_text(model, tokenizer, text: str, source: str = "the document", **compress_kwargs) -> LycheeMemoryBank:
     """`model.compress` of `text`, with the text kept in the bank (`bank.document_text`) for evidence.
 
     Args:
         model (`LycheeMemoryForCausalLM`): the model.
         tokenizer: its tokenizer (a fast one gives the character offsets evidence needs).
         text (`str`): the document.
+        source (`str`): how an error names the document (e.g. "context report.txt").
         **compress_kwargs: for `model.compress` (`show_progress`, `bank_dtype`, `offload_to_cpu`).
     """
-    ids, document = encode_document(tokenizer, text, model.config.chunk_size)
+    ids, document = encode_document(tokenizer, text, model.config.chunk_size, source)
     bank = model.compress(ids, **compress_kwargs)
     if document is not None:
         bank.attach_text(document.text, list(document.chars))

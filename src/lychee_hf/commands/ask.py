@@ -19,7 +19,7 @@ from .arguments import (
     probability,
     show_progress,
 )
-from .loading import encode, load_model
+from .loading import load_model
 
 NAME = "ask"
 EXIT_NOTHING_ANSWERED = 2  # --questions: every line failed (the CLI's error status)
@@ -130,9 +130,9 @@ def _answer_source(model, tokenizer, name: str, source: dict, questions: list[st
     if "context" in source:
         from ..text_banks import compress_text
 
-        encode(tokenizer, source["context"], args.context)  # an empty document is refused with its file name
         started = time.perf_counter()
-        bank = compress_text(model, tokenizer, source["context"], show_progress=show_progress(args))
+        name = f"context {args.context}"  # an empty document is refused with its file name
+        bank = compress_text(model, tokenizer, source["context"], name, show_progress=show_progress(args))
         compress_seconds = time.perf_counter() - started
     else:
         bank, compress_seconds = source["bank"], 0.0

@@ -12,7 +12,7 @@ from .arguments import (
     add_model_arguments,
     show_progress,
 )
-from .loading import encode, load_model
+from .loading import load_model
 
 NAME = "compress"
 EXIT_NOTHING_COMPRESSED = 2  # --corpus: every document failed (the CLI's error status)
@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(args)
     for index, text in enumerate(documents):
         target = out if len(documents) == 1 else out / f"{index:05d}"
-        encode(tokenizer, text, args.context)  # an empty document is refused with its file name
-        ids, document_text = encode_document(tokenizer, text, model.config.chunk_size)
+        # one tokenization for the ids and the text's offsets; an empty document is refused with its file name
+        ids, document_text = encode_document(tokenizer, text, model.config.chunk_size, f"context {args.context}")
         bank = compress_to_disk(
             model,
             ids,
