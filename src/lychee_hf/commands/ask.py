@@ -131,8 +131,8 @@ def _answer_source(model, tokenizer, name: str, source: dict, questions: list[st
         from ..text_banks import compress_text
 
         started = time.perf_counter()
-        name = f"context {args.context}"  # an empty document is refused with its file name
-        bank = compress_text(model, tokenizer, source["context"], name, show_progress=show_progress(args))
+        origin = f"context {args.context}"  # an empty document is refused with its file name
+        bank = compress_text(model, tokenizer, source["context"], origin, show_progress=show_progress(args))
         compress_seconds = time.perf_counter() - started
     else:
         bank, compress_seconds = source["bank"], 0.0
