@@ -5,6 +5,8 @@ from typing import Literal
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .first_stage_lychee import check_first_stage
+
 SUPPORTED_BACKBONES = ("llama", "qwen2", "mistral")
 COMPRESSION_MODES = ("memory_tokens", "lossless")
 MEMORY_TOKEN_PLACEMENTS = ("interleave", "append")
@@ -85,6 +87,16 @@ class LycheeMemoryConfig(PreTrainedConfig):
             Off by default so the authors' numerics are kept; the embedded default turns it on.
         unanswerable_answer_ids (`list[int]`, *optional*):
             Token ids of that answer ("Not found in the document."). Built by `from_backbone`.
+        first_stage (`str`, *optional*, defaults to `"full_scan"`):
+            Which blocks the gate scores: `"full_scan"` (every block, for every question: the paper's setting) or
+            `"lexical"` (the `first_stage_candidates` blocks a BM25 index over the bank's text ranks best for the
+            question, plus `first_stage_sample` blocks spread over the document, and, with a gate that reads the
+            memory, the best blocks ahead for each new memory): a per-question cost that does not grow with the
+            document. Needs a bank that keeps its text and `generate(tokenizer=...)`; see `first_stage_lychee`.
+        first_stage_candidates (`int`, *optional*, defaults to 8):
+            Blocks the index names per question (and per memory update).
+        first_stage_sample (`int`, *optional*, defaults to 4):
+            Blocks spread evenly over the document that the gate scores beside the candidates.
         memory_projection_rank (`int`, *optional*):
             Store each memory q/k/v projection as the backbone's weight plus a delta of this rank (`LowRankDelta`)
             instead of a full matrix. `None` (default) keeps full matrices.
@@ -121,6 +133,9 @@ class LycheeMemoryConfig(PreTrainedConfig):
     initial_memory_ids: list[int] | None = None
     answer_not_found: bool = False
     unanswerable_answer_ids: list[int] | None = None
+    first_stage: str = "full_scan"
+    first_stage_candidates: int = 8
+    first_stage_sample: int = 4
     compress_batch_size: int = 1
     memory_projection_rank: int | None = None
     role_adapters: list[str] | None = None
@@ -173,6 +188,7 @@ class LycheeMemoryConfig(PreTrainedConfig):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}.")
         check_gate_policy(self.gate_threshold, self.gate_max_blocks)
+        check_first_stage(self.first_stage, self.first_stage_candidates, self.first_stage_sample)
         if not isinstance(self.gate_batch_size, int) or self.gate_batch_size < 1:
             raise ValueError(f"gate_batch_size must be a positive integer, got {self.gate_batch_size!r}.")
 

@@ -16,6 +16,7 @@ from transformers.utils import logging
 
 from .adapters_lychee import role_adapter
 from .compat_lychee import cache_kwargs
+from .first_stage_lychee import NOT_A_CANDIDATE, BlockView, Candidates, FirstStage
 from .gate_lychee import GatePolicy
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
@@ -28,11 +29,13 @@ class _RowState:
     """What the scan keeps per batch row between blocks (one place, so no row's state is a loose list).
 
     Attributes:
-        scores (`torch.Tensor`, *optional*): gate scores of the blocks from `scored_from` on; None once stale
-            (a memory update changed what a memory-reading gate would say).
-        first_pass (`torch.Tensor`, *optional*): (len(bank),) the gate's first scores from block 0 on; the
-            question's share of every rescoring is taken from them.
-        scored_from (`int`): the block `scores[0]` belongs to.
+        scores (`torch.Tensor`, *optional*): gate scores of the gated blocks from `scored_from` on; None once
+            stale (a memory update changed what a memory-reading gate would say).
+        first_pass (`torch.Tensor`, *optional*): (len(bank),) the gate's first scores from block 0 on (0 for
+            blocks the first stage did not name); the question's share of every rescoring is taken from them.
+        scored_from (`int`): the position (in `gated`) `scores[0]` belongs to.
+        candidates (`Candidates`, *optional*): the blocks the first stage names (None: the full scan).
+        gated (`LycheeMemoryBank` or `BlockView`, *optional*): what the gate scores: the bank, or its candidates.
         score_share (`float`): seconds of the last scoring pass per block it scored (charged to each block).
         kept (`int`): blocks read so far (for `gate_max_blocks`).
     """
@@ -42,6 +45,20 @@ class _RowState:
     scored_from: int = 0
     score_share: float = 0.0
     kept: int = 0
+    candidates: Candidates | None = None
+    gated: object = None
+
+    def position(self, block: int) -> int | None:
+        """`block`'s position among the gated blocks (None when the first stage did not name it)."""
+        if isinstance(self.gated, BlockView):
+            return self.gated.position.get(block)
+        return block
+
+    def first_pass_of_gated(self) -> torch.Tensor:
+        """The first pass's scores of the gated blocks, in their order."""
+        if isinstance(self.gated, BlockView):
+            return self.first_pass[self.gated.indices]
+        return self.first_pass
 
 
 @dataclass
@@ -56,6 +73,7 @@ class ReasonerLoop:
         policy (`GatePolicy`, *optional*): keep/skip rule (default: the config's).
         answer_not_found (`bool`, *optional*): answer "not found" when nothing was read or learnt (default: the
             config's `answer_not_found`).
+        first_stage (`FirstStage`, *optional*): how the blocks the gate scores are chosen (default: the full scan).
         traces (`list[LycheeTrace]`): filled by `run`, one per row.
     """
 
@@ -65,6 +83,7 @@ class ReasonerLoop:
     show_progress: bool | None = None
     policy: GatePolicy | None = None
     answer_not_found: bool | None = None
+    first_stage: "FirstStage | None" = None
     traces: list[LycheeTrace] = field(default_factory=list)
 
     def run(
@@ -110,6 +129,10 @@ class ReasonerLoop:
             trace.question_ids = question.tolist()
             trace.document_text = getattr(bank, "document_text", None)
         self._rows = [_RowState() for _ in banks]
+        for state, bank, question in zip(self._rows, banks, questions):
+            state.candidates = (self.first_stage or FirstStage()).candidates(bank, question)
+            full = state.candidates is None or len(state.candidates.chosen_by) == len(bank)
+            state.gated = bank if full else BlockView(bank, state.candidates.blocks)
         self.policy = self.policy or GatePolicy.from_config(self.model.config)
         if self.policy.revisit and not self.model.gate.reads_memory:
             raise ValueError(
@@ -166,8 +189,9 @@ class ReasonerLoop:
             changed = not torch.equal(memory, memories[row])
             memories[row] = memory
             if self.model.gate.reads_memory and changed and self._rows[row].scores is not None:
-                # the blocks ahead need scores for the new memory
+                # the blocks ahead need scores for the new memory (and the index may name more of them)
                 records[row].gate_seconds += self._discard_scores(row, records[row].block_index)
+                self._add_candidates_for_memory(row, banks[row], records[row].block_index, memory)
             records[row].generated_ids, records[row].tokens_decoded = written, len(written)
             records[row].reason_seconds = elapsed
             records[row].prompt_ids, records[row].prompt_tokens = prompt, len(prompt)
@@ -189,13 +213,23 @@ class ReasonerLoop:
         queues = {}
         for row, bank in enumerate(banks):
             self._rows[row].scores = None  # no blocks are ahead any more
-            skipped = [record.block_index for record in self.traces[row] if not record.kept]
+            state = self._rows[row]
+            skipped = [
+                record.block_index
+                for record in self.traces[row]
+                if not record.kept and record.gate_decision != NOT_A_CANDIDATE
+            ]
             if not skipped:
                 continue
             started = time.perf_counter()
             with role_adapter(self.model, "gate"):
                 scores = self.model.gate.revisit_scores(
-                    self.model, bank, skipped, questions[row], memories[row], self._rows[row].first_pass
+                    self.model,
+                    state.gated,
+                    [state.position(block) for block in skipped],
+                    questions[row],
+                    memories[row],
+                    state.first_pass_of_gated(),
                 )
             seconds = time.perf_counter() - started
             queue = []
@@ -210,6 +244,7 @@ class ReasonerLoop:
                             kept=True,
                             memory_ids=[],
                             gate_decision="revisit",
+                            chosen_by=state.candidates.chosen_by[block] if state.candidates else "",
                             row=row,
                         )
                     )
@@ -227,35 +262,54 @@ class ReasonerLoop:
         self, row: int, bank: LycheeMemoryBank, step: int, question: torch.LongTensor, memory: torch.LongTensor
     ) -> LycheeBlockTrace:
         """Decides whether `row` reads block `step`, rescoring the blocks ahead only if its memory changed."""
-        if self._rows[row].scores is None:
+        state = self._rows[row]
+        position = state.position(step)
+        if position is None:  # the first stage did not name the block: the gate never scores it
+            return LycheeBlockTrace(step, bank.spans[step], 0.0, False, [], NOT_A_CANDIDATE, row=row)
+        if state.scores is None:
             started = time.perf_counter()
             gate = self.model.gate
             with role_adapter(self.model, "gate"):
-                if self._rows[row].first_pass is None:
-                    scores = gate.score_blocks(self.model, bank, step, question, memory).float().cpu()
-                    self._rows[row].first_pass = scores
+                if state.first_pass is None:
+                    scores = gate.score_blocks(self.model, state.gated, position, question, memory).float().cpu()
+                    state.first_pass = torch.zeros(len(bank))
+                    if isinstance(state.gated, BlockView):
+                        state.first_pass[state.gated.indices] = scores
+                    else:
+                        state.first_pass = scores
                 else:
-                    scores = gate.rescore_blocks(self.model, bank, step, question, memory, self._rows[row].first_pass)
+                    scores = gate.rescore_blocks(
+                        self.model, state.gated, position, question, memory, state.first_pass_of_gated()
+                    )
                     scores = scores.float().cpu()
-            self._rows[row].scores, self._rows[row].scored_from = scores, step
-            self._rows[row].score_share = (time.perf_counter() - started) / max(len(scores), 1)
-        score = float(self._rows[row].scores[step - self._rows[row].scored_from])
-        kept, decision = self.policy.decide(score, step == len(bank) - 1, self._rows[row].kept)
-        self._rows[row].kept += int(kept)
+            state.scores, state.scored_from = scores, position
+            state.score_share = (time.perf_counter() - started) / max(len(scores), 1)
+        score = float(state.scores[position - state.scored_from])
+        kept, decision = self.policy.decide(score, step == len(bank) - 1, state.kept)
+        state.kept += int(kept)
         return LycheeBlockTrace(
             block_index=step,
             span=bank.spans[step],
             gate_score=score,
             kept=kept,
             gate_decision=decision,
+            chosen_by=state.candidates.chosen_by[step] if state.candidates else "full scan",
             memory_ids=[],
-            gate_seconds=self._rows[row].score_share,
+            gate_seconds=state.score_share,
             row=row,
         )
 
+    def _add_candidates_for_memory(self, row: int, bank: LycheeMemoryBank, step: int, memory) -> None:
+        """With a first stage, the index's best blocks ahead for the new memory's words join the candidates."""
+        state = self._rows[row]
+        if not isinstance(state.gated, BlockView) or self.first_stage is None:
+            return
+        if state.candidates.add_for_memory(self.first_stage.decode(memory), step, self.first_stage.candidates_k):
+            state.gated = BlockView(bank, state.candidates.blocks)
+
     def _discard_scores(self, row: int, step: int) -> float:
         """Drops `row`'s scores of the blocks after `step`; returns the scoring seconds they had cost."""
-        unused = len(self._rows[row].scores) - (step - self._rows[row].scored_from + 1)
+        unused = len(self._rows[row].scores) - (self._rows[row].position(step) - self._rows[row].scored_from + 1)
         self._rows[row].scores = None
         return unused * self._rows[row].score_share
 

@@ -20,7 +20,11 @@ class LycheeBlockTrace:
         kept (`bool`): whether the reasoner read the block.
         gate_decision (`str`): why: `"related"` / `"unrelated"` (score vs threshold), `"last block"`
             (`gate_keep_last`), `"block limit"` (related, but `gate_max_blocks` blocks were read already) or
-            `"revisit"` (skipped by the scan, read on the second look against the final memory: `gate_revisit`).
+            `"revisit"` (skipped by the scan, read on the second look against the final memory: `gate_revisit`),
+            or `"not a candidate"` (the first stage did not name it: the gate never scored it).
+        chosen_by (`str`): which stage put the block before the gate: `"full scan"` (every block is scored),
+            `"index: question"` / `"index: memory"` (the lexical index matched the question / the working memory)
+            or `"sample"` (spread over the document for the gate's calibration); `""` for a non-candidate.
         memory_ids (`list[int]`): the working memory after this step (unchanged when skipped).
         tokens_decoded (`int`): tokens the memory update generated (0 when skipped).
         generated_ids (`list[int]`): those tokens, through the first stop id (empty when skipped): what the
@@ -43,6 +47,7 @@ class LycheeBlockTrace:
     kept: bool
     memory_ids: list[int]
     gate_decision: str = ""
+    chosen_by: str = ""
     tokens_decoded: int = 0
     generated_ids: list[int] = field(default_factory=list)
     prompt_ids: list[int] = field(default_factory=list)
@@ -59,7 +64,8 @@ class LycheeBlockTrace:
             tokenizer (`PreTrainedTokenizerBase`): decodes the working memory into `memory`.
 
         Returns:
-            `dict` with `block`, `span`, `gate_score` (4 decimals), `kept`, `gate_decision`, `memory_tokens`,
+            `dict` with `block`, `span`, `gate_score` (4 decimals), `kept`, `gate_decision`, `chosen_by`,
+            `memory_tokens`,
             `memory` (text), `tokens_decoded`, `prompt_ids`, `prompt_tokens`, `compress_seconds` and `seconds`
             (gate + reasoning, 3 decimals).
         """
@@ -69,6 +75,7 @@ class LycheeBlockTrace:
             "gate_score": round(self.gate_score, 4),
             "kept": self.kept,
             "gate_decision": self.gate_decision,
+            "chosen_by": self.chosen_by,
             "memory_tokens": len(self.memory_ids),
             "memory": tokenizer.decode(self.memory_ids, skip_special_tokens=True),
             "tokens_decoded": self.tokens_decoded,
