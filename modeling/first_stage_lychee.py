@@ -9,7 +9,8 @@ match the question, in milliseconds; the gate scores those only, plus `first_sta
 over the document. The sample keeps the query-likelihood gate's z-scores honest (its median and spread need blocks
 that are *not* about the question) and lets the gate catch a fact the index ranks low. When the gate reads the
 working memory and the memory changes, the index is asked again with the memory's words: the blocks ahead that
-match it join the candidates (the second fact of a chain names an entity only the memory holds).
+match it join the candidates (the second fact of a chain names an entity only the memory holds); with
+`gate_revisit`, the second look asks it once more with the final memory, over the whole document.
 
 On real documents, questions share rare words (names, option names, section terms) with the passage that answers
 them, which a 135M model's likelihood weighs less sharply (`shared/reference/retrieval-notes.md`: BM25 ranked the
@@ -20,6 +21,7 @@ built from the bank's text on first use and kept with the bank object. A bank wi
 existed, or compressed from token ids alone) has no index: its questions take the full scan, and the trace says so.
 """
 
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -70,6 +72,7 @@ class LexicalIndex:
 
     def __init__(self, passages: list[str]):
         self.size = len(passages)
+        self.passages = passages
         self._retriever = _bm25s().BM25()
         # Every passage gets one word no query holds, so that a block without words still has a row (rows stay
         # block indices) and the vocabulary is never empty.
@@ -77,6 +80,8 @@ class LexicalIndex:
 
     def search(self, text: str, k: int, among: list[int] | None = None) -> list[tuple[int, float]]:
         """The `k` best-matching blocks with a positive score, best first: `[(block, score), ...]`.
+
+        A candidate set adds `split_neighbours` of these: the block that finishes a sentence a hit begins.
 
         Args:
             text (`str`): the question (or working memory) in plain text.
@@ -96,6 +101,22 @@ class LexicalIndex:
             warnings.simplefilter("ignore")  # bm25s warns when fewer than k blocks match
             blocks, scores = self._retriever.retrieve(query, k=k, show_progress=False, weight_mask=mask)
         return [(int(b), float(s)) for b, s in zip(blocks[0], scores[0]) if s > 0]
+
+
+    def split_neighbours(self, text: str, blocks: list[int]) -> list[int]:
+        """The neighbours of `blocks` that finish (or begin) a sentence holding a word of `text`: a fact cut by a
+        block boundary needs both blocks (the name in one, the answer in the next)."""
+        words = set(_words([text])[0])
+        neighbours = []
+        for block in blocks:
+            for first, second in ((block, block + 1), (block - 1, block)):
+                if first < 0 or second >= self.size or {first, second} <= set(blocks) | set(neighbours):
+                    continue
+                head = re.split(r"[.!?\n]", self.passages[first])[-1]  # the sentence the first block ends in
+                tail = re.split(r"[.!?\n]", self.passages[second])[0]  # and its end in the second block
+                if head.strip() and words & set(_words([f"{head} {tail}"])[0]):  # a cut sentence that matches
+                    neighbours.append(second if first == block else first)
+        return neighbours
 
 
 def lexical_index(bank) -> LexicalIndex | None:
@@ -144,7 +165,8 @@ class Candidates:
         if k + sample >= total:  # the first stage would keep every block anyway
             return cls.full_scan(total)
         chosen = {block: CHOSEN_BY_SAMPLE for block in spread_sample(sample, total)}
-        chosen.update({block: CHOSEN_BY_QUESTION for block, _ in index.search(question, k)})
+        found = [block for block, _ in index.search(question, k)]
+        chosen.update(dict.fromkeys(found + index.split_neighbours(question, found), CHOSEN_BY_QUESTION))
         return cls(chosen, index, total)
 
     @property
@@ -157,7 +179,8 @@ class Candidates:
         if self.index is None:
             return []
         ahead = [b for b in range(after + 1, self.total) if b not in self.chosen_by]
-        new = [block for block, _ in self.index.search(memory, k, among=ahead)]
+        found = [block for block, _ in self.index.search(memory, k, among=ahead)]
+        new = [b for b in found + self.index.split_neighbours(memory, found) if b > after and b not in self.chosen_by]
         self.chosen_by.update(dict.fromkeys(new, CHOSEN_BY_MEMORY))
         return new
 

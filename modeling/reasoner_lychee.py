@@ -214,11 +214,9 @@ class ReasonerLoop:
         for row, bank in enumerate(banks):
             self._rows[row].scores = None  # no blocks are ahead any more
             state = self._rows[row]
-            skipped = [
-                record.block_index
-                for record in self.traces[row]
-                if not record.kept and record.gate_decision != NOT_A_CANDIDATE
-            ]
+            self._add_candidates_for_memory(row, bank, -1, memories[row])  # behind as well: the second look's reach
+            read = {record.block_index for record in self.traces[row] if record.kept}
+            skipped = [block for block in range(len(bank)) if block not in read and state.position(block) is not None]
             if not skipped:
                 continue
             started = time.perf_counter()
@@ -244,7 +242,7 @@ class ReasonerLoop:
                             kept=True,
                             memory_ids=[],
                             gate_decision="revisit",
-                            chosen_by=state.candidates.chosen_by[block] if state.candidates else "",
+                            chosen_by=state.candidates.chosen_by[block] if state.candidates else "full scan",
                             row=row,
                         )
                     )
@@ -300,7 +298,7 @@ class ReasonerLoop:
         )
 
     def _add_candidates_for_memory(self, row: int, bank: LycheeMemoryBank, step: int, memory) -> None:
-        """With a first stage, the index's best blocks ahead for the new memory's words join the candidates."""
+        """With a first stage, the index's best blocks after `step` for the memory's words join the candidates."""
         state = self._rows[row]
         if not isinstance(state.gated, BlockView) or self.first_stage is None:
             return

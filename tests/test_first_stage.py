@@ -62,6 +62,12 @@ def test_index_search_with_no_known_word_returns_nothing():
     assert LexicalIndex(["bread and fish"]).search("zebra", 3) == []
 
 
+def test_a_fact_cut_by_a_block_boundary_brings_the_block_that_finishes_it():
+    index = LexicalIndex(["Filler text. Barafen Duloka was born", "in the year 1695. Filler.", "Filler text."])
+    candidates = Candidates.for_question(index, "When was Barafen Duloka born?", 3, 1, 0)
+    assert {0, 1} <= set(candidates.chosen_by) and 2 not in candidates.chosen_by
+
+
 def test_spread_sample_is_even_and_deterministic():
     assert spread_sample(4, 100) == [12, 37, 62, 87]
     assert spread_sample(5, 3) == [0, 1, 2] and spread_sample(0, 10) == []
@@ -73,7 +79,7 @@ def test_candidates_cover_every_block_when_the_document_is_small():
 
 
 def test_candidates_add_the_memorys_blocks_ahead_only():
-    index = LexicalIndex(["chest", "filler", "filler", "chest cellar", "filler", "filler"])
+    index = LexicalIndex(["The chest.", "Filler.", "Filler.", "The chest is in the cellar.", "Filler.", "Filler."])
     candidates = Candidates.for_question(index, "filler", 6, 1, 0)
     assert candidates.add_for_memory("chest", after=1, k=2) == [3]  # block 0 also matches, but it is behind
     assert candidates.chosen_by[3] == CHOSEN_BY_MEMORY
