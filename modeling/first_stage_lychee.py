@@ -120,15 +120,17 @@ class LexicalIndex:
 
 
 def lexical_index(bank) -> LexicalIndex | None:
-    """The bank's index (built from its text on first use and kept on the bank), or None without text."""
-    cached = getattr(bank, "_lexical_index", None)
-    if cached is not None and cached.size == len(bank):
+    """The bank's index (built from its text on first use and kept on the bank, under any read-through wrapper
+    that holds it as `.bank`), or None without text."""
+    owner = getattr(bank, "bank", bank)
+    cached = getattr(owner, "_lexical_index", None)
+    if cached is not None and cached.size == len(owner):
         return cached
-    text = getattr(bank, "document_text", None)
+    text = getattr(owner, "document_text", None)
     if text is None:
         return None
-    index = LexicalIndex([text.block_text(i)[1] for i in range(len(bank))])
-    bank._lexical_index = index
+    index = LexicalIndex([text.block_text(i)[1] for i in range(len(owner))])
+    owner._lexical_index = index
     return index
 
 

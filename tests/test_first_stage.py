@@ -1,9 +1,13 @@
 """The first stage: a lexical index names the blocks the gate scores, so a question does not score every block."""
 
+import json
+
 import pytest
 import torch
 
 from lychee_hf import LycheeMemoryBank
+from lychee_hf.data import QAExample
+from lychee_hf.eval.baselines import run_method
 from lychee_hf.modeling.first_stage_lychee import (
     CHOSEN_BY_MEMORY,
     CHOSEN_BY_QUESTION,
@@ -14,7 +18,8 @@ from lychee_hf.modeling.first_stage_lychee import (
     LexicalIndex,
     spread_sample,
 )
-from lychee_hf.testing import question_ids, tiny_lychee
+from lychee_hf.scale.questions import generate_answers
+from lychee_hf.testing import question_ids, run_cli, save_tiny_checkpoint, tiny_lychee
 from lychee_hf.text_banks import compress_text
 
 FILLER = "The harbour town sells bread and fish at the market every day of the week.\n"
@@ -189,3 +194,47 @@ def test_second_look_revisits_only_candidates(tokenizer):
     revisited = [r for r in trace if r.gate_decision == "revisit"]
     assert not_candidates and not any(r.block_index in not_candidates for r in revisited)
     assert all(r.chosen_by for r in revisited)
+
+
+# ---------------------------------------------------------------------------------------- where users meet it
+def test_cli_ask_with_the_index_scores_only_candidates(tmp_path):
+    checkpoint = save_tiny_checkpoint(tmp_path / "ckpt", max_answer_tokens=4, memory_budget=8,
+                                      gate_type="query_likelihood")  # fmt: skip
+    (tmp_path / "doc.txt").write_text(TEXT)
+    code, _, err = run_cli("ask", "--model", checkpoint, "--context", tmp_path / "doc.txt", "--question",
+                           "Where does Marigold keep the ledger?", "--first-stage", "lexical", "--candidates", "1",
+                           "--json", tmp_path / "a.json")  # fmt: skip
+    assert code == 0, err
+    rows = json.loads((tmp_path / "a.json").read_text())["trace"]
+    assert {row["chosen_by"] for row in rows} == {CHOSEN_BY_QUESTION, CHOSEN_BY_SAMPLE, ""}
+    code, _, err = run_cli("ask", "--model", checkpoint, "--context", tmp_path / "doc.txt", "--question", "Ledger?",
+                           "--first-stage", "full_scan", "--json", tmp_path / "b.json")  # fmt: skip
+    assert code == 0, err
+    assert {row["chosen_by"] for row in json.loads((tmp_path / "b.json").read_text())["trace"]} == {"full scan"}
+
+
+def test_cli_refuses_an_unknown_first_stage(tmp_path):
+    code, _, err = run_cli("ask", "--context", "x.txt", "--question", "q", "--first-stage", "bm25")
+    assert code == 2 and "--first-stage" in err and "lexical" in err
+
+
+def test_batched_questions_over_a_bank_use_the_index(model, tokenizer, bank):
+    answers = generate_answers(model, tokenizer, bank, ["Where does Marigold keep the ledger?", "Ledger?"],
+                               gate_policy={"first_stage": "lexical", "first_stage_candidates": 1})  # fmt: skip
+    single = ask(model, tokenizer, bank, first_stage="lexical", first_stage_candidates=1)
+    assert answers[0] == tokenizer.decode(single.answer_ids, skip_special_tokens=True).strip()
+
+
+def test_eval_method_lychee_index_runs_the_first_stage(model, tokenizer):
+    example = QAExample("x", "jsonl", TEXT, "Where does Marigold keep the ledger?", ["blue chest"], [], 0)
+    result = run_method("lychee-index", model, tokenizer, example)
+    assert {row["chosen_by"] for row in result.trace} >= {CHOSEN_BY_QUESTION, ""}
+    assert result.stats["compress_seconds"] > 0 and model.config.first_stage == "full_scan"  # restored after
+
+
+@pytest.mark.parametrize("bank_dtype", ["float16", "int8", "int4"])
+def test_the_index_reads_a_quantized_bank_the_same_way(model, tokenizer, bank, bank_dtype):
+    quantized = bank.astype(bank_dtype)
+    trace = ask(model, tokenizer, quantized, first_stage="lexical", first_stage_candidates=2, first_stage_sample=1)
+    float_trace = ask(model, tokenizer, bank, first_stage="lexical", first_stage_candidates=2, first_stage_sample=1)
+    assert [r.chosen_by for r in trace] == [r.chosen_by for r in float_trace]  # the index reads text, not K/V

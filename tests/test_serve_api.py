@@ -94,6 +94,23 @@ def test_the_service_gives_the_cli_answer(server, alice_doc, checkpoint, tmp_pat
         assert "prompt_ids" not in served["trace"][0] and served["trace"][0]["prompt_tokens"] > 0
 
 
+def test_answers_take_the_first_stage_as_the_cli_does(server, alice_doc, checkpoint, tmp_path):
+    question = "What is the secret code?"
+    body = {"question": question, "first_stage": "lexical", "first_stage_candidates": 1}
+    response = server.post(f"/v1/documents/{alice_doc['id']}/answers", json=body, headers=ALICE)
+    assert response.status_code == 200, response.text
+    served = response.json()["answers"][0]
+    bank = server.app.state.service.store.bank_dir(alice_doc["id"])
+    code, _, err = run_cli("ask", "--model", checkpoint, "--bank", bank, "--question", question, "--first-stage",
+                           "lexical", "--candidates", "1", "--json", tmp_path / "a.json")  # fmt: skip
+    assert code == 0, err
+    cli = json.loads((tmp_path / "a.json").read_text())
+    assert [b["chosen_by"] for b in served["trace"]] == [b["chosen_by"] for b in cli["trace"]]
+    assert served["answer"] == cli["answer"]
+    bad = server.post(f"/v1/documents/{alice_doc['id']}/answers", json={**body, "first_stage": "bm25"}, headers=ALICE)
+    assert bad.status_code == 422 and "first_stage" in bad.text
+
+
 def events_of(text: str) -> list[tuple[str, dict]]:
     """(event, data) of every server-sent event; unnamed events (OpenAI's) get the name "data"."""
     events = []

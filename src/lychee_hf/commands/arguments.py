@@ -251,6 +251,19 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=positive_int, help="max answer tokens (default: the checkpoint's)")
 
 
+def add_first_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--first-stage` and `--candidates`: which blocks the gate scores (default: the checkpoint's setting)."""
+    stage = parser.add_argument_group("first stage (default: the checkpoint's)")
+    stage.add_argument(
+        "--first-stage",
+        choices=("full_scan", "lexical"),
+        help="full_scan: the gate scores every block (cost grows with the document); lexical: only the blocks a "
+        "BM25 index over the bank's text ranks best for the question (and for each new memory), plus a few spread "
+        "over the document: the cost stays flat (banks compressed from text; others take the full scan)",
+    )
+    stage.add_argument("--candidates", type=positive_int, help="blocks the lexical index names per question")
+
+
 # `lychee_hf.data.TASKS` by name, written out so that `--help` imports nothing (a test keeps them equal).
 GENERATED_TASKS = (
     "mhqa, niah, vt, facts, facts-rephrased, facts-heldout, facts-heldout-unanswerable, twohop, twohop-heldout"

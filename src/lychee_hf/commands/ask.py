@@ -13,6 +13,7 @@ from .arguments import (
     add_block_arguments,
     add_command,
     add_document_arguments,
+    add_first_stage_arguments,
     add_memory_budget_argument,
     add_model_arguments,
     positive_int,
@@ -77,6 +78,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="after the scan, read skipped blocks the final memory finds related (default: the model's setting)",
     )
+    add_first_stage_arguments(parser)
     return parser
 
 
@@ -160,6 +162,8 @@ def _gate_policy(args: argparse.Namespace) -> dict:
         "gate_max_blocks": args.gate_max_blocks,
         "gate_keep_last": args.gate_keep_last,
         "gate_revisit": args.gate_revisit,
+        "first_stage": args.first_stage,
+        "first_stage_candidates": args.candidates,
     }
     return {key: value for key, value in given.items() if value is not None}
 

@@ -32,7 +32,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--method",
         default=",".join(default("methods")),
-        help="comma-separated: lychee, lychee-lossless, lychee-compressed, lychee-gate, lychee-nogate, memagent, full",
+        help="comma-separated: lychee, lychee-lossless, lychee-compressed, lychee-gate, lychee-nogate, lychee-index "
+        "(the first stage's index before the gate), memagent, full",
     )
     parser.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     parser.add_argument("--data", help="JSONL (MemAgent schema) or HotpotQA JSON for --task jsonl / hotpotqa")

@@ -27,6 +27,7 @@ from ..modeling import (
     memory_update_config,
     stop_and_pad_ids,
 )
+from ..text_banks import compress_text
 
 LYCHEE_VARIANTS = {
     "lychee": {},
@@ -34,6 +35,8 @@ LYCHEE_VARIANTS = {
     "lychee-compressed": {"compression_mode": "memory_tokens"},
     "lychee-nogate": {"gate_type": "always_related"},
     "lychee-gate": {"gate_type": "query_likelihood"},
+    # the first stage: a BM25 index over the document's blocks names the ones the gate scores
+    "lychee-index": {"first_stage": "lexical"},
 }
 METHODS = (*LYCHEE_VARIANTS, "memagent", "full")
 
@@ -90,7 +93,16 @@ def run_method(
         if name == "lychee-gate" and "gate" in adapter_names(model):
             overrides = {"gate_type": "classifier"}
         with configured(model, **overrides):
-            return _lychee(model, tokenizer, question, context, generation_config, memory_generation_config, bank_dtype)
+            if model.config.first_stage != "lexical":
+                settings = (generation_config, memory_generation_config, bank_dtype)
+                return _lychee(model, tokenizer, question, context, *settings)
+            started = time.perf_counter()  # the index reads the blocks' text: a bank that keeps it
+            bank = compress_text(model, tokenizer, example.context, show_progress=False, bank_dtype=bank_dtype)
+            compress_seconds = time.perf_counter() - started
+            result = _lychee(model, tokenizer, question, bank, generation_config, memory_generation_config)
+            result.stats["compress_seconds"] = compress_seconds
+            result.stats["seconds"] += compress_seconds
+            return result
     if name == "memagent":
         return _memagent(
             model, tokenizer, question, context, generation_config, memory_generation_config, memagent_chunk_tokens
@@ -104,15 +116,20 @@ def run_method(
 def _lychee(
     model, tokenizer, question, context, generation_config, memory_generation_config, bank_dtype=None
 ) -> MethodResult:
+    """`context` is the document's ids (compressed in the call) or a bank compressed from its text."""
     started = time.perf_counter()
+    if isinstance(context, torch.Tensor):
+        source = {"context_ids": context, "bank_dtype": bank_dtype}
+    else:
+        source = {"bank": context}
     out = model.generate(
         input_ids=question,
-        context_ids=context,
         generation_config=generation_config,
         memory_generation_config=memory_generation_config,
         return_dict_in_generate=True,
         show_progress=False,
-        bank_dtype=bank_dtype,
+        tokenizer=tokenizer,
+        **source,
     )
     seconds = time.perf_counter() - started
     answer_ids = out.sequences[0, question.shape[1] :]

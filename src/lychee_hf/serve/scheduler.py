@@ -209,6 +209,7 @@ class AnswerScheduler:
                 return_dict_in_generate=True,
                 show_progress=False,
                 streamer=streamer,
+                tokenizer=self.tokenizer,  # the first stage's index reads the question's words
                 **dict(questions[0].options),
             )
         results = [answer_dict(trace, self.tokenizer) for trace in output.trace]

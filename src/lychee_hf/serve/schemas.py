@@ -1,6 +1,8 @@
 """Request bodies, validated before any work: strict types (no "0.5" for a number), no unknown fields in the
 native API (a misspelt option is an error, not ignored), text that is valid Unicode."""
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
@@ -35,6 +37,8 @@ class GenerationOptions(_Strict):
     gate_max_blocks: int | None = Field(default=None, ge=1)
     gate_keep_last: bool | None = None
     gate_revisit: bool | None = None
+    first_stage: Literal["full_scan", "lexical"] | None = None
+    first_stage_candidates: int | None = Field(default=None, ge=1, le=256)
 
     def as_kwargs(self) -> tuple:
         """The given options as sorted `(name, value)` pairs (questions with equal ones share a `generate` call)."""
