@@ -102,6 +102,25 @@ class LexicalIndex:
             blocks, scores = self._retriever.retrieve(query, k=k, show_progress=False, weight_mask=mask)
         return [(int(b), float(s)) for b, s in zip(blocks[0], scores[0]) if s > 0]
 
+    def save(self, directory) -> None:
+        """Writes the index to `directory` (bm25s's own `.npy` + JSON files, no pickle); the passages are not
+        written (they are the banks' text, read back with them)."""
+        self._retriever.save(str(directory), allow_pickle=False)
+
+    @classmethod
+    def load(cls, directory, passages: list[str]) -> "LexicalIndex":
+        """An index `save` wrote, for these passages (memory-mapped: a large corpus is not read whole).
+
+        Raises:
+            `ValueError`: when the saved index has another number of passages (the corpus changed since).
+        """
+        index = cls.__new__(cls)
+        index.size, index.passages = len(passages), passages
+        index._retriever = _bm25s().BM25.load(str(directory), mmap=True, allow_pickle=False)
+        rows = int(index._retriever.scores["num_docs"])
+        if rows != len(passages):
+            raise ValueError(f"the index in {directory} covers {rows} blocks, not {len(passages)}: rebuild it")
+        return index
 
     def split_neighbours(self, text: str, blocks: list[int]) -> list[int]:
         """The neighbours of `blocks` that finish (or begin) a sentence holding a word of `text`: a fact cut by a

@@ -78,7 +78,9 @@ def check_questions(model, input_ids, attention_mask) -> list[torch.LongTensor]:
 
 def check_banks(model, memory, rows: int) -> list[LycheeMemoryBank]:
     """One complete bank per row, each compatible with the model (one bank for every row is repeated)."""
-    banks = [memory] * rows if isinstance(memory, LycheeMemoryBank) else list(memory)
+    # One bank (or a bank-like view: anything that reads blocks, e.g. a corpus read as one bank) for every row.
+    one = isinstance(memory, LycheeMemoryBank) or hasattr(memory, "block")
+    banks = [memory] * rows if one else list(memory)
     if len(banks) != rows:
         raise ValueError(f"Got {len(banks)} memory banks for {rows} questions: pass one bank, or one per row.")
     expected = model.memory_fingerprint()

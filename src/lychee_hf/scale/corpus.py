@@ -33,12 +33,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from accelerate import PartialState
 
 from ..bank_tools import compress_to_disk
 from ..files import FolderLockedError, folder_lock, read_json_lines, write_json_atomically
 from ..modeling import LycheeMemoryBank
+from ..text_banks import encode_document
+from .corpus_bank import write_corpus_index
 from .corpus_folder import (
     CORPUS_MANIFEST,
     LOCK,
@@ -284,6 +285,7 @@ def compress_corpus(
         if state.is_main_process:
             write_json_atomically(manifest, corpus_manifest(entries, fingerprint, corpus, field, id_field))
             sweep(out_dir)
+            write_corpus_index(out_dir)  # questions over the whole corpus find their blocks through it
         state.wait_for_everyone()
     return CorpusSummary(
         documents=len(documents),
@@ -396,16 +398,19 @@ def compress_document(
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
     started = time.perf_counter()
     try:
-        ids = tokenizer.encode(document.text, add_special_tokens=False)
-        if not ids:
+        try:  # the text is kept with the bank: evidence, and the corpus index, read it
+            encoded, text = encode_document(tokenizer, document.text, model.config.chunk_size)
+        except ValueError:
             return _failure(document, "empty after tokenization")
+        ids = encoded[0].tolist()
         compress_to_disk(
             model,
-            torch.tensor(ids),
+            encoded[0],
             partial,
             chunks_per_write=chunks_per_write,
             show_progress=False,
             bank_dtype=bank_dtype,
+            text=text,
         )
         bank = verify_bank(partial, len(ids), fingerprint)
     except (ValueError, OSError, RuntimeError) as error:  # this document only: the others go on

@@ -7,6 +7,7 @@ place. `corpus.py` compresses into it; `questions.py` reads it.
     <bank folder>/           one bank per document (`bank_folder_name`)
     .records/<folder>.json   per finished bank: what a rerun checks before skipping the document
     .lock                    held by the run writing the folder (`files.folder_lock`)
+    .index/                  the lexical index over every document's blocks (`corpus_bank.write_corpus_index`)
     .partial-<folder>/       a bank being written; .stale-<folder>/: the bank it replaces, until it is in place
 """
 
