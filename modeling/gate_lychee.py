@@ -122,6 +122,33 @@ class LycheeGate(LycheePreTrainedModel):
         """
         return self.score_blocks(model, bank, 0, question_ids, memory_ids)[blocks]
 
+    def score_rows(
+        self,
+        model: torch.nn.Module,
+        bank: LycheeMemoryBank,
+        start: int,
+        questions: list[torch.LongTensor],
+        memories: list[torch.LongTensor],
+        first_passes: list[torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
+        """`score_blocks` (or, with `first_passes`, `rescore_blocks`) for several rows over the same blocks: the
+        questions asked of one bank together. A gate that can score many rows in one pass per block overrides
+        this; the default scores row by row.
+
+        Args:
+            model, bank, start: as for `score_blocks`.
+            questions (`list[torch.LongTensor]`): per row, its question (1-D).
+            memories (`list[torch.LongTensor]`): per row, its working memory (1-D).
+            first_passes (`list[torch.Tensor]`, *optional*): per row, its first pass (a rescoring); None for a
+                first pass.
+
+        Returns:
+            `list[torch.Tensor]`: per row, (len(bank) - start,) as `score_blocks`.
+        """
+        if first_passes is None:
+            return [self.score_blocks(model, bank, start, q, m) for q, m in zip(questions, memories)]
+        return [self.rescore_blocks(model, bank, start, q, m, f) for q, m, f in zip(questions, memories, first_passes)]
+
     def forward(self, *args, **kwargs) -> torch.Tensor:
         return self.score_blocks(*args, **kwargs)
 
@@ -159,9 +186,31 @@ class LycheeQueryLikelihoodGate(LycheeGate):
         likelihoods = self.text_likelihoods(model, bank, 0, memory_ids)[blocks]
         return torch.maximum(by_question, likelihood_probabilities(likelihoods))
 
+    def score_rows(self, model, bank, start, questions, memories, first_passes=None) -> list[torch.Tensor]:
+        # One forward per block for all rows: the question's likelihoods in a first pass, the memory's in a
+        # rescoring (the question's share of a rescoring is the first pass's, as for one row).
+        if start >= len(bank) or len(questions) < 2:
+            return super().score_rows(model, bank, start, questions, memories, first_passes)
+        reading = [self.reads_memory and self.memory_has_content(m) for m in memories]
+        if first_passes is None:
+            if any(reading):  # a first pass after the memory changed: rare (one row at a time)
+                return super().score_rows(model, bank, start, questions, memories, first_passes)
+            likelihoods = self.text_likelihoods_many(model, bank, start, questions)
+            return [self.passing_best(row) for row in likelihoods]
+        scores = [first.float().cpu()[start:].clone() for first in first_passes]
+        rows = [row for row, read in enumerate(reading) if read]
+        if rows:
+            likelihoods = self.text_likelihoods_many(model, bank, start, [memories[row] for row in rows])
+            for row, row_likelihoods in zip(rows, likelihoods):
+                scores[row] = torch.maximum(scores[row], likelihood_probabilities(row_likelihoods))
+        return scores
+
     def question_probabilities(self, model, bank, start: int, question_ids: torch.LongTensor) -> torch.Tensor:
         """P(related) of blocks `start..` by question likelihood; the best block always passes the threshold."""
-        likelihoods = self.text_likelihoods(model, bank, start, question_ids)
+        return self.passing_best(self.text_likelihoods(model, bank, start, question_ids))
+
+    def passing_best(self, likelihoods: torch.Tensor) -> torch.Tensor:
+        """The question's likelihoods → P(related), the best block raised to the threshold (read at least once)."""
         probabilities = likelihood_probabilities(likelihoods)
         best = int(likelihoods.argmax())
         probabilities[best] = probabilities[best].clamp(min=self.config.gate_threshold)
@@ -199,6 +248,43 @@ class LycheeQueryLikelihoodGate(LycheeGate):
             return log_probs[:, max(scored.start - 1, 0) : scored.stop - 1].mean(dim=1).cpu()
 
         return score_in_batches(score, bank, start, self.config.gate_batch_size)
+
+    @torch.no_grad()
+    def text_likelihoods_many(self, model, bank, start: int, texts: list[torch.LongTensor]) -> torch.Tensor:
+        """`text_likelihoods` for several texts at once: (len(texts), len(bank) - start).
+
+        Each pass reads a few blocks for every text (rows = blocks x texts). The prompts are right-padded: a causal
+        model's logits at the real tokens never see the padding after them, so each text's scores are what it gets
+        alone (up to floating-point rounding of the larger batch)."""
+        pieces = self.config.gate_template_ids or [[], []]
+        device = model.device
+        head, tail = (torch.tensor(piece, dtype=torch.long, device=device) for piece in pieces[:2])
+        prompts = [torch.cat([head, text.to(device), tail]) for text in texts]
+        width = max(prompt.numel() for prompt in prompts)
+        ids = torch.zeros(len(prompts), width, dtype=torch.long, device=device)
+        for row, prompt in enumerate(prompts):
+            ids[row, : prompt.numel()] = prompt
+        # text tokens t are predicted by the logits at t - 1 (a text with an empty piece 0 loses its first token)
+        first = max(len(pieces[0]) - 1, 0)
+        stops = [len(pieces[0]) + text.numel() - 1 for text in texts]
+        blocks_per_pass = max(1, self.config.gate_batch_size // len(texts))
+
+        def score(blocks):
+            rows = [block for block in blocks for _ in texts]  # block-major: rows of block j are j*T .. j*T+T-1
+            prefix = block_prefix(model, rows)
+            batch = ids.repeat(len(blocks), 1)
+            logits = model(batch, **cache_kwargs(prefix.cache), **prefix.forward_inputs(torch.ones_like(batch))).logits
+            log_probs = logits[:, :-1].float().log_softmax(-1).gather(-1, batch[:, 1:, None])[..., 0].cpu()
+            means = torch.stack([log_probs[row, first : stops[row % len(texts)]].mean() for row in range(len(rows))])
+            return means.view(len(blocks), len(texts)).T.reshape(-1)  # text-major, to concatenate over passes
+
+        chunks = [
+            score([bank.block(i) for i in range(first_block, min(first_block + blocks_per_pass, len(bank)))]).view(
+                len(texts), -1
+            )
+            for first_block in range(start, len(bank), blocks_per_pass)
+        ]
+        return torch.cat(chunks, dim=1)
 
 
 def likelihood_probabilities(likelihoods: torch.Tensor) -> torch.Tensor:
