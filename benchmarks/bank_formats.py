@@ -5,11 +5,12 @@
     python benchmarks/bank_formats.py --model PATH --lengths 8k,32k --n 16
     # the int4 agreement measurement (54 questions: held-out facts at 2K and 8K, the README's six questions)
     python benchmarks/bank_formats.py --tasks facts-heldout,readme --lengths 2k,8k --n 24 --modes lossless \
-        --formats float32,float16,int8,int8-kivi,int4,int4-kivi --skip-digest
+        --formats float32,int8,int4,int4-kivi,int4-o16,int4-k8 --skip-digest
 
 Formats are the `bank_dtype` names (new banks' layout: int4 = KIVI keys with 8 float16 outlier channels per head,
 rotated per-token values) plus named variants: `int4-kivi` / `int8-kivi` are the layouts banks had before (plain
-KIVI groups), `int4-rot` rotates keys and values and keeps no outlier channels. The `readme` task is the README's
+KIVI groups), `int4-rot` rotates keys and values and keeps no outlier channels, `int4-o16` is int4 with 16 float16
+key channels per head, `int4-k8` int4's rotated values with int8 KIVI keys. The `readme` task is the README's
 example document with its six questions (one example, any length).
 
 For each block kind (`lossless`, `ratio4` = memory tokens at ratio 4) and each generated example, the document is
@@ -53,6 +54,9 @@ VARIANTS = {
     "int8-kivi": StorageFormat("int8", 128, 128),
     "int4-kivi": StorageFormat("int4", 128, 64),
     "int4-rot": StorageFormat("int4", 128, 64, "hadamard", "hadamard"),  # both parts rotated, no outlier channels
+    # int4 with twice the float16 key channels (16 of 64 per head), and int8 keys with int4's rotated values.
+    "int4-o16": StorageFormat("int4", 128, 64, None, "hadamard", key_outliers=16),
+    "int4-k8": StorageFormat("int4", 128, 64, None, "hadamard", key_bits=8),
 }
 
 

@@ -64,11 +64,14 @@ class StorageFormat:
         key_per_channel / value_per_channel (`bool`): a scale per channel with groups along slots (True), or per
             slot with groups along channels (False).
         key_outliers (`int`): key channels per layer and head kept in float16 beside the codes (0: none).
+        key_bits (`int`, *optional*): the keys' bits when they differ from the dtype's (a mixed layout, e.g. 8-bit
+            keys with int4 values: keys decide which slots attention reads); `None`: the dtype's. The dtype names
+            the values' bits.
 
     In `bank.json` each part (`keys`, `values`) records its bits, groups, group size, and its rotation and
     outliers when it has them. A part without `rotation` / `outliers` (every bank written before they existed)
     reads as none; without `groups`, as KIVI's layout (keys per channel, values per token). Old int4 and int8 banks
-    therefore load unchanged.
+    (their parts' bits are the dtype's) therefore load unchanged.
     """
 
     dtype: str
@@ -79,6 +82,7 @@ class StorageFormat:
     key_per_channel: bool = True
     value_per_channel: bool = False
     key_outliers: int = 0
+    key_bits: int | None = None
 
     @classmethod
     def for_dtype(cls, dtype: str) -> "StorageFormat":
@@ -101,15 +105,22 @@ class StorageFormat:
         return QUANTIZED_BITS.get(self.dtype)
 
     def part(self, name: str) -> dict:
-        """`group_size`, `per_channel`, `rotation`, `outliers` of `"keys"` or `"values"`."""
+        """`bits`, `group_size`, `per_channel`, `rotation`, `outliers` of `"keys"` or `"values"`."""
         if name == "keys":
             return dict(
+                bits=self.key_bits or self.bits,
                 group_size=self.key_group_size,
                 per_channel=self.key_per_channel,
                 rotation=self.key_rotation,
                 outliers=self.key_outliers,
             )
-        return dict(group_size=self.value_group_size, per_channel=self.value_per_channel, rotation=self.value_rotation)
+        return dict(
+            bits=self.bits,
+            group_size=self.value_group_size,
+            per_channel=self.value_per_channel,
+            rotation=self.value_rotation,
+            outliers=0,
+        )
 
     def to_json(self) -> dict:
         if self.bits is None:
@@ -117,7 +128,7 @@ class StorageFormat:
         stored = {"dtype": self.dtype}
         for name in ("keys", "values"):
             part = self.part(name)
-            entry = {"bits": self.bits, "groups": _GROUPS[part["per_channel"]], "group_size": part["group_size"]}
+            entry = {"bits": part["bits"], "groups": _GROUPS[part["per_channel"]], "group_size": part["group_size"]}
             if part["rotation"]:
                 entry["rotation"] = part["rotation"]
             if part.get("outliers"):
@@ -135,14 +146,17 @@ class StorageFormat:
             entry = value.get(part) if isinstance(value.get(part), dict) else {}
             group, groups = entry.get("group_size"), entry.get("groups", default)
             rotation, outliers = entry.get("rotation"), entry.get("outliers", 0)
+            bits = entry.get("bits", QUANTIZED_BITS[value["dtype"]])
+            _expect(_is_int(bits) and bits in QUANTIZED_BITS.values(), where, f"storage.{part}.bits {bits!r}")
+            _expect(part == "keys" or bits == QUANTIZED_BITS[value["dtype"]], where, f"storage.values.bits {bits!r}")
             _expect(_is_int(group) and group > 0, where, f"storage.{part}.group_size {group!r}")
             _expect(groups in _GROUPS.values(), where, f"storage.{part}.groups {groups!r}")
             _expect(rotation is None or rotation in ROTATIONS, where, f"storage.{part}.rotation {rotation!r}")
             _expect(_is_int(outliers) and outliers >= 0, where, f"storage.{part}.outliers {outliers!r}")
             _expect(part == "keys" or outliers == 0, where, "storage.values.outliers (only keys keep outliers)")
-            parts[part] = (group, groups == "per_channel", rotation, outliers)
-        (key_group, key_channel, key_rotation, key_outliers) = parts["keys"]
-        (value_group, value_channel, value_rotation, _) = parts["values"]
+            parts[part] = (group, groups == "per_channel", rotation, outliers, bits)
+        (key_group, key_channel, key_rotation, key_outliers, key_bits) = parts["keys"]
+        (value_group, value_channel, value_rotation, _, _) = parts["values"]
         return cls(
             value["dtype"],
             key_group,
@@ -152,6 +166,7 @@ class StorageFormat:
             key_channel,
             value_channel,
             key_outliers,
+            None if key_bits == QUANTIZED_BITS[value["dtype"]] else key_bits,  # as `for_dtype` has it
         )
 
 

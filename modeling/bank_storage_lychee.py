@@ -127,7 +127,7 @@ def decode_block(tensors: dict[str, torch.Tensor], prefix: str, storage: Storage
                 tensors[f"{prefix}{name}.codes"],
                 tensors[f"{prefix}{name}.scale"],
                 tensors[f"{prefix}{name}.zero"],
-                storage.bits,
+                part["bits"],
                 part["group_size"],
                 part["per_channel"],
                 tuple(shape),

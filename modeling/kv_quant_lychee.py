@@ -23,8 +23,9 @@ machine and release, nothing extra is stored.
 channels with the largest magnitude over the block stay in float16 beside the codes, and are zeroed before
 quantizing. Keys decide which slots attention reads, and their few large channels carry most of a score's error at
 4 bits: on the embedded default, 4-bit keys changed the README's main answer with or without rotation, while 4-bit
-keys with 8 float16 channels per head (of 64) answered it right, and 46 of 50 questions as float32 did (the plain
-KIVI int4: 41; benchmarks/RESULTS.md).
+keys with 8 float16 channels per head (of 64) answered it right, and 48 of 54 questions at 2K and 8K as float32
+did (the plain KIVI int4: 44; int8 keys with these values: 52, but 5.0x smaller than float32 instead of 6.25x;
+benchmarks/RESULTS.md).
 
 Quantization is asymmetric (`x ≈ code * scale + zero`, `zero` = the group's minimum), codes are stored as uint8 (two
 per byte for int4), scales and zero points in float16 (float32 if the K/V exceed float16's range), beside the

@@ -4,8 +4,8 @@ A bank lives in memory, on disk, or both: a saved bank (`save_pretrained`, forma
 read back lazily, one block per access out of memory-mapped shards, so a bank far larger than the accelerator (or
 host memory) streams through the reasoner. Blocks may be stored in a smaller format than the model computes in
 (`bank_dtype`: float16, bfloat16, int8 or int4, see `kv_quant_lychee.py`); they are dequantized layer by layer on
-each layer's device as the reasoner reads them (`LycheeMemoryBlock.layer`), never as a whole bank.
-"""
+each layer's device as the reasoner reads them (`LycheeMemoryBlock.layer`), never as a whole bank. Writing one as
+it is compressed: `bank_writer_lychee.py`."""
 
 import os
 import warnings
@@ -54,9 +54,9 @@ class LycheeMemoryBlock:
 
     @property
     def storage_dtype(self) -> str:
-        """`"int8"` / `"int4"` for quantized K/V, else the tensors' dtype name (`"float16"`, ...)."""
-        if isinstance(self.keys, QuantizedKV):
-            return f"int{self.keys.bits}"
+        """`"int8"` / `"int4"` (the values' bits) for quantized K/V, else the tensors' dtype name (`"float16"`...)."""
+        if isinstance(self.values, QuantizedKV):
+            return f"int{self.values.bits}"
         return str(self.keys.dtype).replace("torch.", "")
 
     def layer(self, index: int, device: torch.device | str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,13 +109,13 @@ def _encoded(kv, storage: StorageFormat, part_name: str, mask: torch.Tensor):
     part = storage.part(part_name)
     if isinstance(kv, QuantizedKV):
         layout = (kv.bits, kv.group_size, kv.per_channel, kv.rotation, kv.outliers)
-        wanted = (storage.bits, part["group_size"], part["per_channel"], part["rotation"], part.get("outliers", 0))
+        wanted = (part["bits"], part["group_size"], part["per_channel"], part["rotation"], part["outliers"])
         if layout == wanted:
             return kv
         kv = kv.dequantize()
     if storage.bits is not None:
         return quantize(
-            kv, storage.bits, part["group_size"], part["per_channel"], mask, part["rotation"], part.get("outliers", 0)
+            kv, part["bits"], part["group_size"], part["per_channel"], mask, part["rotation"], part["outliers"]
         )
     target = FLOAT_STORAGE[storage.dtype]
     if kv.dtype == target:
@@ -253,6 +253,12 @@ class LycheeMemoryBank:
         bank._text, bank._text_source = self._text, self._text_source
         return bank
 
+    def close(self) -> None:
+        """Closes the shard files a saved bank holds open (before its folder is deleted; reading reopens them)."""
+        readers = {id(entry.reader): entry.reader for entry in self._entries if isinstance(entry, _DiskBlock)}
+        for reader in readers.values():
+            reader.close()
+
     def verify(self) -> int:
         """Reads every block and checks it against its checksum; returns the number of blocks checked.
 
@@ -384,17 +390,10 @@ class LycheeMemoryBank:
             if isinstance(first, _DiskBlock):
                 return first.storage if first.storage.dtype == dtype else storage
             keys, values = first.keys, first.values
-            if isinstance(keys, QuantizedKV) and isinstance(values, QuantizedKV) and keys.bits == storage.bits:
-                return StorageFormat(
-                    dtype,
-                    keys.group_size,
-                    values.group_size,
-                    keys.rotation,
-                    values.rotation,
-                    keys.per_channel,
-                    values.per_channel,
-                    keys.outliers,
-                )
+            if isinstance(keys, QuantizedKV) and isinstance(values, QuantizedKV) and values.bits == storage.bits:
+                key_bits = None if keys.bits == values.bits else keys.bits  # a mixed layout's keys
+                return StorageFormat(dtype, keys.group_size, values.group_size, keys.rotation, values.rotation,
+                                     keys.per_channel, values.per_channel, keys.outliers, key_bits)  # fmt: skip
         return storage
 
     def _check_spans(self) -> None:

@@ -262,6 +262,51 @@ def test_a_manifest_naming_an_unknown_rotation_is_refused(exact, tmp_path):
         LycheeMemoryBank.from_pretrained(tmp_path)
 
 
+# Layouts benchmarks/bank_formats.py compares with int4 (there 16 of 64 key channels; the tiny head_dim is 16).
+MIXED_INT4 = StorageFormat("int4", 128, 64, None, "hadamard", key_bits=8)  # int8 keys, int4's rotated values
+MORE_OUTLIERS_INT4 = StorageFormat("int4", 128, 64, None, "hadamard", key_outliers=4)
+
+
+@pytest.mark.parametrize("storage", [MIXED_INT4, MORE_OUTLIERS_INT4], ids=["int8-keys", "more-outliers"])
+def test_an_int4_variant_records_its_layout_per_part_and_loads_back_as_it(exact, storage, tmp_path):
+    exact.save_pretrained(tmp_path / "bank", bank_dtype=storage)
+    recorded = json.loads((tmp_path / "bank" / "bank.json").read_text())["storage"]
+    assert recorded["keys"]["bits"] == (storage.key_bits or 4) and recorded["values"]["bits"] == 4
+    assert recorded["keys"].get("outliers", 0) == storage.key_outliers
+    loaded = LycheeMemoryBank.from_pretrained(tmp_path / "bank")
+    assert loaded.bank_dtype == "int4" and loaded.verify() == len(exact)
+    block, original = loaded.block(0), exact.block(0)
+    assert block.keys.bits == (storage.key_bits or 4) and block.values.bits == 4
+    assert block.keys.outliers == storage.key_outliers
+    real = original.mask
+    error = (block.keys.dequantize() - original.keys)[:, :, real].norm() / original.keys[:, :, real].norm()
+    assert float(error) < 0.1
+    loaded.save_pretrained(tmp_path / "copy")  # copied in its own layout, not quantized again
+    copy = LycheeMemoryBank.from_pretrained(tmp_path / "copy")
+    assert torch.equal(copy.block(0).keys.codes, block.keys.codes)
+    assert torch.equal(copy.block(0).values.codes, block.values.codes)
+
+
+def test_int8_keys_lose_less_than_int4_keys_in_a_saved_bank(exact, tmp_path):
+    errors = {}
+    for name, storage in (("int8", MIXED_INT4), ("int4", StorageFormat.for_dtype("int4"))):
+        exact.save_pretrained(tmp_path / name, bank_dtype=storage)
+        keys = LycheeMemoryBank.from_pretrained(tmp_path / name).block(0).keys.dequantize()
+        errors[name] = float((keys - exact.block(0).keys)[:, :, exact.block(0).mask].norm())
+    assert errors["int8"] < 0.25 * errors["int4"]
+
+
+@pytest.mark.parametrize("part, bits", [("keys", 3), ("values", 8)])
+def test_a_manifest_naming_bits_the_layout_cannot_have_is_refused(exact, part, bits, tmp_path):
+    # Keys may differ from the dtype's bits (a mixed layout); values are what the dtype names.
+    exact.save_pretrained(tmp_path, bank_dtype="int4")
+    manifest = json.loads((tmp_path / "bank.json").read_text())
+    manifest["storage"][part]["bits"] = bits
+    (tmp_path / "bank.json").write_text(json.dumps(manifest))
+    with pytest.raises(MemoryBankError, match=f"storage.{part}.bits {bits}"):
+        LycheeMemoryBank.from_pretrained(tmp_path)
+
+
 def test_outlier_key_channels_are_kept_exactly_and_left_out_of_the_codes():
     generator = torch.Generator().manual_seed(0)
     keys = torch.randn(2, 2, 40, 16, generator=generator)

@@ -1,6 +1,7 @@
 """Every path that reads a bank works on every storage format: one bank written in each format, the same questions
-through single and batched questions, a corpus folder, `eval`, the gate's scoring, memory-reading rescoring, the
-second look, `bank convert`, `info` and the training rows. A new path belongs here, so that no format is missed."""
+through single and batched questions, a corpus folder (questions naming their document and corpus questions that
+name none), `eval`, the gate's scoring, memory-reading rescoring, the second look, the first stage's index, `bank
+convert`, `info` and the training rows. A new path belongs here, so that no format is missed."""
 
 import json
 
@@ -16,6 +17,7 @@ from lychee_hf.modeling.kv_quant_lychee import BANK_DTYPES, QuantizedKV
 from lychee_hf.scale.corpus import compress_corpus
 from lychee_hf.scale.questions import answer_questions, generate_answers
 from lychee_hf.testing import question_ids, run_cli, save_tiny_checkpoint, tiny_tokenizer
+from lychee_hf.text_banks import compress_text
 from lychee_hf.training.gate import GateRow, collate_gate_rows
 
 # Every format a new bank can have, plus int4 as written before rotation and outlier channels (plain KIVI groups).
@@ -70,6 +72,8 @@ def questions_file(tmp_path_factory):
 
 def answer(model, tokenizer, bank, question: str, **policy) -> str:
     ids = question_ids(tokenizer, question)
+    if policy.get("first_stage") == "lexical":
+        policy["tokenizer"] = tokenizer  # the index is asked in words
     out = model.generate(input_ids=ids, bank=bank, show_progress=False, do_sample=False, **policy)
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
@@ -151,6 +155,43 @@ def test_a_corpus_is_stored_and_answered_in_every_format(model, tokenizer, quest
     asked.write_text("".join(json.dumps(row) + "\n" for row in rows))
     summary = answer_questions(model, tokenizer, tmp_path / "banks", asked, tmp_path / "a.jsonl", show_progress=False)
     assert summary.answered == len(QUESTIONS) and summary.failed == 0
+
+
+@pytest.fixture(scope="module")
+def text_folders(model, tokenizer, tmp_path_factory):
+    # Banks that keep their text: what the first stage's index and evidence read.
+    with_text = compress_text(model, tokenizer, TEXT, show_progress=False, bank_dtype="float32")
+    root = tmp_path_factory.mktemp("text_banks")
+    for fmt in FORMATS:
+        with_text.save_pretrained(root / fmt, bank_dtype=storage(fmt))
+    return {fmt: root / fmt for fmt in FORMATS}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_first_stage_index_reads_every_format_single_and_batched(model, tokenizer, text_folders, fmt):
+    bank = LycheeMemoryBank.from_pretrained(text_folders[fmt])
+    policy = dict(first_stage="lexical", first_stage_candidates=1, first_stage_sample=0)
+    ids = question_ids(tokenizer, QUESTIONS[0])
+    out = model.generate(input_ids=ids, bank=bank, tokenizer=tokenizer, show_progress=False, do_sample=False,
+                         return_dict_in_generate=True, **policy)  # fmt: skip
+    assert "index: question" in [record.chosen_by for record in out.trace[0]]
+    single = [answer(model, tokenizer, bank, q, **policy) for q in QUESTIONS]
+    batched = generate_answers(model, tokenizer, bank, QUESTIONS, gate_policy=policy)
+    assert batched == single
+
+
+@pytest.mark.parametrize("fmt", BANK_DTYPES)
+def test_a_corpus_question_names_its_document_in_every_format(checkpoint, model, tokenizer, fmt, tmp_path):
+    corpus = tmp_path / "docs.jsonl"
+    documents = {"paris": TEXT * 2, "bakery": "The bakery opens at seven. " * 12 + "Odile founded the bakery. "}
+    corpus.write_text("".join(json.dumps({"id": k, "context": v}) + "\n" for k, v in documents.items()))
+    compress_corpus(model, tokenizer, corpus, tmp_path / "banks", show_progress=False, bank_dtype=fmt)
+    code, out, err = run_cli("ask", "--model", checkpoint, "--bank", tmp_path / "banks", "--question",
+                             "Who founded the bakery?", "--candidates", "1", "--json", tmp_path / "a.json")  # fmt: skip
+    assert code == 0, err
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert "Documents: " in out and set(result["documents"]) <= set(documents)
+    assert any(row["document"] == "bakery" and row["chosen_by"] == "index: question" for row in result["trace"])
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
