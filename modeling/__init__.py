@@ -29,6 +29,7 @@ from .compressor_lychee import LycheeCompressor, positions_from_mask
 from .configuration_lychee import LycheeMemoryConfig, backbone_head_dim
 from .evidence_lychee import Evidence
 from .fingerprint_lychee import weights_digest
+from .first_stage_lychee import LexicalIndex
 from .gate_lychee import GATE_CLASSES, GatePolicy, LycheeGate, gate_prompt
 from .kv_quant_lychee import BANK_DTYPES, QuantizedKV, check_bank_dtype, default_bank_dtype, kv_nbytes, kv_nbytes_of
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock, chunk_spans
@@ -70,6 +71,8 @@ __all__ = [
     "kv_nbytes",
     "kv_nbytes_of",
     "start_bank",
+    # the first stage's index over a bank's text
+    "LexicalIndex",
     # role adapters (PEFT's own layout)
     "ADAPTER_WEIGHTS_FILE",
     "BACKBONE_LORA_TARGETS",

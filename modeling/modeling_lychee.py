@@ -28,6 +28,7 @@ from .adapters_lychee import (
     save_role_adapter,
 )
 from .attention_lychee import LEGACY_KEY_MAPPING, install_lychee_attention
+from .bank_writer_lychee import bank_writers
 from .compat_lychee import cache_kwargs, output_cache, pop_cache
 from .compressor_lychee import LycheeCompressor
 from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig, backbone_head_dim
@@ -414,6 +415,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         show_progress: bool | None = None,
         offload_to_cpu: bool = False,
         bank_dtype: str | None = None,
+        bank_dir: str | os.PathLike | None = None,
     ) -> LycheeMemoryBank:
         """Compresses one document into a reusable memory bank (`generate(..., bank=bank)` reads it).
 
@@ -426,13 +428,19 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                 or `"int4"` (each block is converted as it is made, on the device; int8/int4 are dequantized
                 block by block when read). Default: exactly as computed, in the model's dtype.
                 `save_pretrained` then writes this format.
+            bank_dir (`str` or `os.PathLike`, *optional*): a new or empty folder to write the blocks into as they
+                are made (a saved bank, in `bank_dtype`; default: as computed), instead of keeping them: host
+                memory holds one shard of blocks, whatever the document's length. The bank returned reads them back
+                from there one at a time; the folder is the caller's to keep or delete.
 
         Returns:
             `LycheeMemoryBank` with one block per `chunk_size` tokens.
         """
+        if offload_to_cpu and bank_dir is not None:
+            raise ValueError("Pass offload_to_cpu (blocks in host memory) or bank_dir (blocks on disk), not both.")
         context_ids, attention_mask = check_context(self, context_ids, attention_mask, single=True)
         banks, _ = self._compress_documents(
-            unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu, bank_dtype
+            unpadded_rows(context_ids, attention_mask), show_progress, offload_to_cpu, bank_dtype, bank_dir
         )
         return banks[0]
 
@@ -496,11 +504,16 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         show_progress: bool | None,
         offload_to_cpu: bool,
         bank_dtype: str | None = None,
+        bank_dir: str | os.PathLike | None = None,
     ) -> tuple[list[LycheeMemoryBank], list[list[float]]]:
-        """Chunks every document, compresses the chunks in batches, and returns banks + seconds per block."""
+        """Chunks every document, compresses the chunks in batches, and returns banks + seconds per block. With
+        `bank_dir`, each document's blocks go to its bank folder there as they are made (`bank_writers`)."""
         config = self.config
         if bank_dtype is not None:
             check_bank_dtype(bank_dtype)
+        writers = None
+        if bank_dir is not None:  # stored as computed unless told: the bank reads as an in-memory one does
+            writers = bank_writers(bank_dir, len(documents), bank_dtype)
         chunks = []  # (document index, start, end)
         for doc, ids in enumerate(documents):
             chunks += [(doc, start, end) for start, end in chunk_spans(ids.numel(), config.chunk_size)]
@@ -521,11 +534,16 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             elapsed = (time.perf_counter() - started) / len(batch)
             for (doc, _, _), block in zip(batch, batch_blocks):
                 block = block.astype(bank_dtype) if bank_dtype is not None else block
-                blocks[doc].append(block.to("cpu") if offload_to_cpu else block)
+                if writers is not None:
+                    writers[doc].add(block)
+                else:
+                    blocks[doc].append(block.to("cpu") if offload_to_cpu else block)
                 seconds[doc].append(elapsed)
             progress.update(len(batch))
         progress.close()
-        fingerprint = self.memory_fingerprint()
+        fingerprint = self.memory_fingerprint()  # after compressing: a quantized backbone settles on first use
+        if writers is not None:
+            return [writer.finish(fingerprint) for writer in writers], seconds
         banks = [LycheeMemoryBank(doc_blocks, fingerprint, bank_dtype) for doc_blocks in blocks]
         return banks, seconds
 
@@ -542,6 +560,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         memory_generation_config: GenerationConfig | None = None,
         show_progress: bool | None = None,
         bank_dtype: str | None = None,
+        bank_dir: str | os.PathLike | None = None,
         **kwargs,
     ):
         """Answers questions over long documents; without `context_ids`/`memory`, plain `GenerationMixin.generate`.
@@ -563,6 +582,11 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             show_progress (`bool`, *optional*): progress bars over chunks and blocks (default: on for 8+).
             bank_dtype (`str`, *optional*): with `context_ids`, keep the compressed blocks in this storage format
                 (`"float16"`, `"int8"`, `"int4"`, ...; default: as computed), exactly as a bank saved in it reads.
+            bank_dir (`str` or `os.PathLike`, *optional*): with `context_ids`, write the compressed blocks into this
+                new or empty folder as they are made and read them back from disk one at a time, so host memory
+                does not grow with the documents (see `compress`): the bank itself for one row, `bank_dir/00000`,
+                `bank_dir/00001`, ... for several. Answers are those of the in-memory call. The folder is the
+                caller's (e.g. a `tempfile.TemporaryDirectory()`).
             **kwargs: generation settings and model kwargs, as for `GenerationMixin.generate`; and the gate
                 policy for this call: `gate_threshold`, `gate_max_blocks`, `gate_keep_last`, `gate_revisit`
                 (default: the config's); and `answer_not_found` (answer "not found" when nothing was read or
@@ -588,6 +612,10 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             raise ValueError(
                 "bank_dtype applies to context_ids (compressed in the call); a prebuilt bank keeps its own format."
             )
+        if bank_dir is not None and context_ids is None:
+            raise ValueError(
+                "bank_dir applies to context_ids (compressed in the call); a prebuilt bank is read from where it is."
+            )
         check_adapter_names(self)
         policy = GatePolicy.from_config(self.config, **{k: kwargs.pop(k) for k in GATE_POLICY_KWARGS if k in kwargs})
         answer_not_found = kwargs.pop("answer_not_found", None)
@@ -603,7 +631,7 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
                     "per question (repeat the document, or compress it once and pass bank=bank)."
                 )
             banks, compress_seconds = self._compress_documents(
-                unpadded_rows(context_ids, context_attention_mask), show_progress, False, bank_dtype
+                unpadded_rows(context_ids, context_attention_mask), show_progress, False, bank_dtype, bank_dir
             )
         else:
             banks, compress_seconds = check_banks(self, bank, len(questions)), None

@@ -359,11 +359,6 @@ CLI_ROWS = [
         r"--field and --encoding read a --context file; --bank reads a saved bank",
     ),
     Row(
-        "one --question over a corpus folder",
-        ["ask", "--bank", "{root}/a-corpus", "--question", "q"],
-        r"is a compressed corpus .* --questions",
-    ),
-    Row(
         "bank convert --max-shard-size nan",
         ["bank", "convert", "{root}/a-folder", "{root}/converted", "--max-shard-size", "nan"],
         r"--max-shard-size: must be a positive number of MiB, got nan",

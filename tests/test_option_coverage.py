@@ -53,6 +53,9 @@ VALUES = {
     "--field": "text",
     "--encoding": "latin-1",
     "--bank-dtype": "int8",
+    "--max-bank-memory": "0",
+    "--first-stage": "lexical",
+    "--candidates": "3",
     "--model": "some/checkpoint",
     "--dtype": "bfloat16",
     "--ratio": "0",
@@ -71,8 +74,9 @@ REFUSED = {
     "compress --corpus": {"--context"},
     "ask --context": {"--bank", "--memory", "--questions", "--out", "--batch-size", "--overwrite", "--field"},
     "ask --bank": {"--context", "--memory", "--questions", "--out", "--batch-size", "--overwrite", "--field",
-                   "--encoding"},
-    "ask --questions": {"--context", "--memory", "--question", "--json", "--trace", "--field"},
+                   "--encoding", "--bank-dtype", "--max-bank-memory"},
+    "ask --questions": {"--context", "--memory", "--question", "--json", "--trace", "--field", "--bank-dtype",
+                        "--max-bank-memory"},
 }  # fmt: skip
 ACCEPTED = {("compress --corpus", "--resume"): "a --corpus run always resumes; --resume may say so"}
 HEAVY = {"load_pretrained", "compress_to_disk", "compress_corpus", "answer_questions", "compress", "generate"}

@@ -3,6 +3,9 @@
 import contextlib
 import functools
 import io
+import re
+import subprocess
+import sys
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -50,8 +53,16 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_backbone(kind: str = "llama", seed: int = 0, vocab_size: int | None = None, num_layers: int = 2):
-    """A random causal LM (2 layers unless told, hidden 64, 4 heads, 2 kv heads) in fp32, eval mode."""
+def tiny_backbone(
+    kind: str = "llama",
+    seed: int = 0,
+    vocab_size: int | None = None,
+    num_layers: int = 2,
+    num_kv_heads: int = 2,
+    head_dim: int | None = None,
+):
+    """A random causal LM (2 layers, 2 kv heads and head_dim 16 unless told, hidden 64, 4 heads) in fp32, eval
+    mode."""
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
     common = dict(
@@ -60,12 +71,14 @@ def tiny_backbone(kind: str = "llama", seed: int = 0, vocab_size: int | None = N
         intermediate_size=128,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
-        num_key_value_heads=2,
+        num_key_value_heads=num_kv_heads,
         max_position_embeddings=4096,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=None,
         bos_token_id=None,
     )
+    if head_dim is not None:
+        common["head_dim"] = head_dim
     if kind == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=False))
     elif kind == "qwen2":
@@ -75,11 +88,19 @@ def tiny_backbone(kind: str = "llama", seed: int = 0, vocab_size: int | None = N
     return model.eval()
 
 
-def tiny_lychee(kind: str = "llama", seed: int = 0, attn_implementation: str = "eager", num_layers: int = 2, **knobs):
+def tiny_lychee(
+    kind: str = "llama",
+    seed: int = 0,
+    attn_implementation: str = "eager",
+    num_layers: int = 2,
+    num_kv_heads: int = 2,
+    head_dim: int | None = None,
+    **knobs,
+):
     """A LycheeMemory model over a tiny backbone with small knobs: chunk 64, window 32, ratio 4, budget 16."""
     settings = dict(chunk_size=64, compression_window=32, compression_ratio=4, memory_budget=16, max_answer_tokens=8)
     settings.update(knobs)
-    backbone = tiny_backbone(kind, seed, num_layers=num_layers)
+    backbone = tiny_backbone(kind, seed, num_layers=num_layers, num_kv_heads=num_kv_heads, head_dim=head_dim)
     backbone.set_attn_implementation(attn_implementation)
     model = LycheeMemoryForCausalLM.from_backbone(backbone, tiny_tokenizer(), **settings)
     perturb_memory_weights(model, seed)
@@ -117,6 +138,32 @@ def run_cli(*argv) -> tuple[int, str, str]:
         except SystemExit as exit:
             code = exit.code
     return code, out.getvalue(), err.getvalue()
+
+
+# `lychee-hf ARGV` in a fresh interpreter that reports its peak RSS (VmHWM: the peak of this process's own memory;
+# `ru_maxrss` would start at the parent's, which Linux carries across fork and exec) as its last stderr line.
+PEAK_RSS_RUN = """
+import sys
+from lychee_hf.cli import main
+code = main(sys.argv[1:])
+with open("/proc/self/status") as status:
+    peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+print(f"peak RSS kB {peak}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def cli_peak_rss(*argv, env: dict | None = None) -> tuple[int, str, str]:
+    """`lychee-hf ARGV` in a fresh process (Linux): (its peak RSS in bytes, stdout, stderr).
+
+    Raises:
+        `RuntimeError` with the end of stderr when the command fails.
+    """
+    command = [sys.executable, "-c", PEAK_RSS_RUN, *(str(word) for word in argv)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError(f"lychee-hf {' '.join(map(str, argv))} exited {done.returncode}: {done.stderr[-3000:]}")
+    return int(re.findall(r"^peak RSS kB (\d+)$", done.stderr, re.MULTILINE)[-1]) * 1024, done.stdout, done.stderr
 
 
 def save_tiny_checkpoint(path, **knobs):

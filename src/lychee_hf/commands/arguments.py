@@ -5,6 +5,7 @@ here imports torch or transformers at module level: building the parser of `lych
 import argparse
 import copy
 import dataclasses
+import re
 
 # Keeps the hand-written line breaks of descriptions and EXAMPLES epilogs.
 FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -44,6 +45,21 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
+
+
+# Units of a size on the command line (`--max-bank-memory 2GB`): decimal and binary, any case.
+SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def byte_size(text: str) -> int:
+    """A size with its unit (`512MB`, `2GB`, `1.5GiB`; `0` alone) as bytes."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)", text.strip())
+    unit = match.group(2).upper() if match else None
+    if match is None or not (unit in SIZE_UNITS or (unit == "" and float(match.group(1)) == 0)):
+        raise argparse.ArgumentTypeError(
+            f"must be a size with its unit, such as 512MB, 2GB or 1.5GiB (or 0), got {text}"
+        )
+    return int(float(match.group(1)) * SIZE_UNITS.get(unit, 1))
 
 
 def probability(text: str) -> float:
@@ -266,7 +282,9 @@ def add_first_stage_arguments(parser: argparse.ArgumentParser) -> None:
 
 # `lychee_hf.data.TASKS` by name, written out so that `--help` imports nothing (a test keeps them equal).
 GENERATED_TASKS = (
-    "mhqa, niah, vt, facts, facts-rephrased, facts-heldout, facts-heldout-unanswerable, twohop, twohop-heldout"
+    "mhqa, niah, vt, facts, facts-rephrased, facts-heldout, facts-heldout-unanswerable, twohop, twohop-heldout, "
+    "genres, genres-heldout, genres-heldout-unanswerable, genres-heldout:contract, genres-heldout:report, "
+    "genres-heldout:faq"
 )
 
 # The storage formats of `modeling/kv_quant_lychee.py` (a test keeps them equal), spelled here so that building the

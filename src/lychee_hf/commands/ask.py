@@ -10,12 +10,14 @@ from pathlib import Path
 from ..files import check_output_file
 from .arguments import (
     add_answer_arguments,
+    add_bank_dtype_argument,
     add_block_arguments,
     add_command,
     add_document_arguments,
     add_first_stage_arguments,
     add_memory_budget_argument,
     add_model_arguments,
+    byte_size,
     positive_int,
     probability,
     show_progress,
@@ -29,6 +31,7 @@ EXAMPLES = """examples:
   lychee-hf ask --bank bank/ --question "Who founded the bakery?" --question "When was the bridge built?"
   lychee-hf ask --context docs.jsonl --field text --question "..." --json answers.json
   lychee-hf ask --context long.txt --question "..." --gate-threshold 0.3 --gate-max-blocks 4
+  lychee-hf ask --context book.txt --question "..." --max-bank-memory 2GB   # bank on disk only above 2 GB
   lychee-hf ask --bank banks/ --questions q.jsonl --out answers.jsonl   # {"document": ID, "question": ...} lines
   accelerate launch -m lychee_hf.cli ask --bank banks/ --questions q.jsonl --out answers.jsonl   # all GPUs
 
@@ -61,6 +64,15 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("--overwrite", action="store_true", help="let --json OUT replace an existing file")
     add_document_arguments(parser)
+    add_bank_dtype_argument(parser)
+    parser.add_argument(
+        "--max-bank-memory",
+        type=byte_size,
+        metavar="SIZE",
+        help="keep the compressed --context in memory up to SIZE (e.g. 2GB); a larger bank is written to a temporary "
+        "folder (TMPDIR), read back block by block and removed, so memory stays flat (0: always on disk; default: "
+        "512MB)",
+    )
     add_model_arguments(parser)
     add_block_arguments(parser)
     add_memory_budget_argument(parser)
@@ -84,7 +96,6 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..documents import read_documents
-    from ..modeling import LycheeMemoryBank
 
     take_deprecated_bank_alias(args)
     if args.questions is not None:
@@ -95,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None and args.json != "-":
         check_output_file(args.json, args.overwrite)
     if args.bank is not None:
-        _refuse_a_corpus_folder(args.bank)
-        bank = LycheeMemoryBank.from_pretrained(args.bank)
+        bank = _corpus_or_bank(args)
         sources = [(args.bank, dict(bank=bank))]
     else:
         documents = read_documents(args.context, args.field, args.encoding)
@@ -127,17 +137,31 @@ def run(args: argparse.Namespace) -> int:
 def _answer_source(model, tokenizer, name: str, source: dict, questions: list[str], args, results: list) -> None:
     """Every question over one document (compressed once) or one bank, each answer appended to `results` as soon
     as it exists (so a later failure loses none)."""
+    if "bank" in source:
+        _answer_bank(model, tokenizer, name, source["bank"], 0.0, questions, args, results)
+        return
+    from ..text_banks import DEFAULT_MAX_BANK_MEMORY, text_bank
+
+    started = time.perf_counter()
+    with text_bank(
+        model,
+        tokenizer,
+        source["context"],
+        f"context {args.context}",  # an empty document is refused with its file name
+        DEFAULT_MAX_BANK_MEMORY if args.max_bank_memory is None else args.max_bank_memory,
+        args.bank_dtype,
+        show_progress(args),
+    ) as bank:  # in memory, or in a temporary folder removed when the questions are answered (or on failure)
+        compress_seconds = time.perf_counter() - started
+        _answer_bank(model, tokenizer, name, bank, compress_seconds, questions, args, results)
+
+
+def _answer_bank(model, tokenizer, name, bank, compress_seconds: float, questions: list[str], args, results: list):
+    """Every question over `bank`, each answer appended to `results` as soon as it exists."""
     import torch
 
-    if "context" in source:
-        from ..text_banks import compress_text
+    from ..scale.corpus_bank import CorpusBank, name_documents
 
-        started = time.perf_counter()
-        origin = f"context {args.context}"  # an empty document is refused with its file name
-        bank = compress_text(model, tokenizer, source["context"], origin, show_progress=show_progress(args))
-        compress_seconds = time.perf_counter() - started
-    else:
-        bank, compress_seconds = source["bank"], 0.0
     gate_policy = _gate_policy(args)
     for question in questions:
         question_ids = torch.tensor([tokenizer.encode(question, add_special_tokens=False)])
@@ -152,7 +176,8 @@ def _answer_source(model, tokenizer, name: str, source: dict, questions: list[st
             **gate_policy,
         )
         seconds = time.perf_counter() - started
-        results.append(_result(name, question, output.trace[0], tokenizer, compress_seconds, seconds))
+        result = _result(name, question, output.trace[0], tokenizer, compress_seconds, seconds)
+        results.append(name_documents(result, bank) if isinstance(bank, CorpusBank) else result)
 
 
 def _gate_policy(args: argparse.Namespace) -> dict:
@@ -189,6 +214,7 @@ def refuse_inapplicable_options(args: argparse.Namespace) -> None:
             )
         if args.field != DEFAULT_FIELD:
             raise ValueError("--field names the document field of a --context file; questions files are read as is")
+        _refuse_compression_options(args)
         return
     if args.out is not None or args.batch_size is not None:
         raise ValueError("--out and --batch-size go with --questions (for --question, --json OUT writes the answers)")
@@ -196,6 +222,16 @@ def refuse_inapplicable_options(args: argparse.Namespace) -> None:
         raise ValueError("--overwrite goes with --json OUT (the file it may replace): without OUT nothing is written")
     if args.bank is not None and (args.field != DEFAULT_FIELD or not _is_utf8(args.encoding)):
         raise ValueError("--field and --encoding read a --context file; --bank reads a saved bank: drop them")
+    if args.bank is not None:
+        _refuse_compression_options(args)
+
+
+def _refuse_compression_options(args: argparse.Namespace) -> None:
+    if args.bank_dtype is not None or args.max_bank_memory is not None:
+        raise ValueError(
+            "--bank-dtype and --max-bank-memory say how --context is compressed; a saved bank keeps its format and "
+            "is read from disk: drop them"
+        )
 
 
 def _is_utf8(encoding: str) -> bool:
@@ -207,15 +243,18 @@ def _is_utf8(encoding: str) -> bool:
         return False
 
 
-def _refuse_a_corpus_folder(bank: str) -> None:
-    """A corpus folder (one bank per document) is asked with --questions, whose lines name their document."""
+def _corpus_or_bank(args: argparse.Namespace):
+    """The bank `--bank` names, or every document of a corpus folder as one bank: a corpus question names no
+    document, and the first stage's index (default there: `lexical`) finds the blocks across all of them."""
+    from ..modeling import LycheeMemoryBank
     from ..scale.corpus import CORPUS_MANIFEST
+    from ..scale.corpus_bank import CorpusBank
 
-    if (Path(bank) / CORPUS_MANIFEST).is_file():
-        raise ValueError(
-            f"{bank} is a compressed corpus (one bank per document): ask it with --questions Q.jsonl --out A.jsonl "
-            "(each line names its document), or pass --bank with one bank folder inside it"
-        )
+    if not (Path(args.bank) / CORPUS_MANIFEST).is_file():
+        return LycheeMemoryBank.from_pretrained(args.bank)
+    if args.first_stage is None:
+        args.first_stage = "lexical"  # without it, every question would score every block of every document
+    return CorpusBank.from_folder(args.bank)
 
 
 def _run_questions(args: argparse.Namespace) -> int:
@@ -305,6 +344,8 @@ def _report(results: list[dict], args: argparse.Namespace) -> None:
         if len(results) > 1:
             print(f"Q: {result['question']}")
         print(result["answer"])
+        if "documents" in result:  # a corpus question: where the answer came from
+            print(f"Documents: {', '.join(result['documents']) or 'none (no block was read)'}")
         print(_evidence_lines(result))
         if args.trace:
             print(_trace_table(result))
@@ -321,7 +362,11 @@ def _evidence_lines(result: dict) -> str:
     lines = ["Evidence:"]
     for item in result["evidence"]:
         quote = " ".join(item["text"].split())
-        where = f"[{item['start']}-{item['end']}] block {item['block']} (gate {item['gate_score']:.2f})"
+        if "document" in item:
+            where = f"{item['document']} [{item['document_start']}-{item['document_end']}]"
+        else:
+            where = f"[{item['start']}-{item['end']}] block {item['block']}"
+        where += f" (gate {item['gate_score']:.2f})"
         lines.append(f'  {where}: "{quote}"')
     return "\n".join(lines)
 
@@ -332,7 +377,10 @@ def _trace_table(result: dict) -> str:
     columns = f"{'block':>6}  {'span':>13}  {'gate':>6}  {'kept':>4}  {'memory':>6}  {'decoded':>7}  {'seconds':>7}"
     header = columns + "  working memory after the block"
     lines = [header, "-" * len(header)]
+    unscored = [r for r in result["trace"] if r["gate_decision"] == "not a candidate"]
     for r in result["trace"]:
+        if r["gate_decision"] == "not a candidate":
+            continue  # the first stage did not name it: nothing happened there (counted below)
         span = f"{r['span'][0]}-{r['span'][1]}"
         memory = r["memory"].replace("\n", " ") if r["kept"] else "(unchanged)"
         lines.append(
@@ -343,6 +391,8 @@ def _trace_table(result: dict) -> str:
         f"{'answer':>6}  {'':>13}  {'':>6}  {'':>4}  {'':>6}  {result['answer_tokens']:>7}  "
         f"{result['answer_seconds']:>7.2f}  {result['answer']}"
     )
+    if unscored:
+        lines.append(f"({len(unscored)} other blocks were not candidates of the first stage: never scored)")
     total = sum(r["seconds"] for r in result["trace"]) + result["answer_seconds"]
     lines.append(f"{'total':>6}  {'':>55}{total:>7.2f}  (the call took {result['seconds']:.2f} s)")
     return "\n".join(lines)

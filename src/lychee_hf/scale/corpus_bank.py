@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import write_json_atomically
-from ..modeling import DocumentText, LycheeMemoryBank
-from ..modeling.first_stage_lychee import LexicalIndex
+from ..modeling import DocumentText, LexicalIndex, LycheeMemoryBank
 from .corpus_folder import read_corpus_manifest
 
 INDEX_FOLDER = ".index"
