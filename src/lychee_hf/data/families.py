@@ -95,9 +95,8 @@ def unanswerable_variant(example: QAExample, others: list[QAExample]) -> QAExamp
 # Capitalised question words that are not names (sentence starts).
 STOP_NAMES = {"what", "who", "which", "where", "when", "how", "in", "on", "the", "whom", "whose", "of", "at"}
 
-# Tasks built from held-out families or phrasings: evaluation only. Every held-out accuracy claim rests on no
-# training run ever seeing them, so the training entry points refuse them (`lychee_hf.training.check_trainable`).
-HELD_OUT_TASKS = ("facts-rephrased", "facts-heldout", "twohop-heldout", "facts-heldout-unanswerable")
+# Tasks built from held-out families or phrasings: evaluation only (`tasks.HELD_OUT_TASKS` gathers every such task).
+FAMILY_HELD_OUT_TASKS = ("facts-rephrased", "facts-heldout", "twohop-heldout", "facts-heldout-unanswerable")
 
 FAMILY_TASKS = {
     "facts": make_facts,

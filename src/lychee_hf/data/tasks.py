@@ -1,14 +1,20 @@
-"""Every task by name: the generated ones (`TASKS`: `lychee-hf eval --task`, training curricula) and `load_examples`,
-which gives the examples of a task, generated or read from the user's file."""
+"""Every task by name: the generated ones (`TASKS`: `lychee-hf eval --task`, training curricula), those training
+refuses (`HELD_OUT_TASKS`) and `load_examples`, which gives the examples of a task, generated or read from the
+user's file."""
 
 from pathlib import Path
 
 from .examples import QAExample
-from .families import FAMILY_TASKS
+from .families import FAMILY_HELD_OUT_TASKS, FAMILY_TASKS
+from .genres import GENRE_HELD_OUT_TASKS, GENRE_TASKS
 from .loaders import load_hotpotqa_json, load_memagent_jsonl
 from .synthetic import SYNTHETIC_TASKS
 
-TASKS = {**SYNTHETIC_TASKS, **FAMILY_TASKS}
+TASKS = {**SYNTHETIC_TASKS, **FAMILY_TASKS, **GENRE_TASKS}
+
+# Tasks built from held-out families, phrasings or genres: evaluation only. Every held-out accuracy claim rests on no
+# training run ever seeing them, so the training entry points refuse them (`lychee_hf.training.check_trainable`).
+HELD_OUT_TASKS = (*FAMILY_HELD_OUT_TASKS, *GENRE_HELD_OUT_TASKS)
 
 
 def load_examples(

@@ -48,7 +48,7 @@ def check_trainable(tasks: list[str]) -> None:
     if held_out:
         trainable = ", ".join(task for task in TASKS if task not in HELD_OUT_TASKS)
         raise ValueError(
-            f"task(s) {held_out} are held out: their families or phrasings are kept for evaluation, so that "
+            f"task(s) {held_out} are held out: their families, phrasings or genres are kept for evaluation, so that "
             f"held-out accuracy means something. Train on {trainable}."
         )
 
