@@ -22,6 +22,7 @@ LIMIT_HELP = {
     "max_upload_bytes": "bytes of one document's text",
     "max_document_tokens": "tokens of one document",
     "max_documents_per_key": "documents one API key may keep",
+    "max_disk_bytes_per_key": "bytes of banks one API key may keep",
     "max_questions_per_request": "questions in one request",
     "max_question_chars": "characters of one question",
     "max_new_tokens": "answer tokens a request may ask for",

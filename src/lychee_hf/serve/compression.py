@@ -6,6 +6,7 @@ A document is compressed by the process holding its lock (`DocumentStore.compres
 one store never compress the same document at once, and a document is served only once its bank is complete.
 """
 
+import errno
 import logging
 import queue
 import shutil
@@ -138,10 +139,20 @@ class CompressionWorker:
             outcome = "deleted" if not store.exists(document_id) else "interrupted"
         except Exception as error:
             shutil.rmtree(bank_dir, ignore_errors=True)  # a retry starts afresh
-            store.update(document_id, status="failed", error=str(error) or type(error).__name__)
+            store.update(document_id, status="failed", error=failure_message(error))
             log.warning("compression of %s failed: %s", document_id, error)
         finally:
             self.metrics.compressions_running.dec()
             self.metrics.compressions.labels(outcome).inc()
         if outcome == "deleted":
             store.remove_folder(document_id)
+
+
+def failure_message(error: Exception) -> str:
+    """What a failed document's status says: a full disk named as such, with the fix."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return (
+            "the server's disk is full: the document could not be compressed (nothing of it was kept); upload it "
+            "again once space is freed"
+        )
+    return str(error) or type(error).__name__

@@ -1,4 +1,4 @@
-"""What one server allows: request sizes, documents per key, queue length, time, and the batching window."""
+"""What one server allows: request sizes, documents and disk per key, queue length, time, and the batching window."""
 
 from dataclasses import dataclass, fields
 
@@ -11,6 +11,8 @@ class ServeLimits:
         max_upload_bytes (`int`): bytes of one document's text (UTF-8); a larger upload is refused (413).
         max_document_tokens (`int`): tokens of one document; a longer one is refused (413).
         max_documents_per_key (`int`): documents one API key may keep; the next upload is refused (403).
+        max_disk_bytes_per_key (`int`): bytes of banks one API key may keep (a document's bank size is known from its
+            token count before it is compressed); an upload that would pass it is refused (403).
         max_questions_per_request (`int`): questions in one answers request (400 beyond).
         max_question_chars (`int`): characters of one question (400 beyond).
         max_new_tokens (`int`): the most answer tokens a request may ask for (400 beyond).
@@ -25,6 +27,7 @@ class ServeLimits:
     max_upload_bytes: int = 4 * 2**20
     max_document_tokens: int = 1_000_000
     max_documents_per_key: int = 100
+    max_disk_bytes_per_key: int = 20 * 2**30
     max_questions_per_request: int = 16
     max_question_chars: int = 4000
     max_new_tokens: int = 512

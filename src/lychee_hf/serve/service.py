@@ -122,13 +122,21 @@ class Service:
                 raise BadRequest("the document is empty after tokenization")
             blocks = -(-tokens // self.model.config.chunk_size)
             try:
-                existing, queue = self.store.add(owner, text, tokens, blocks, self.limits.max_documents_per_key, name)
+                existing, queue = self.store.add(
+                    owner, text, tokens, blocks, self.limits.max_documents_per_key, name, self._disk_allowance()
+                )
             except DocumentLimitReached as error:
                 raise Forbidden(str(error)) from None
             if queue:
                 self.worker.submit(existing.id)
             return self._public(existing), queue
         return self._public(existing), False
+
+    def _disk_allowance(self) -> tuple[int, int]:
+        """(bytes per block of the banks this server writes, bytes of banks a key may keep)."""
+        from ..bank_tools import bank_bytes_per_block
+
+        return bank_bytes_per_block(self.model), self.limits.max_disk_bytes_per_key
 
     def document(self, owner: str, document_id: str) -> dict:
         return self._public(self._record(owner, document_id))

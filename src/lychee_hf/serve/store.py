@@ -29,7 +29,7 @@ UNFINISHED = ("queued", "compressing")
 
 
 class DocumentLimitReached(Exception):
-    """The owner keeps as many documents as the server allows."""
+    """The owner keeps as many documents (or as many bytes of banks) as the server allows."""
 
 
 @dataclass
@@ -156,7 +156,14 @@ class DocumentStore:
         write_atomically(self._index_path, json.dumps({"format": INDEX_FORMAT, "version": 1, "documents": documents}))
 
     def add(
-        self, owner: str, text: str, tokens: int, blocks_total: int, max_documents: int, name: str | None = None
+        self,
+        owner: str,
+        text: str,
+        tokens: int,
+        blocks_total: int,
+        max_documents: int,
+        name: str | None = None,
+        disk: tuple[int, int] | None = None,
     ) -> tuple[DocumentRecord, bool]:
         """Adds a document (its text written first), or finds the owner's document of the same text.
 
@@ -164,8 +171,12 @@ class DocumentStore:
             `(record, to_compress)`: `to_compress` is True for a new document, and for a failed one uploaded
             again (it is queued once more).
 
+        Args:
+            disk (`tuple[int, int]`, *optional*): (bytes one block of a bank takes, bytes of banks the owner may
+                keep): a new document whose bank would pass the owner's allowance is refused.
+
         Raises:
-            `DocumentLimitReached` when the owner already keeps `max_documents`.
+            `DocumentLimitReached` when the owner already keeps `max_documents`, or its banks would pass `disk`.
         """
         sha = text_sha256(text)
         with exclusive(self.root / ".index.lock"):
@@ -181,6 +192,8 @@ class DocumentStore:
                 raise DocumentLimitReached(
                     f"this key keeps {max_documents} documents, the most the server allows: delete one first"
                 )
+            if disk is not None:
+                check_disk_allowance([r for r in records.values() if r.owner == owner], blocks_total, *disk)
             record = DocumentRecord(
                 f"d_{secrets.token_hex(8)}", owner, sha, "queued", tokens, blocks_total, time.time(), name
             )
@@ -236,3 +249,16 @@ class DocumentStore:
                     with self.compression_lock(folder.name) as held:
                         if held:
                             self.remove_folder(folder.name)
+
+
+def check_disk_allowance(owned: list[DocumentRecord], blocks: int, bytes_per_block: int, allowance: int) -> None:
+    """Refuses a new document of `blocks` blocks when the owner's banks (`owned`) and its own would take more than
+    `allowance` bytes."""
+    held = sum(record.blocks_total for record in owned) * bytes_per_block
+    wanted = blocks * bytes_per_block
+    if held + wanted > allowance:
+        raise DocumentLimitReached(
+            f"this document's bank takes {wanted / 2**20:.1f} MiB; with the {held / 2**20:.1f} MiB this key's "
+            f"documents hold, that passes the {allowance / 2**20:.1f} MiB of banks the server allows per key: delete "
+            "documents first, or upload a shorter one"
+        )
