@@ -67,6 +67,17 @@ def test_index_search_with_no_known_word_returns_nothing():
     assert LexicalIndex(["bread and fish"]).search("zebra", 3) == []
 
 
+def test_a_saved_index_loads_back_and_ranks_alike_without_pickle(tmp_path):
+    passages = ["bread and fish", "Marigold keeps the ledger", "the ledger is blue", "fish again"]
+    LexicalIndex(passages).save(tmp_path / "index")
+    assert not list((tmp_path / "index").glob("*.pkl")) and not list((tmp_path / "index").glob("*.pickle"))
+    loaded = LexicalIndex.load(tmp_path / "index", passages)
+    question = "Where is the ledger Marigold keeps?"
+    assert loaded.search(question, 3) == LexicalIndex(passages).search(question, 3)
+    with pytest.raises(ValueError):
+        LexicalIndex.load(tmp_path / "index", passages[:2])  # another corpus: refused, not misread
+
+
 def test_a_fact_cut_by_a_block_boundary_brings_the_block_that_finishes_it():
     index = LexicalIndex(["Filler text. Barafen Duloka was born", "in the year 1695. Filler.", "Filler text."])
     candidates = Candidates.for_question(index, "When was Barafen Duloka born?", 3, 1, 0)
