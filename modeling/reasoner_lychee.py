@@ -38,6 +38,8 @@ class _RowState:
         gated (`LycheeMemoryBank` or `BlockView`, *optional*): what the gate scores: the bank, or its candidates.
         score_share (`float`): seconds of the last scoring pass per block it scored (charged to each block).
         kept (`int`): blocks read so far (for `gate_max_blocks`).
+        spans (`list`): every block's token span, taken once (a bank builds the list on each `spans` access).
+        memory_list (`tuple`, *optional*): (memory tensor, its ids as a list) for the records of unnamed blocks.
     """
 
     scores: torch.Tensor | None = None
@@ -47,6 +49,8 @@ class _RowState:
     kept: int = 0
     candidates: Candidates | None = None
     gated: object = None
+    spans: list = field(default_factory=list)
+    memory_list: tuple | None = None
 
     def position(self, block: int) -> int | None:
         """`block`'s position among the gated blocks (None when the first stage did not name it)."""
@@ -133,6 +137,7 @@ class ReasonerLoop:
             state.candidates = (self.first_stage or FirstStage()).candidates(bank, question)
             full = state.candidates is None or len(state.candidates.chosen_by) == len(bank)
             state.gated = bank if full else BlockView(bank, state.candidates.blocks)
+            state.spans = list(bank.spans)
         self.policy = self.policy or GatePolicy.from_config(self.model.config)
         if self.policy.revisit and not self.model.gate.reads_memory:
             raise ValueError(
@@ -149,6 +154,11 @@ class ReasonerLoop:
             disable=not wants_progress(self.show_progress, steps),
         )
         for step in progress:
+            if not any(
+                step < len(bank) and self._rows[row].position(step) is not None for row, bank in enumerate(banks)
+            ):
+                self._pass_unnamed(step, banks, memories, compress_seconds)  # O(1) per block: the index's gain
+                continue
             self._score_together(step, banks, questions, memories)
             records = {
                 row: self._gate(row, bank, step, questions[row], memories[row])
@@ -164,6 +174,21 @@ class ReasonerLoop:
         if self.policy.revisit:
             self._revisit(banks, questions, memories, synced_gpus)
         return memories
+
+    def _pass_unnamed(self, step: int, banks, memories: list[torch.LongTensor], compress_seconds) -> None:
+        """Block `step` is a candidate of no row: each row's trace records it as never scored, with the memory it
+        still holds (one list per memory, shared by the records until the memory changes)."""
+        for row, bank in enumerate(banks):
+            if step >= len(bank):
+                continue
+            state = self._rows[row]
+            if state.memory_list is None or state.memory_list[0] is not memories[row]:
+                state.memory_list = (memories[row], memories[row].tolist())
+            record = LycheeBlockTrace(
+                step, state.spans[step], 0.0, False, state.memory_list[1], NOT_A_CANDIDATE, row=row
+            )
+            record.compress_seconds = compress_seconds[row][step] if compress_seconds else 0.0
+            self.traces[row].append(record)
 
     def _update(
         self,
@@ -238,7 +263,7 @@ class ReasonerLoop:
                     queue.append(
                         LycheeBlockTrace(
                             block_index=block,
-                            span=bank.spans[block],
+                            span=state.spans[block],
                             gate_score=score,
                             kept=True,
                             memory_ids=[],
@@ -264,7 +289,7 @@ class ReasonerLoop:
         state = self._rows[row]
         position = state.position(step)
         if position is None:  # the first stage did not name the block: the gate never scores it
-            return LycheeBlockTrace(step, bank.spans[step], 0.0, False, [], NOT_A_CANDIDATE, row=row)
+            return LycheeBlockTrace(step, state.spans[step], 0.0, False, [], NOT_A_CANDIDATE, row=row)
         if state.scores is None:
             started = time.perf_counter()
             gate = self.model.gate
@@ -288,7 +313,7 @@ class ReasonerLoop:
         state.kept += int(kept)
         return LycheeBlockTrace(
             block_index=step,
-            span=bank.spans[step],
+            span=state.spans[step],
             gate_score=score,
             kept=kept,
             gate_decision=decision,
