@@ -39,7 +39,7 @@ class _RowState:
         score_share (`float`): seconds of the last scoring pass per block it scored (charged to each block).
         kept (`int`): blocks read so far (for `gate_max_blocks`).
         spans (`list`): every block's token span, taken once (a bank builds the list on each `spans` access).
-        memory_list (`tuple`, *optional*): (memory tensor, its ids as a list) for the records of unnamed blocks.
+        memory_list (`tuple`, *optional*): (memory tensor, its ids as a list) for the records of passed blocks.
     """
 
     scores: torch.Tensor | None = None
@@ -148,47 +148,56 @@ class ReasonerLoop:
             )
         steps = max(len(bank) for bank in banks)
         progress = logging.tqdm(
-            range(steps),
+            total=steps,
             desc="reasoning over blocks",
             unit="block",
             disable=not wants_progress(self.show_progress, steps),
         )
-        for step in progress:
-            if not any(
-                step < len(bank) and self._rows[row].position(step) is not None for row, bank in enumerate(banks)
-            ):
-                self._pass_unnamed(step, banks, memories, compress_seconds)  # O(1) per block: the index's gain
-                continue
-            self._score_together(step, banks, questions, memories)
-            records = {
-                row: self._gate(row, bank, step, questions[row], memories[row])
-                for row, bank in enumerate(banks)
-                if step < len(bank)
-            }
-            for record in records.values():
-                record.compress_seconds = compress_seconds[record.row][step] if compress_seconds else 0.0
+        # Each row walks its own blocks to the next one its gate keeps; the rows' memory updates at those blocks
+        # (different blocks per row) then run as one batched call. Rows do not wait for each other block by block,
+        # so questions asked together share every update call, not only those at the same block.
+        cursors, shown = [0] * len(banks), 0
+        while True:
+            self._score_together(cursors, banks, questions, memories)
+            records = {}
+            for row, bank in enumerate(banks):
+                record = self._next_kept(row, bank, cursors, questions[row], memories[row], compress_seconds)
+                if record is not None:
+                    records[row] = record
+            progress.update(min(cursors) - shown)  # a disabled bar may be transformers' EmptyTqdm: no .n
+            shown = min(cursors)
+            if not records:
+                break
             self._update(records, banks, questions, memories, synced_gpus)
             for row, record in records.items():
                 record.memory_ids = memories[row].tolist()
                 self.traces[row].append(record)
+        progress.close()
         if self.policy.revisit:
             self._revisit(banks, questions, memories, synced_gpus)
         return memories
 
-    def _pass_unnamed(self, step: int, banks, memories: list[torch.LongTensor], compress_seconds) -> None:
-        """Block `step` is a candidate of no row: each row's trace records it as never scored, with the memory it
-        still holds (one list per memory, shared by the records until the memory changes)."""
-        for row, bank in enumerate(banks):
-            if step >= len(bank):
-                continue
-            state = self._rows[row]
-            if state.memory_list is None or state.memory_list[0] is not memories[row]:
-                state.memory_list = (memories[row], memories[row].tolist())
-            record = LycheeBlockTrace(
-                step, state.spans[step], 0.0, False, state.memory_list[1], NOT_A_CANDIDATE, row=row
-            )
+    def _next_kept(
+        self, row: int, bank, cursors: list[int], question: torch.LongTensor, memory: torch.LongTensor, compress_seconds
+    ) -> LycheeBlockTrace | None:
+        """Walks `row` from its cursor to the next block its gate keeps and returns that block's record (None at the
+        end); the blocks passed on the way (skipped, or never named by the first stage) go to its trace."""
+        state = self._rows[row]
+        while cursors[row] < len(bank):
+            step = cursors[row]
+            cursors[row] += 1
+            if state.position(step) is None:  # not a candidate: recorded in O(1), never scored
+                record = LycheeBlockTrace(step, state.spans[step], 0.0, False, [], NOT_A_CANDIDATE, row=row)
+            else:
+                record = self._gate(row, bank, step, question, memory)
             record.compress_seconds = compress_seconds[row][step] if compress_seconds else 0.0
+            if record.kept:
+                return record
+            if state.memory_list is None or state.memory_list[0] is not memory:
+                state.memory_list = (memory, memory.tolist())
+            record.memory_ids = state.memory_list[1]  # unchanged memory: one list shared by its records
             self.traces[row].append(record)
+        return None
 
     def _update(
         self,
@@ -323,14 +332,14 @@ class ReasonerLoop:
             row=row,
         )
 
-    def _score_together(self, step: int, banks, questions, memories) -> None:
-        """Scores, in one gate call, the rows that need scores at `step` over the same blocks (one bank, the same
-        gated blocks): the questions asked of one bank pay one forward per block together, not one each. Rows
-        left unscored here (alone in their group) are scored by `_gate` as before."""
+    def _score_together(self, cursors: list[int], banks, questions, memories) -> None:
+        """Scores, in one gate call, the rows that need scores at their cursor over the same blocks (one bank, the
+        same gated blocks, the same position): the questions asked of one bank pay one forward per block together,
+        not one each. Rows left unscored here (alone in their group) are scored by `_gate` as before."""
         groups = {}
         for row, bank in enumerate(banks):
             state = self._rows[row]
-            position = state.position(step) if step < len(bank) else None
+            position = state.position(cursors[row]) if cursors[row] < len(bank) else None
             if position is None or state.scores is not None:
                 continue
             key = (id(state.gated), position, state.first_pass is None)

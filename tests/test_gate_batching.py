@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lychee_hf.modeling.prompts_lychee import left_pad
+from lychee_hf.modeling.reasoner_lychee import ReasonerLoop
 from lychee_hf.testing import tiny_lychee
 from lychee_hf.text_banks import compress_text
 
@@ -62,3 +63,47 @@ def test_batched_questions_take_fewer_gate_passes(model, tokenizer, bank, monkey
     for question in encoded(tokenizer, QUESTIONS):
         model.generate(input_ids=question[None], bank=bank, gate_threshold=1.0)
     assert together < calls["n"]
+
+
+PLACES = ["lighthouse", "bakery", "tannery", "mill", "chapel", "granary"]
+DISTINCT = "".join(f"The {place} has a red door and a copper bell. " * 3 + "\n" for place in PLACES)
+ASKED = ["Who keeps the tannery?", "Who keeps the chapel?", "Who keeps the lighthouse?"]
+
+
+def test_questions_reading_different_blocks_share_every_memory_update_call(model, tokenizer, monkeypatch):
+    # Each question's index candidate is another block, and a zero threshold reads every candidate: the rows keep
+    # different blocks. Walking each row to its own next kept block puts all rows in every update call.
+    bank = compress_text(model, tokenizer, DISTINCT)
+    policy = dict(tokenizer=tokenizer, first_stage="lexical", first_stage_candidates=1, first_stage_sample=0,
+                  gate_threshold=0.0, return_dict_in_generate=True)  # fmt: skip
+    sizes, update = [], ReasonerLoop.update_memories
+
+    def counting(self, blocks, *args, **kwargs):
+        sizes.append(len(blocks))
+        return update(self, blocks, *args, **kwargs)
+
+    monkeypatch.setattr(ReasonerLoop, "update_memories", counting)
+    ids, mask = left_pad(encoded(tokenizer, ASKED), tokenizer.pad_token_id)
+    batched = model.generate(input_ids=ids, attention_mask=mask, bank=bank, **policy).trace
+    kept = [[r.block_index for r in trace if r.kept] for trace in batched]
+    assert len({tuple(blocks) for blocks in kept}) == len(ASKED), kept  # the rows read different blocks
+    assert len(sizes) == max(len(blocks) for blocks in kept) and sizes[0] == len(ASKED)
+    sizes.clear()
+    for question, trace in zip(encoded(tokenizer, ASKED), batched):
+        alone = model.generate(input_ids=question[None], bank=bank, **policy).trace[0]
+        assert [r.kept for r in trace] == [r.kept for r in alone]
+        assert trace.answer_ids == alone.answer_ids
+        assert [r.memory_ids for r in trace] == [r.memory_ids for r in alone]
+
+
+def test_reading_works_with_transformers_progress_bars_turned_off(model, tokenizer, bank):
+    # `lychee-hf --quiet` and the service turn transformers' bars off: its tqdm is then a stand-in without counters.
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    try:
+        out = model.generate(input_ids=encoded(tokenizer, QUESTIONS[:1])[0][None], bank=bank, show_progress=True,
+                             return_dict_in_generate=True)  # fmt: skip
+    finally:
+        logging.enable_progress_bar()
+    assert len(out.trace[0]) == len(bank)
