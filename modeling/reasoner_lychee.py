@@ -187,7 +187,7 @@ class ReasonerLoop:
             step = cursors[row]
             cursors[row] += 1
             if state.position(step) is None:  # not a candidate: recorded in O(1), never scored
-                record = LycheeBlockTrace(step, state.spans[step], 0.0, False, [], NOT_A_CANDIDATE, row=row)
+                record = LycheeBlockTrace(step, state.spans[step], 0.0, False, (), NOT_A_CANDIDATE, row=row)
             else:
                 record = self._gate(row, bank, step, question, memory)
             record.compress_seconds = compress_seconds[row][step] if compress_seconds else 0.0
@@ -275,7 +275,7 @@ class ReasonerLoop:
                             span=state.spans[block],
                             gate_score=score,
                             kept=True,
-                            memory_ids=[],
+                            memory_ids=(),
                             gate_decision="revisit",
                             chosen_by=state.candidates.chosen_by[block] if state.candidates else "full scan",
                             row=row,
@@ -298,7 +298,7 @@ class ReasonerLoop:
         state = self._rows[row]
         position = state.position(step)
         if position is None:  # the first stage did not name the block: the gate never scores it
-            return LycheeBlockTrace(step, state.spans[step], 0.0, False, [], NOT_A_CANDIDATE, row=row)
+            return LycheeBlockTrace(step, state.spans[step], 0.0, False, (), NOT_A_CANDIDATE, row=row)
         if state.scores is None:
             started = time.perf_counter()
             gate = self.model.gate
@@ -327,7 +327,7 @@ class ReasonerLoop:
             kept=kept,
             gate_decision=decision,
             chosen_by=state.candidates.chosen_by[step] if state.candidates else "full scan",
-            memory_ids=[],
+            memory_ids=(),
             gate_seconds=state.score_share,
             row=row,
         )

@@ -318,7 +318,7 @@ def test_trace_records_the_exact_prompt_ids_of_every_turn(tokenizer):
     assert [r.kept for r in trace] == [True, False, True]
     for record in trace:
         expected = build_prompt(config.update_template_ids, question[0], memory).tolist() if record.kept else []
-        assert record.prompt_ids == expected and record.prompt_tokens == len(expected)
+        assert list(record.prompt_ids) == expected and record.prompt_tokens == len(expected)
         memory = torch.tensor(record.memory_ids, dtype=torch.long)
     assert trace.answer_prompt_ids == build_prompt(config.final_template_ids, question[0], memory).tolist()
     answer = out.sequences[0, question.shape[1] :].tolist()
