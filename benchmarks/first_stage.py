@@ -9,7 +9,9 @@
 the first stage's candidates (`first_stage_candidates` best for the question, plus the even sample). For two-hop
 chains the second fact's block usually shares no rare word with the question: the index is asked again with the
 working memory, and here the first fact's own sentence stands in for a memory that holds it: over the blocks
-after the first fact (what the scan asks) and over the whole document (the second look, `gate_revisit`).
+after the first fact (what the scan asks) and over the whole document (the second look, `gate_revisit`). "Scan
+misses before the first fact" counts the chains the scan missed whose missing blocks all come before the first fact:
+no reading in document order can know they matter until the first fact is read.
 
 `answers`: the embedded default answers each example from one bank, with the full scan and with the index; sub-EM,
 candidate and gate recall of the gold blocks, and seconds per question (from the bank). With `--memagent`, the
@@ -80,7 +82,7 @@ def first_hop(example) -> tuple[int, int]:
 
 
 def recall_row(tokenizer, task: str, length: int, n: int, k: int, sample: int, chunk_size: int) -> dict:
-    hits = {"question": 0, "ahead": 0, "anywhere": 0}
+    hits = {"question": 0, "ahead": 0, "anywhere": 0, "behind": 0}
     seconds = []
     for example in TASKS[task](tokenizer, length, n, seed=0):
         texts = block_texts(tokenizer, example.context, chunk_size)
@@ -96,6 +98,8 @@ def recall_row(tokenizer, task: str, length: int, n: int, k: int, sample: int, c
         hop_block = min(supporting_chunks(dataclasses.replace(example, supporting=[hop]), tokenizer, chunk_size))
         candidates.add_for_memory(memory, hop_block, k)
         hits["ahead"] += gold <= set(candidates.chosen_by)
+        # a miss here whose blocks all lie before the first fact: no reading in document order can know of them yet
+        hits["behind"] += bool(gold - set(candidates.chosen_by)) and max(gold - set(candidates.chosen_by)) < hop_block
         candidates.add_for_memory(memory, -1, k)
         hits["anywhere"] += gold <= set(candidates.chosen_by)
     return {"blocks": len(texts), "build_s": statistics.mean(seconds), **hits}
@@ -105,14 +109,15 @@ def run_recall(args) -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.model) if args.model else load_default(None)[1]
     print(environment(f"n={args.n} per task and length, {args.candidates} candidates + {args.sample} sampled"))
     print("| task | length | blocks | candidate recall: question | + memory, blocks ahead (scan) | "
-          "+ memory, whole document (second look) | index build s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          "scan misses before the first fact | + memory, whole document (second look) | index build s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for length in (parse_length(x) for x in args.lengths.split(",")):
         for task in TASK_NAMES:
             row = recall_row(tokenizer, task, length, args.n, args.candidates, args.sample, args.chunk_size)
             print(
                 f"| {task} | {length // 1000}K | {row['blocks']} | {interval(row['question'], args.n)} | "
-                f"{interval(row['ahead'], args.n)} | {interval(row['anywhere'], args.n)} | {row['build_s']:.3f} |",
+                f"{interval(row['ahead'], args.n)} | {row['behind']} of {args.n - row['ahead']} | "
+                f"{interval(row['anywhere'], args.n)} | {row['build_s']:.3f} |",
                 flush=True,
             )
 

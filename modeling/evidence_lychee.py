@@ -2,9 +2,11 @@
 
 The reasoner already narrows the document to the blocks the gate kept; inside those (256 tokens each on the
 default) the evidence is the sentences or lines that share the most rare words with the question, the answer and
-the final working memory. Words are weighted by their rarity among the read passages (an IDF), so the title phrase
-repeated in every block weighs little and a name or number weighs much. Every passage is quoted exactly as the
-document has it, with `[start, end)` character offsets into the text the user gave.
+the final working memory. Words are weighted by their rarity in the document (an IDF over the passages of the read
+blocks and of up to `RARITY_BLOCKS` blocks spread over the rest), so the title phrase repeated in every block weighs
+little and a name or number weighs much. (Counted over the read blocks alone, a contract's parties and service
+name looked rare whenever two or three clauses were read, and outranked the clause that answers.) Every passage is
+quoted exactly as the document has it, with `[start, end)` character offsets into the text the user gave.
 """
 
 import math
@@ -21,6 +23,9 @@ _STOP = frozenset(
 # How much a word counts by where it comes from: the answer names the fact, the question asks for it, the memory
 # is what the reasoner kept (it may hold other facts too).
 _WEIGHTS = {"answer": 2.0, "question": 1.0, "memory": 0.5}
+# Blocks whose passages set the words' rarity besides the read ones: enough to see the document's common words,
+# bounded so that evidence costs the same at 1M tokens as at 8K.
+RARITY_BLOCKS = 64
 
 
 @dataclass
@@ -82,6 +87,7 @@ def rank_evidence(
     answer: str,
     memory: str,
     top_k: int = 3,
+    rarity_spans: list[tuple[int, int]] | None = None,
 ) -> list[Evidence]:
     """The `top_k` passages of the read blocks that best match the question, the answer and the memory.
 
@@ -91,6 +97,8 @@ def rank_evidence(
             its character span.
         question / answer / memory (`str`): decoded texts.
         top_k (`int`): passages returned at most.
+        rarity_spans (`list[tuple[int, int]]`, *optional*): character spans of more of the document (other
+            blocks) whose passages count, beside the read ones, in each word's rarity (default: none).
 
     Returns:
         `list[Evidence]`, best first; empty when nothing matches (no shared word).
@@ -103,15 +111,22 @@ def rank_evidence(
     if not candidates:
         return []
     bags = [set(words(document[start:end])) for _, _, start, end in candidates]
+    read = {(start, end) for _, start, end, _ in blocks}
+    others = [
+        set(words(document[start:end]))
+        for span in rarity_spans or []
+        if tuple(span) not in read
+        for start, end in passages(span[0], document[span[0] : span[1]])
+    ]
     frequency: dict[str, int] = {}
-    for bag in bags:
+    for bag in bags + others:
         for word in bag:
             frequency[word] = frequency.get(word, 0) + 1
     weights: dict[str, float] = {}
     for source, text in (("memory", memory), ("question", question), ("answer", answer)):
         for word in words(text):
             weights[word] = max(weights.get(word, 0.0), _WEIGHTS[source])
-    total = len(bags)
+    total = len(bags) + len(others)
     ranked = []
     for (index, gate_score, start, end), bag in zip(candidates, bags):
         score = sum(weight * math.log(1 + total / frequency[word]) for word, weight in weights.items() if word in bag)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .evidence_lychee import missing_names, rank_evidence
+from .evidence_lychee import RARITY_BLOCKS, missing_names, rank_evidence
+from .first_stage_lychee import spread_sample
 
 
 @dataclass(slots=True)
@@ -149,7 +150,9 @@ class LycheeTrace(list):
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         text = self.document_text.text
         answer = decode(self.answer_ids)
-        return rank_evidence(text, blocks, decode(self.question_ids), answer, decode(memory), top_k)
+        spread = spread_sample(RARITY_BLOCKS, len(self.document_text.chars))
+        rarity = [self.document_text.chars[index] for index in spread]
+        return rank_evidence(text, blocks, decode(self.question_ids), answer, decode(memory), top_k, rarity)
 
     def to_dict(self, tokenizer) -> dict:
         """The row as plain JSON values.

@@ -142,3 +142,27 @@ def test_a_question_naming_what_no_read_block_contains_is_not_found(tokenizer):
     assert asked.not_found and asked.to_dict(tokenizer)["answer"] == "Not found in the document."
     named = ask(model, tokenizer, bank, "Where was Alice born?", with_tokenizer=True)
     assert named.names_missing(tokenizer) is False
+
+
+def test_evidence_weighs_words_by_their_rarity_in_the_whole_document():
+    """A clause that repeats the document's title words loses to the one holding the asked fact's rare words,
+    although among the read block's own passages the title words are as rare as the fact's."""
+    from lychee_hf.modeling.evidence_lychee import rank_evidence
+
+    title = "the Acme Widget Services under this Acme Widget Services Agreement"
+    filler = "".join(f"Clause {i} covers {title} for its term. " for i in range(6))
+    read = (
+        f"The Supplier grants a licence to use {title} for the term. "
+        "Invoices for data migration fall due 37 days after the invoice date. "
+        "Notices are given in writing. Records are kept in the office."
+    )
+    document = f"{filler}\n{read}\n{filler}"
+    start = len(filler) + 1
+    blocks = [(1, start, start + len(read), 0.9)]
+    rarity = [(0, len(filler)), (start + len(read) + 1, len(document))]
+    question = "What is the payment term for data migration under the Acme Widget Services Agreement?"
+
+    best = rank_evidence(document, blocks, question, "", "", top_k=1, rarity_spans=rarity)[0]
+    assert best.text.startswith("Invoices for data migration")
+    read_only = rank_evidence(document, blocks, question, "", "", top_k=1)[0]
+    assert read_only.text.startswith("The Supplier grants")  # what counting the read block alone ranked first
