@@ -97,9 +97,10 @@ def recall_row(tokenizer, task: str, length: int, n: int, k: int, sample: int, c
         memory = example.context[slice(*hop)]
         hop_block = min(supporting_chunks(dataclasses.replace(example, supporting=[hop]), tokenizer, chunk_size))
         candidates.add_for_memory(memory, hop_block, k)
-        hits["ahead"] += gold <= set(candidates.chosen_by)
-        # a miss here whose blocks all lie before the first fact: no reading in document order can know of them yet
-        hits["behind"] += bool(gold - set(candidates.chosen_by)) and max(gold - set(candidates.chosen_by)) < hop_block
+        missing = gold - set(candidates.chosen_by)
+        hits["ahead"] += not missing
+        # a miss whose blocks all lie before the first fact: no reading in document order can know of them yet
+        hits["behind"] += bool(missing) and max(missing) < hop_block
         candidates.add_for_memory(memory, -1, k)
         hits["anywhere"] += gold <= set(candidates.chosen_by)
     return {"blocks": len(texts), "build_s": statistics.mean(seconds), **hits}
