@@ -21,6 +21,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 from dist_train_step import compressor_trainer, grpo_trainer
+from lychee_hf.scale.distributed import end_distributed
 from lychee_hf.testing import tiny_tokenizer
 from lychee_hf.training.curriculum import curriculum_examples
 
@@ -89,3 +90,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_distributed()

@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.eval.runner import EvalSettings, run_eval
 from lychee_hf.scale import compress_corpus, distributed_state, place_model
+from lychee_hf.scale.distributed import end_distributed
 from lychee_hf.scale.questions import answer_questions
 
 EVAL = dict(task="niah", lengths=[200], n=3, methods=["lychee", "memagent"], memagent_chunk_tokens=128)
@@ -48,3 +49,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_distributed()

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from lychee_hf.data import make_niah
+from lychee_hf.scale.distributed import end_distributed
 from lychee_hf.testing import CORPUS, tiny_lychee, tiny_tokenizer
 from lychee_hf.training.compressor import CompressorPretrainingConfig, CompressorTrainer, continuation_rows
 from lychee_hf.training.curriculum import curriculum_examples
@@ -111,3 +112,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_distributed()

@@ -148,3 +148,27 @@ def test_the_old_memory_option_still_names_the_bank(checkpoint, corpus, tmp_path
     code = main(["ask", "--model", str(checkpoint), "--memory", str(tmp_path / "banks"), "--questions",
                  str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "a.jsonl"), "--quiet"])  # fmt: skip
     assert code == 0 and "--memory is deprecated, use --bank" in capsys.readouterr().err
+
+
+def open_one_process_group(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    return dist
+
+
+def test_a_command_closes_the_process_group_it_ran_under(tmp_path, capsys):
+    # A gloo group left to the interpreter's exit can abort a torchrun process after its work is done.
+    dist = open_one_process_group(tmp_path)
+    code = main(["info", str(tmp_path / "no-such-bank")])
+    assert code == 2 and "no-such-bank" in capsys.readouterr().err
+    assert not dist.is_initialized()
+
+
+def test_end_distributed_waits_then_closes_the_group(tmp_path):
+    from lychee_hf.scale.distributed import end_distributed
+
+    dist = open_one_process_group(tmp_path)
+    end_distributed()
+    assert not dist.is_initialized()
+    end_distributed()  # nothing left to close: no error

@@ -91,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     named = next((word for word in argv if not word.startswith("-")), False)
     _quiet_bitsandbytes_cpu_note()  # before a training command's parser imports transformers
     args = build_parser(training=named).parse_args(argv)
+    succeeded = False
     try:
-        return {command.NAME: command.run for command in COMMANDS}[args.command](args)
+        status = {command.NAME: command.run for command in COMMANDS}[args.command](args)
+        succeeded = True
+        return status
     except KeyboardInterrupt:
         print("lychee-hf: interrupted", file=sys.stderr)
         return 130
@@ -101,6 +104,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"lychee-hf: error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        _end_distributed(wait=succeeded)
+
+
+def _end_distributed(wait: bool) -> None:
+    """Closes the process group a command under `torchrun` / `accelerate launch` opened (nothing otherwise: a
+    command that never imported torch.distributed does not import it now)."""
+    if "torch.distributed" in sys.modules:
+        from .scale.distributed import end_distributed
+
+        end_distributed(wait=wait)
 
 
 def _quiet_bitsandbytes_cpu_note() -> None:

@@ -39,3 +39,20 @@ def process_progress(state: PartialState, total: int, desc: str, unit: str, show
     """One progress bar per process, stacked by process index, labelled with it when there are several."""
     label = f"{desc} [{state.process_index}/{state.num_processes}]" if state.num_processes > 1 else desc
     return logging.tqdm(total=total, desc=label, unit=unit, position=state.process_index, disable=not show)
+
+
+def end_distributed(wait: bool = True) -> None:
+    """Closes the process group, if this process opened one.
+
+    A gloo group left for the interpreter's exit to destroy can abort the process ("terminate called without an
+    active exception") while its worker threads are still joinable; closing it explicitly ends the run cleanly.
+
+    Args:
+        wait (`bool`): first wait for every process to get here (after a command that succeeded); `False` after an
+            error, where the other processes may never arrive.
+    """
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    if wait:
+        distributed_state().wait_for_everyone()
+    torch.distributed.destroy_process_group()
