@@ -8,6 +8,7 @@ record (all banks before evidence existed, or a bank compressed from token ids a
 without evidence.
 """
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -41,6 +42,14 @@ class DocumentText:
                     "order: the text is not the one the bank was compressed from."
                 )
             end = start
+
+    @functools.cached_property
+    def word_stems(self) -> frozenset[str]:
+        """Every word stem of the text (`evidence_lychee.document_stems`), built on first use: the "not found"
+        rule asks which of a question's words the document never uses, and a bank answers many questions."""
+        from .evidence_lychee import document_stems
+
+        return document_stems(self.text)
 
     @property
     def sha256(self) -> str:

@@ -137,6 +137,18 @@ def rank_evidence(
 
 
 _NAME = re.compile(r"\b(?:[A-Z][\w'-]*|\d[\d.,:/-]*)")
+# Words that frame a question rather than name its subject ("What *figure* did X *reach*?", "Who *should* I contact
+# about Y?"): a document that answers may word them otherwise, so they never count as missing.
+_FRAME = frozenset(
+    "according also am any apply applies asked being can could current currently day days date deadline detail "
+    "details document expected figure file files finish finished given go happen happens has latest long made make "
+    "many may might much must name named new now number option options part people period person place point role "
+    "set shall should still such take taken there thing things time times under until use used uses using value "
+    "would".split()
+)
+# A question counts as about something the document lacks when this many of its subject words never occur in it.
+MISSING_SUBJECT_WORDS = 2
+_SUFFIXES = ("ing", "es", "ed", "s", "ly")
 
 
 def missing_names(question: str, text: str) -> list[str]:
@@ -150,3 +162,25 @@ def missing_names(question: str, text: str) -> list[str]:
 
 def _all_present(name: str, present: set[str]) -> bool:
     return all(part.lower() in present for part in _WORD.findall(name))
+
+
+def stem(word: str) -> str:
+    """A crude stem for telling whether a document uses a question's word: one common suffix off, then at most six
+    letters ("expenses" and "expense" agree, so do "retains" and "retained")."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:6]
+
+
+def document_stems(text: str) -> frozenset[str]:
+    """The stems of every word of `text` (see `stem`), once per document."""
+    return frozenset(stem(word.lower()) for word in _WORD.findall(text))
+
+
+def missing_subject(question: str, stems: frozenset[str]) -> list[str]:
+    """The question's subject words (not stop or framing words, not numbers, three letters or more) whose stem the
+    document (`document_stems`) never uses."""
+    subject = [w for w in words(question) if len(w) >= 3 and not w.isdigit() and w not in _FRAME]
+    return [word for word in subject if stem(word) not in stems]

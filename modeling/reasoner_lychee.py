@@ -446,8 +446,9 @@ class ReasonerLoop:
 
     def _not_found_answers(self, answers, memories, eos_ids: list[int], pad_id: int, tokenizer=None) -> torch.Tensor:
         """Replaces the answer of each row that read nothing, whose memory holds nothing new, or (with a
-        `tokenizer` and a bank that keeps its text) whose question names something no read block contains, by the
-        config's `unanswerable_answer_ids` (+ a stop id), and flags its trace `not_found`."""
+        `tokenizer` and a bank that keeps its text) whose question names something no read block contains or asks
+        about words the document never uses, by the config's `unanswerable_answer_ids` (+ a stop id), and flags its
+        trace `not_found`."""
         config = self.model.config
         enabled = self.answer_not_found if self.answer_not_found is not None else config.answer_not_found
         if not enabled:
@@ -464,7 +465,7 @@ class ReasonerLoop:
             if not any(record.kept for record in trace)
             or memory.numel() == 0
             or memory.tolist() == initial
-            or (tokenizer is not None and trace.names_missing(tokenizer))
+            or (tokenizer is not None and (trace.names_missing(tokenizer) or trace.subject_missing(tokenizer)))
         ]
         if not rows:
             return answers

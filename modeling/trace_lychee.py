@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .evidence_lychee import RARITY_BLOCKS, missing_names, rank_evidence
+from .evidence_lychee import MISSING_SUBJECT_WORDS, RARITY_BLOCKS, missing_names, missing_subject, rank_evidence
 from .first_stage_lychee import spread_sample
 
 
@@ -102,8 +102,9 @@ class LycheeTrace(list):
         answer_ids (`list[int]`): the answer's tokens through the first stop id.
         answer_seconds (`float`): wall time of the final answer turn (rows of a batch share it). The blocks'
             `seconds` plus this add up to the call's time after compression.
-        not_found (`bool`): the answer is the model's `unanswerable_answer` because no block was read or the
-            working memory held nothing new (`answer_not_found`), not a generated one.
+        not_found (`bool`): the answer is the model's `unanswerable_answer` (`answer_not_found`), not a generated
+            one: no block was read, the working memory held nothing new, or the question names or asks about
+            something the document does not contain (`names_missing`, `subject_missing`).
         question_ids (`list[int]`): the question, as asked.
         document_text (`DocumentText`, *optional*): the bank's document text, when the bank keeps it; evidence
             (`evidence(tokenizer)`) quotes it.
@@ -134,6 +135,15 @@ class LycheeTrace(list):
             return False
         read = " ".join(self.document_text.block_text(index)[1] for index in kept)
         return bool(missing_names(tokenizer.decode(self.question_ids, skip_special_tokens=True), read))
+
+    def subject_missing(self, tokenizer) -> bool:
+        """Whether `MISSING_SUBJECT_WORDS` or more of the question's subject words (not stop or framing words)
+        occur nowhere in the document: a question about something it does not contain ("the monthly price of the
+        priority support add-on"), even without a name. False when the bank keeps no text."""
+        if self.document_text is None:
+            return False
+        question = tokenizer.decode(self.question_ids, skip_special_tokens=True)
+        return len(missing_subject(question, self.document_text.word_stems)) >= MISSING_SUBJECT_WORDS
 
     def evidence(self, tokenizer, top_k: int = 3) -> list | None:
         """The passages of the read blocks that carry the answer (`evidence_lychee.Evidence`, best first), or None

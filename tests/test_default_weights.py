@@ -144,3 +144,31 @@ def test_the_training_pipeline_refuses_held_out_rl_tasks_before_writing_anything
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "['twohop-heldout'] are held out" in result.stderr
     assert not out.exists() and not work.exists()
+
+
+GENRES_SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_default_on_genres.py"
+
+
+def run_genres_script(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(GENRES_SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_genre_training_refuses_a_folder_with_an_earlier_run_unless_resumed(tmp_path):
+    (tmp_path / "settings.json").write_text("{}")
+    result = run_genres_script("--out", tmp_path, "--steps", 3)
+    assert result.returncode != 0 and "add --resume to continue it" in result.stderr
+    assert (tmp_path / "settings.json").read_text() == "{}"
+
+
+def test_genre_training_resumes_only_with_the_settings_it_started_with(tmp_path):
+    (tmp_path / "settings.json").write_text(json.dumps({"steps": 100}))
+    result = run_genres_script("--out", tmp_path, "--steps", 3, "--resume")
+    assert result.returncode != 0 and "was started with other settings" in result.stderr
+
+
+def test_genre_training_exports_only_a_finished_run(tmp_path):
+    result = run_genres_script("--out", tmp_path / "run", "--export", tmp_path / "weights")
+    assert result.returncode != 0 and "holds no finished run" in result.stderr
+    assert not (tmp_path / "weights").exists()

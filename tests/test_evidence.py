@@ -144,6 +144,30 @@ def test_a_question_naming_what_no_read_block_contains_is_not_found(tokenizer):
     assert named.names_missing(tokenizer) is False
 
 
+def test_subject_words_the_document_never_uses_are_missing_whatever_their_ending():
+    from lychee_hf.modeling.evidence_lychee import document_stems, missing_subject
+
+    stems = document_stems("The Supplier retains invoices for 30 days. The Client pays travel monthly.")
+    assert missing_subject("How long are the invoices retained?", stems) == []
+    assert missing_subject("Who pays for travelling expenses of the auditor?", stems) == ["expenses", "auditor"]
+
+
+def test_framing_words_never_count_as_missing():
+    from lychee_hf.modeling.evidence_lychee import document_stems, missing_subject
+
+    stems = document_stems("The secret code is 4721.")
+    assert missing_subject("Which file should be used for the secret code, and what figure is it?", stems) == []
+
+
+def test_a_question_about_words_the_document_never_uses_is_not_found(tokenizer):
+    model = tiny_lychee(max_answer_tokens=6, memory_budget=8, answer_not_found=True, gate_type="always_related")
+    bank = compress_text(model, tokenizer, TEXT)
+    lacking = ask(model, tokenizer, bank, "what is the monthly subscription price?", with_tokenizer=True)
+    assert lacking.subject_missing(tokenizer) and lacking.not_found
+    asked = ask(model, tokenizer, bank, "what is the secret code nobody knows?", with_tokenizer=True)
+    assert not asked.subject_missing(tokenizer) and not asked.not_found
+
+
 def test_evidence_weighs_words_by_their_rarity_in_the_whole_document():
     """A clause that repeats the document's title words loses to the one holding the asked fact's rare words,
     although among the read block's own passages the title words are as rare as the fact's."""

@@ -1,6 +1,7 @@
 """Training settings that multi-process runs depend on, checked in one process (the two-process steps themselves,
 MULTI_CPU under torchrun included, are in test_scale_distributed.py)."""
 
+import pytest
 import torch
 
 from dist_train_step import gate_trainer, trainable
@@ -11,6 +12,12 @@ from lychee_hf.training.trainer_utils import LycheeTrainingArguments
 def test_ddp_does_not_search_for_unused_weights(tmp_path):
     # Several wrapper calls per step (GRPO) and weights used outside it (the compressor): a search would fail.
     assert LycheeTrainingArguments(output_dir=str(tmp_path)).ddp_find_unused_parameters is False
+
+
+def test_without_an_accelerator_the_data_loader_does_not_pin_memory(tmp_path):
+    if torch.accelerator.is_available():
+        pytest.skip("pinning is for accelerators")
+    assert LycheeTrainingArguments(output_dir=str(tmp_path)).dataloader_pin_memory is False
 
 
 def test_gate_loss_is_divided_by_the_gradient_accumulation_steps(tokenizer, tmp_path):

@@ -38,7 +38,7 @@ class LycheeTrainingArguments(TrainingArguments):
     (the compressor's weights reach the loss through the blocks): DDP's unused-parameter search only sees the
     last call's graph and would mark those weights unused. On a machine without an accelerator, `use_cpu` is set
     under a multi-process launch, so that accelerate creates the gloo process group (`MULTI_CPU`) instead of
-    training each process alone.
+    training each process alone, and the data loader does not pin memory (nothing to pin it for).
     """
 
     remove_unused_columns: bool = training_default("remove_unused_columns", False)
@@ -48,8 +48,10 @@ class LycheeTrainingArguments(TrainingArguments):
     ddp_find_unused_parameters: bool | None = training_default("ddp_find_unused_parameters", False)
 
     def __post_init__(self):
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
-            self.use_cpu = True
+        if not torch.accelerator.is_available():
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                self.use_cpu = True
+            self.dataloader_pin_memory = False  # pinned memory needs an accelerator: torch warns on every epoch
         super().__post_init__()
 
 
