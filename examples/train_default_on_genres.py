@@ -115,16 +115,22 @@ def train(args) -> None:
 
 
 def export(args) -> None:
-    record = args.out / "training.json"
-    if not record.is_file():
+    """Writes the trained adapter (and the unchanged memory-token weights) as the default ships them; the shipped
+    record keeps the base default's stages and adds this run as `genres_continuation`."""
+    record_file = args.out / "training.json"
+    if not record_file.is_file():
         raise SystemExit(f"{args.out} holds no finished run (no training.json): train first")
     register_auto_classes()
     model = LycheeMemoryForCausalLM.from_pretrained(args.out)
-    provenance = json.loads(record.read_text(encoding="utf-8"))
-    provenance["reproduce"] = (
-        provenance["base_record"]["reproduce"] + "; then python examples/train_default_on_genres.py --out OUT "
-        + " ".join(f"--{name.replace('_', '-')} {value}" for name, value in provenance["settings"].items())
-    )  # fmt: skip
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    base = record.pop("base_record")
+    options = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in record["settings"].items())
+    provenance = {
+        **base,
+        "date": record["date"],
+        "reproduce": f"{base['reproduce']}; then python examples/train_default_on_genres.py --out OUT {options}",
+        "genres_continuation": record,
+    }
     for written in export_shipped_weights(model, args.export, provenance):
         print(f"wrote {written} ({written.stat().st_size / 2**20:.2f} MiB)")
 

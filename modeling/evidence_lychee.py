@@ -148,7 +148,7 @@ _FRAME = frozenset(
 )
 # A question counts as about something the document lacks when this many of its subject words never occur in it.
 MISSING_SUBJECT_WORDS = 2
-_SUFFIXES = ("ing", "es", "ed", "s", "ly")
+_SUFFIXES = ("ing", "es", "ed", "er", "s", "ly")
 
 
 def missing_names(question: str, text: str) -> list[str]:
@@ -165,13 +165,16 @@ def _all_present(name: str, present: set[str]) -> bool:
 
 
 def stem(word: str) -> str:
-    """A crude stem for telling whether a document uses a question's word: one common suffix off, then at most six
-    letters ("expenses" and "expense" agree, so do "retains" and "retained")."""
+    """A crude stem for telling whether a document uses a question's word: one common suffix off, then a final
+    "e", then at most five letters ("expenses" and "expense" agree, so do "founder" and "founded", "bake" and
+    "baked")."""
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)]
             break
-    return word[:6]
+    if word.endswith("e") and len(word) > 3:
+        word = word[:-1]
+    return word[:5]
 
 
 def document_stems(text: str) -> frozenset[str]:
