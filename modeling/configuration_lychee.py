@@ -83,8 +83,10 @@ class LycheeMemoryConfig(PreTrainedConfig):
             Token ids of the working memory before the first block ("No previous memory").
         answer_not_found (`bool`, *optional*, defaults to `False`):
             Answer `unanswerable_answer` (and flag the trace `not_found`) instead of generating when no block was
-            read or the working memory holds nothing new after the scan: "not found" instead of an invention.
-            Off by default so the authors' numerics are kept; the embedded default turns it on.
+            read, the working memory holds nothing new after the scan, or (with `generate(tokenizer=...)`) the
+            question names or asks about what the document lacks: "not found" instead of an invention.
+            Off by default so the authors' numerics are kept; the embedded default turns it on (`lychee-hf ask
+            --no-not-found` turns it off for one run).
         unanswerable_answer_ids (`list[int]`, *optional*):
             Token ids of that answer ("Not found in the document."). Built by `from_backbone`.
         first_stage (`str`, *optional*, defaults to `"full_scan"`):

@@ -168,6 +168,18 @@ def test_a_question_about_words_the_document_never_uses_is_not_found(tokenizer):
     assert not asked.subject_missing(tokenizer) and not asked.not_found
 
 
+def test_the_cli_turns_not_found_off_for_one_run(tmp_path):
+    checkpoint = save_tiny_checkpoint(tmp_path / "ckpt", max_answer_tokens=4, memory_budget=8, answer_not_found=True)
+    (tmp_path / "doc.txt").write_text(TEXT)
+    asked = ["ask", "--model", checkpoint, "--context", tmp_path / "doc.txt", "--question", "Where was Zorblat born?"]
+    code, out, err = run_cli(*asked)
+    assert code == 0, err
+    assert "Not found in the document." in out and "Evidence: none (nothing read answers the question)" in out
+    code, out, err = run_cli(*asked, "--no-not-found")
+    assert code == 0, err
+    assert "Not found in the document." not in out
+
+
 def test_evidence_weighs_words_by_their_rarity_in_the_whole_document():
     """A clause that repeats the document's title words loses to the one holding the asked fact's rare words,
     although among the read block's own passages the title words are as rare as the fact's."""

@@ -91,6 +91,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
         help="after the scan, read skipped blocks the final memory finds related (default: the model's setting)",
     )
     add_first_stage_arguments(parser)
+    parser.add_argument(
+        "--not-found",
+        action=argparse.BooleanOptionalAction,
+        help='answer "Not found in the document." when nothing answering was read, instead of inventing (default: '
+        "the model's setting; on for the embedded default)",
+    )
     return parser
 
 
@@ -181,7 +187,8 @@ def _answer_bank(model, tokenizer, name, bank, compress_seconds: float, question
 
 
 def _gate_policy(args: argparse.Namespace) -> dict:
-    """The gate policy the options ask for (only what was given: the rest stays the model's)."""
+    """The gate policy and "not found" setting the options ask for (only what was given: the rest stays the
+    model's)."""
     given = {
         "gate_threshold": args.gate_threshold,
         "gate_max_blocks": args.gate_max_blocks,
@@ -189,6 +196,7 @@ def _gate_policy(args: argparse.Namespace) -> dict:
         "gate_revisit": args.gate_revisit,
         "first_stage": args.first_stage,
         "first_stage_candidates": args.candidates,
+        "answer_not_found": args.not_found,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -358,7 +366,8 @@ def _evidence_lines(result: dict) -> str:
     if result["evidence"] is None:
         return "Evidence: unavailable (this bank keeps no document text: recompress it from the text file)"
     if not result["evidence"]:
-        return "Evidence: none (no block was read)" if result["not_found"] else "Evidence: no passage matched"
+        why = "nothing read answers the question" if result["not_found"] else "no passage matched"
+        return f"Evidence: none ({why})"
     lines = ["Evidence:"]
     for item in result["evidence"]:
         quote = " ".join(item["text"].split())
