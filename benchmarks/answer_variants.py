@@ -18,14 +18,14 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GenerationMixin, LogitsProcessor, LogitsProcessorList
+from transformers import GenerationMixin, LogitsProcessor, LogitsProcessorList
 
 sys.path.insert(0, str(Path(__file__).parent))
 from genres_check import wilson  # noqa: E402
 
-from lychee_hf import register_auto_classes  # noqa: E402
+from lychee_hf.loading import load_pretrained  # noqa: E402
 from lychee_hf.metrics import normalize_answer, substring_match  # noqa: E402
-from lychee_hf.modeling import LycheeMemoryForCausalLM, build_prompt, role_adapter, stop_and_pad_ids  # noqa: E402
+from lychee_hf.modeling import build_prompt, role_adapter, stop_and_pad_ids  # noqa: E402
 
 
 class CopyFromSource(LogitsProcessor):
@@ -81,14 +81,7 @@ def main() -> None:
     parser.add_argument("logs", nargs="+", type=Path, help="genres_check.py --out logs")
     parser.add_argument("--model", help="checkpoint folder (default: the embedded default)")
     args = parser.parse_args()
-    if args.model:
-        register_auto_classes()
-        model = LycheeMemoryForCausalLM.from_pretrained(args.model).eval()
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-    else:
-        from lychee_hf.default_model import load_default_model
-
-        model, tokenizer = load_default_model()
+    model, tokenizer = load_pretrained(args.model, quiet=True)
     rows = [json.loads(line) for log in args.logs for line in log.read_text(encoding="utf-8").splitlines()]
     variants = {"working memory (logged)": [], "evidence as memory": [], "evidence as memory, copy constraint": []}
     for row in rows:

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .evidence_lychee import document_stems
+
 TEXT_FILE = "document.txt"
 
 
@@ -47,8 +49,6 @@ class DocumentText:
     def word_stems(self) -> frozenset[str]:
         """Every word stem of the text (`evidence_lychee.document_stems`), built on first use: the "not found"
         rule asks which of a question's words the document never uses, and a bank answers many questions."""
-        from .evidence_lychee import document_stems
-
         return document_stems(self.text)
 
     @property

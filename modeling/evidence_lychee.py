@@ -187,3 +187,9 @@ def missing_subject(question: str, stems: frozenset[str]) -> list[str]:
     document (`document_stems`) never uses."""
     subject = [w for w in words(question) if len(w) >= 3 and not w.isdigit() and w not in _FRAME]
     return [word for word in subject if stem(word) not in stems]
+
+
+def lacks_subject(question: str, stems: frozenset[str]) -> bool:
+    """Whether `MISSING_SUBJECT_WORDS` or more of the question's subject words never occur in the document whose
+    stems (`document_stems`) are given: a question about something it does not contain."""
+    return len(missing_subject(question, stems)) >= MISSING_SUBJECT_WORDS

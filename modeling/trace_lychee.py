@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .evidence_lychee import MISSING_SUBJECT_WORDS, RARITY_BLOCKS, missing_names, missing_subject, rank_evidence
+from .evidence_lychee import RARITY_BLOCKS, lacks_subject, missing_names, rank_evidence
 from .first_stage_lychee import spread_sample
 
 
@@ -143,7 +143,7 @@ class LycheeTrace(list):
         if self.document_text is None:
             return False
         question = tokenizer.decode(self.question_ids, skip_special_tokens=True)
-        return len(missing_subject(question, self.document_text.word_stems)) >= MISSING_SUBJECT_WORDS
+        return lacks_subject(question, self.document_text.word_stems)
 
     def evidence(self, tokenizer, top_k: int = 3) -> list | None:
         """The passages of the read blocks that carry the answer (`evidence_lychee.Evidence`, best first), or None

@@ -90,12 +90,14 @@ def test_kill_9_mid_compression_then_a_restart_resumes_it(checkpoint, keys, tmp_
     banks = tmp_path / "banks"
     server = LocalServer(banks, checkpoint, keys, ["--chunks-per-write", "1"]).start()
     try:
+        half = None
         for size in (4, 16, 64, 256):  # a larger document when the machine finished one before the kill
             text = TEXT * size  # ~5 blocks per copy, one written per step
             document_id = upload(server, text)
             state = wait_for(server, document_id, lambda d: d["blocks_done"] >= 1 or d["status"] == "ready", poll=0.01)
             if state["status"] == "ready":
                 continue
+            assert state["status"] == "compressing" and state["blocks_done"] < state["blocks_total"]
             half = httpx.post(
                 f"{server.url}/v1/documents/{document_id}/answers", json={"question": "Code?"}, headers=AUTH, timeout=60
             )
@@ -103,7 +105,7 @@ def test_kill_9_mid_compression_then_a_restart_resumes_it(checkpoint, keys, tmp_
                 break
             # Answered: compression must have finished between the status read and the question.
             assert half.status_code == 200 and document(server, document_id)["status"] == "ready"
-        assert half.status_code == 409
+        assert half is not None and half.status_code == 409
     finally:
         server.kill()
     bank_dir = banks / "documents" / document_id / "bank"
