@@ -6,17 +6,21 @@
 For each held-out single-fact document (families and phrasings training never saw) the question is asked twice:
 its own question (answerable) and another document's question whose entity and answer this one does not contain
 (unanswerable, `facts-heldout-unanswerable`). The model answers with `answer_not_found` on; the answer it would
-have generated is kept too, so the table gives both policies from one run. Per length:
+have generated is kept too, and the one the reasoner generated from its working memory (the default copies its
+answer from the evidence), so the table gives every policy from one run. Per length:
 
-- answerable: sub-EM with "not found" on and off, the "not found" rate, the gate's gold-block recall, evidence
-  recall (a quoted passage overlaps the gold fact's characters) and precision (quoted passages that do);
+- answerable: sub-EM with "not found" on and off and from the memory, the "not found" rate, the gate's gold-block
+  recall, evidence recall (a quoted passage overlaps the gold fact's characters) and precision (quoted passages
+  that do);
 - unanswerable: the "not found" rate (the answer an honest system gives).
 """
 
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 import transformers
@@ -26,6 +30,9 @@ from lychee_hf import LycheeMemoryForCausalLM
 from lychee_hf.data import TASKS, parse_length, supporting_chunks
 from lychee_hf.metrics import substring_match
 from lychee_hf.text_banks import compress_text
+
+sys.path.insert(0, str(Path(__file__).parent))
+from genres_check import ask  # noqa: E402  (the same three answers per question)
 
 
 def interval(hits: float, n: int) -> str:
@@ -38,34 +45,19 @@ def overlaps(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
     return any(span[0] < end and start < span[1] for start, end in spans)
 
 
-def ask(model, tokenizer, bank, question: str):
-    ids = torch.tensor([tokenizer.encode(question, add_special_tokens=False)])
-    out = model.generate(
-        input_ids=ids,
-        bank=bank,
-        return_dict_in_generate=True,
-        do_sample=False,
-        answer_not_found=True,
-        tokenizer=tokenizer,
-        show_progress=False,
-    )
-    trace = out.trace[0]
-    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
-    generated = decode(trace.generated_answer_ids) if trace.not_found else decode(trace.answer_ids)
-    return trace, decode(trace.answer_ids), generated
-
-
 def run_length(model, tokenizer, length: int, n: int, seed: int) -> dict:
     answerable = TASKS["facts-heldout"](tokenizer, length, n + 1, seed=seed)[:n]
     unanswerable = TASKS["facts-heldout-unanswerable"](tokenizer, length, n, seed=seed)
-    stats = dict.fromkeys(["em_on", "em_off", "nf_answerable", "gold_read", "ev_recall", "ev_items", "ev_good"], 0)
+    counted = ["em_on", "em_off", "em_memory", "nf_answerable", "gold_read", "ev_recall", "ev_items", "ev_good"]
+    stats = dict.fromkeys(counted, 0)
     stats["nf_unanswerable"] = 0
     started = time.perf_counter()
     for example, other in zip(answerable, unanswerable):
         bank = compress_text(model, tokenizer, example.context, show_progress=False)
-        trace, answer, generated = ask(model, tokenizer, bank, example.question)
-        stats["em_on"] += substring_match(answer, example.answers)
-        stats["em_off"] += substring_match(generated, example.answers)
+        trace, answers = ask(model, tokenizer, bank, example.question)
+        stats["em_on"] += substring_match(answers["given"], example.answers)
+        stats["em_off"] += substring_match(answers["not_found_off"], example.answers)
+        stats["em_memory"] += substring_match(answers["memory"], example.answers)
         stats["nf_answerable"] += trace.not_found
         gold_blocks = set(supporting_chunks(example, tokenizer, model.config.chunk_size))
         stats["gold_read"] += gold_blocks <= {r.block_index for r in trace if r.kept}
@@ -74,7 +66,7 @@ def run_length(model, tokenizer, length: int, n: int, seed: int) -> dict:
         stats["ev_recall"] += bool(good)
         stats["ev_items"] += len(evidence)
         stats["ev_good"] += len(good)
-        trace, _, _ = ask(model, tokenizer, bank, other.question)
+        trace, _ = ask(model, tokenizer, bank, other.question)
         stats["nf_unanswerable"] += trace.not_found
     stats["seconds"] = time.perf_counter() - started
     return stats
@@ -97,15 +89,16 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"transformers {transformers.__version__}; held-out facts, n={args.n} per length, seed {args.seed}, greedy"
     )
-    print("| length | sub-EM (not found on) | sub-EM (off) | not found, answerable | gate gold-block recall | "
-          "evidence recall | evidence precision | not found, unanswerable | s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| length | sub-EM (not found on) | sub-EM (off) | sub-EM, answer from memory | not found, answerable | "
+          "gate gold-block recall | evidence recall | evidence precision | not found, unanswerable | s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for length in (parse_length(x) for x in args.lengths.split(",")):
         s, n = run_length(model, tokenizer, length, args.n, args.seed), args.n
         cells = [
             f"{length // 1000}K",
             interval(s["em_on"], n),
             interval(s["em_off"], n),
+            interval(s["em_memory"], n),
             interval(s["nf_answerable"], n),
             interval(s["gold_read"], n),
             interval(s["ev_recall"], n),

@@ -11,7 +11,9 @@ its genre that it never names (unanswerable, as `genres-heldout-unanswerable`). 
 generated is kept too, so both policies come from one run. One more row pools the training genres (minutes,
 manual page, e-mail thread, release notes; `genres`), to show the gap. Per row:
 
-- sub-EM with "not found" on and off, and the "not found" rate on the answerable questions;
+- sub-EM with "not found" on and off, sub-EM of the answer the reasoner generates from its working memory (what
+  `answer_from="memory"` answers; the default copies its answer from the evidence), and the "not found" rate on
+  the answerable questions;
 - gate gold-block recall: every block holding the gold fact's characters was read;
 - evidence recall: a quoted passage (`trace.evidence(tokenizer)`) overlaps the gold fact's characters;
 - "not found" on the unanswerable questions (what an honest system answers).
@@ -39,10 +41,12 @@ from lychee_hf.data import TASKS, parse_length, supporting_chunks
 from lychee_hf.data.genres import GENRES, genres, make_genre_examples
 from lychee_hf.data.relations import HELD_OUT, TRAIN
 from lychee_hf.metrics import substring_match
+from lychee_hf.modeling import stop_and_pad_ids
+from lychee_hf.modeling.extract_lychee import extract_answer
 from lychee_hf.text_banks import compress_text
 
 _Z = 1.96  # 95%
-_RATES = ["em_on", "em_off", "nf_answerable", "gold_read", "ev_recall", "nf_unanswerable"]
+_RATES = ["em_on", "em_off", "em_memory", "nf_answerable", "gold_read", "ev_recall", "nf_unanswerable"]
 
 
 def wilson(hits: int, n: int) -> str:
@@ -59,7 +63,10 @@ def overlaps(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
     return any(span[0] < end and start < span[1] for start, end in spans)
 
 
-def ask(model, tokenizer, bank, question: str):
+def ask(model, tokenizer, bank, question: str) -> tuple:
+    """Asks with the model's settings and `answer_not_found` on. Returns `(trace, answers)`: the answer given
+    (`"given"`), the one it would give with "not found" off (`"not_found_off"`) and the one the reasoner generated
+    from its working memory (`"memory"`: what `answer_from="memory"` gives), so one run measures every policy."""
     ids = torch.tensor([tokenizer.encode(question, add_special_tokens=False)])
     out = model.generate(
         input_ids=ids,
@@ -72,8 +79,16 @@ def ask(model, tokenizer, bank, question: str):
     )
     trace = out.trace[0]
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
-    generated = decode(trace.generated_answer_ids) if trace.not_found else decode(trace.answer_ids)
-    return trace, decode(trace.answer_ids), generated
+    given = decode(trace.answer_ids)
+    replaced = trace.not_found or trace.answer_source == "evidence"
+    memory = decode(trace.generated_answer_ids) if replaced else given
+    not_found_off = given
+    if trace.not_found:
+        span = None
+        if model.config.answer_from == "evidence":
+            span = extract_answer(model, tokenizer, trace, stop_and_pad_ids(model.generation_config)[0][0])
+        not_found_off = memory if span is None else span
+    return trace, {"given": given, "not_found_off": not_found_off, "memory": memory}
 
 
 def run_pair(model, tokenizer, group: str, example, other) -> dict:
@@ -81,32 +96,39 @@ def run_pair(model, tokenizer, group: str, example, other) -> dict:
     assert example.context == other.context
     started = time.perf_counter()
     bank = compress_text(model, tokenizer, example.context, show_progress=False)
-    trace, answer, generated = ask(model, tokenizer, bank, example.question)
+    trace, answers = ask(model, tokenizer, bank, example.question)
     gold_blocks = set(supporting_chunks(example, tokenizer, model.config.chunk_size))
     read = {r.block_index for r in trace if r.kept}
     evidence = trace.evidence(tokenizer) or []
+    memory = tokenizer.decode(trace[-1].memory_ids, skip_special_tokens=True) if len(trace) else ""
+    read_spans = [list(trace.document_text.chars[index]) for index in sorted(read)]
     rates = {
-        "em_on": substring_match(answer, example.answers),
-        "em_off": substring_match(generated, example.answers),
+        "em_on": substring_match(answers["given"], example.answers),
+        "em_off": substring_match(answers["not_found_off"], example.answers),
+        "em_memory": substring_match(answers["memory"], example.answers),
         "nf_answerable": trace.not_found,
         "gold_read": gold_blocks <= read,
         "ev_recall": any(overlaps((item.start, item.end), example.supporting) for item in evidence),
     }
-    trace, refusal, invented = ask(model, tokenizer, bank, other.question)
+    trace, other_answers = ask(model, tokenizer, bank, other.question)
     rates["nf_unanswerable"] = trace.not_found
     return {
         "group": group, "id": example.id, "genre": example.meta["genre"], "kind": example.meta["kind"],
         "length": example.meta["target_tokens"], "question": example.question, "gold": example.answers[0],
-        "answer": answer, "generated": generated, "gold_blocks": sorted(gold_blocks), "read": sorted(read),
-        "evidence": [item.text for item in evidence], "unanswerable_question": other.question,
-        "unanswerable_answer": refusal, "unanswerable_generated": invented,
+        "answer": answers["given"], "generated": answers["not_found_off"],
+        "memory_answer": answers["memory"], "gold_blocks": sorted(gold_blocks), "read": sorted(read),
+        "evidence": [item.text for item in evidence], "memory": memory, "read_spans": read_spans,
+        "unanswerable_question": other.question,
+        "unanswerable_answer": other_answers["given"],
+        "unanswerable_generated": other_answers["not_found_off"],
         **{name: int(value) for name, value in rates.items()}, "seconds": time.perf_counter() - started,
     }  # fmt: skip
 
 
 def row(name: str, length: int, records: list[dict]) -> str:
     n = len(records)
-    rates = [wilson(sum(record[rate] for record in records), n) for rate in _RATES]
+    rates = [wilson(sum(record.get(rate, 0) for record in records), n) if all(rate in r for r in records) else "-"
+             for rate in _RATES]  # fmt: skip
     cells = [name, f"{length // 1000}K", str(n), *rates, f"{sum(record['seconds'] for record in records):.0f}"]
     return "| " + " | ".join(cells) + " |"
 
@@ -114,9 +136,9 @@ def row(name: str, length: int, records: list[dict]) -> str:
 def table(records: list[dict]) -> list[str]:
     """The markdown table of the records: per held-out genre, pooled, and the training genres pooled."""
     lines = [
-        "| genres | length | n | sub-EM (not found on) | sub-EM (off) | not found, answerable | gate gold-block "
-        "recall | evidence recall | not found, unanswerable | s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| genres | length | n | sub-EM (not found on) | sub-EM (off) | sub-EM, answer from memory | not found, "
+        "answerable | gate gold-block recall | evidence recall | not found, unanswerable | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for length in sorted({record["length"] for record in records}):
         at = [record for record in records if record["length"] == length]

@@ -12,6 +12,7 @@ COMPRESSION_MODES = ("memory_tokens", "lossless")
 MEMORY_TOKEN_PLACEMENTS = ("interleave", "append")
 POSITION_SCHEMES = ("reference", "sequential")
 GATE_TYPES = ("always_related", "query_likelihood", "classifier")
+ANSWER_SOURCES = ("memory", "evidence")
 # Pieces of the gate prompt per gate type: around the question, or around question and working memory.
 GATE_TEMPLATE_PIECES = {"query_likelihood": 2, "classifier": 3}
 
@@ -87,6 +88,11 @@ class LycheeMemoryConfig(PreTrainedConfig):
             question names or asks about what the document lacks: "not found" instead of an invention.
             Off by default so the authors' numerics are kept; the embedded default turns it on (`lychee-hf ask
             --no-not-found` turns it off for one run).
+        answer_from (`str`, *optional*, defaults to `"memory"`):
+            Where the final answer comes from: `"memory"` (the reasoner generates it from the working memory: the
+            paper's method) or `"evidence"` (with `generate(tokenizer=...)` and a bank that keeps its text, the
+            name, number or code of the best read passage that the reasoner scores most likely, copied exactly;
+            see `extract_lychee`). The embedded default uses `"evidence"`.
         unanswerable_answer_ids (`list[int]`, *optional*):
             Token ids of that answer ("Not found in the document."). Built by `from_backbone`.
         first_stage (`str`, *optional*, defaults to `"full_scan"`):
@@ -134,6 +140,7 @@ class LycheeMemoryConfig(PreTrainedConfig):
     gate_template_ids: list[list[int]] | None = None
     initial_memory_ids: list[int] | None = None
     answer_not_found: bool = False
+    answer_from: str = "memory"
     unanswerable_answer_ids: list[int] | None = None
     first_stage: str = "full_scan"
     first_stage_candidates: int = 8
@@ -185,6 +192,7 @@ class LycheeMemoryConfig(PreTrainedConfig):
             "memory_token_placement": MEMORY_TOKEN_PLACEMENTS,
             "position_scheme": POSITION_SCHEMES,
             "gate_type": GATE_TYPES,
+            "answer_from": ANSWER_SOURCES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -26,6 +26,8 @@ _WEIGHTS = {"answer": 2.0, "question": 1.0, "memory": 0.5}
 # Blocks whose passages set the words' rarity besides the read ones: enough to see the document's common words,
 # bounded so that evidence costs the same at 1M tokens as at 8K.
 RARITY_BLOCKS = 64
+# How far past a block's edge a cut sentence is followed to its end (a long table row or sentence is cut there).
+SENTENCE_REACH = 400
 
 
 @dataclass
@@ -80,6 +82,32 @@ def passages(offset: int, text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def sentence_bounds(document: str, start: int, end: int) -> tuple[int, int]:
+    """`[start, end)` widened to the start of the sentence (or line) around `start` and the end of the one around
+    `end - 1`, looking at most `SENTENCE_REACH` characters beyond either end."""
+    before = document[max(0, start - SENTENCE_REACH) : start]
+    if start > 0 and before:
+        ends = [match.end() for match in _BOUNDARY.finditer(before)]
+        start = start - len(before) + ends[-1] if ends else start
+    after = _BOUNDARY.search(document, end, min(len(document), end + SENTENCE_REACH))
+    if end < len(document) and not (end > 0 and _BOUNDARY.match(document, end - 1)):
+        end = after.start() if after else min(len(document), end + SENTENCE_REACH)
+    return start, end
+
+
+def following_passage(document: str, end: int) -> tuple[int, int] | None:
+    """The `[start, end)` characters of the passage after the one ending at `end` (None at the document's end)."""
+    first, last = sentence_bounds(document, end, min(len(document), end + 1))
+    spans = [span for span in passages(first, document[first:last]) if span[0] >= end]
+    if not spans:
+        after = _BOUNDARY.search(document, end)
+        if after is None:
+            return None
+        first, last = sentence_bounds(document, after.end(), min(len(document), after.end() + 1))
+        spans = [span for span in passages(first, document[first:last]) if span[0] >= end]
+    return spans[0] if spans else None
+
+
 def rank_evidence(
     document: str,
     blocks: list[tuple[int, int, int, float]],
@@ -103,11 +131,14 @@ def rank_evidence(
     Returns:
         `list[Evidence]`, best first; empty when nothing matches (no shared word).
     """
-    candidates = [
-        (index, score, start, end)
-        for index, block_start, block_end, score in blocks
-        for start, end in passages(block_start, document[block_start:block_end])
-    ]
+    candidates, seen = [], set()
+    for index, block_start, block_end, score in blocks:
+        # A block ends where its tokens do, mid-sentence: read its first and last sentences whole.
+        first, last = sentence_bounds(document, block_start, block_end)
+        for span in passages(first, document[first:last]):
+            if span not in seen:
+                seen.add(span)
+                candidates.append((index, score, *span))
     if not candidates:
         return []
     bags = [set(words(document[start:end])) for _, _, start, end in candidates]

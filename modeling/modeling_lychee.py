@@ -31,7 +31,7 @@ from .attention_lychee import LEGACY_KEY_MAPPING, install_lychee_attention
 from .bank_writer_lychee import bank_writers
 from .compat_lychee import cache_kwargs, output_cache, pop_cache
 from .compressor_lychee import LycheeCompressor
-from .configuration_lychee import SUPPORTED_BACKBONES, LycheeMemoryConfig, backbone_head_dim
+from .configuration_lychee import ANSWER_SOURCES, SUPPORTED_BACKBONES, LycheeMemoryConfig, backbone_head_dim
 from .fingerprint_lychee import WEIGHTS_DIGEST_VERSION, weights_digest
 from .first_stage_lychee import FIRST_STAGE_KWARGS, FirstStage
 from .gate_lychee import GATE_CLASSES, GATE_POLICY_KWARGS, GatePolicy
@@ -590,9 +590,10 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             **kwargs: generation settings and model kwargs, as for `GenerationMixin.generate`; and the gate
                 policy for this call: `gate_threshold`, `gate_max_blocks`, `gate_keep_last`, `gate_revisit`
                 (default: the config's); and `answer_not_found` (answer "not found" when nothing was read or
-                learnt; default: the config's); and the first stage: `first_stage` (`"full_scan"` or `"lexical"`),
-                `first_stage_candidates`, `first_stage_sample` (default: the config's; `"lexical"` needs
-                `tokenizer=`, which also serves `stop_strings`).
+                learnt; default: the config's); and `answer_from` (`"memory"` or `"evidence"`: copy the answer
+                from the best read passage; default: the config's); and the first stage: `first_stage`
+                (`"full_scan"` or `"lexical"`), `first_stage_candidates`, `first_stage_sample` (default: the
+                config's; `"lexical"` needs `tokenizer=`, which also serves `stop_strings`).
                 `synced_gpus` applies to the memory updates too (processes that read different numbers of blocks
                 call `generate` a different number of times: pass `False` where each process holds whole weights).
 
@@ -619,6 +620,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
         check_adapter_names(self)
         policy = GatePolicy.from_config(self.config, **{k: kwargs.pop(k) for k in GATE_POLICY_KWARGS if k in kwargs})
         answer_not_found = kwargs.pop("answer_not_found", None)
+        answer_from = kwargs.pop("answer_from", None)
+        if answer_from not in (None, *ANSWER_SOURCES):
+            raise ValueError(f"answer_from={answer_from!r} is not one of {ANSWER_SOURCES}.")
         first_stage = FirstStage.from_config(
             self.config, kwargs.get("tokenizer"), {k: kwargs.pop(k) for k in FIRST_STAGE_KWARGS if k in kwargs}
         )
@@ -642,7 +646,9 @@ class LycheeMemoryForCausalLM(LycheePreTrainedModel, GenerationMixin):
             final_config.max_new_tokens = self.config.max_answer_tokens
         check_prompt_lengths(self.config, questions, final_config.max_new_tokens)
         update_config = memory_update_config(final_config, self.config.memory_budget, memory_generation_config)
-        loop = ReasonerLoop(self, update_config, final_config, show_progress, policy, answer_not_found, first_stage)
+        loop = ReasonerLoop(
+            self, update_config, final_config, show_progress, policy, answer_not_found, first_stage, answer_from
+        )
         answers, output = loop.run(questions, banks, compress_seconds, **kwargs)
 
         sequences = torch.cat([input_ids.to(answers.device), answers], dim=1)

@@ -16,12 +16,15 @@ from transformers.utils import logging
 
 from .adapters_lychee import role_adapter
 from .compat_lychee import cache_kwargs
+from .extract_lychee import extract_answer
 from .first_stage_lychee import NOT_A_CANDIDATE, BlockView, Candidates, FirstStage
 from .gate_lychee import GatePolicy
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
 from .prompts_lychee import build_prompt, clean_memory, count_decoded, left_pad, stop_and_pad_ids
 from .trace_lychee import LycheeBlockTrace, LycheeTrace
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -78,6 +81,8 @@ class ReasonerLoop:
         answer_not_found (`bool`, *optional*): answer "not found" when nothing was read or learnt (default: the
             config's `answer_not_found`).
         first_stage (`FirstStage`, *optional*): how the blocks the gate scores are chosen (default: the full scan).
+        answer_from (`str`, *optional*): `"memory"` (generate the answer from the working memory) or `"evidence"`
+            (copy it from the best read passage: `extract_lychee`; default: the config's `answer_from`).
         traces (`list[LycheeTrace]`): filled by `run`, one per row.
     """
 
@@ -88,6 +93,7 @@ class ReasonerLoop:
     policy: GatePolicy | None = None
     answer_not_found: bool | None = None
     first_stage: "FirstStage | None" = None
+    answer_from: str | None = None
     traces: list[LycheeTrace] = field(default_factory=list)
 
     def run(
@@ -418,11 +424,18 @@ class ReasonerLoop:
         return new_memories, written, [prompt.tolist() for prompt in prompts]
 
     def answer(self, questions: list[torch.LongTensor], memories: list[torch.LongTensor], **generate_kwargs):
-        """The final turn: every row answers from its question and working memory alone (`reasoner` adapter).
+        """The final turn: every row answers from its question and working memory alone (`reasoner` adapter); then
+        `answer_from="evidence"` copies each answer from the read text instead, and `answer_not_found` replaces
+        what answers nothing.
 
-        Records each row's prompt and answer ids in its trace. Returns what `run` returns.
+        Records each row's prompt and answer ids in its trace. A `streamer` gets the final answer: the generated
+        one as it is decoded, or (when an answer may still be replaced) the final answers once, after the turn.
+        Returns what `run` returns.
         """
         eos_ids, pad_id = stop_and_pad_ids(self.answer_config)
+        tokenizer = generate_kwargs.get("tokenizer")
+        replaces = self._answers_from_evidence() or self._not_found_enabled()
+        streamer = generate_kwargs.pop("streamer", None) if replaces else None
         prompts = [build_prompt(self.model.config.final_template_ids, q, m) for q, m in zip(questions, memories)]
         prompt_ids, prompt_mask = left_pad(prompts, pad_id)
         started = time.perf_counter()
@@ -434,15 +447,49 @@ class ReasonerLoop:
                 generation_config=self.answer_config,
                 **generate_kwargs,
             )
-        seconds = time.perf_counter() - started
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         answers = sequences[:, prompt_ids.shape[1] :]
         for trace, prompt, answer in zip(self.traces, prompts, answers):
-            trace.answer_seconds = seconds  # rows of a batch share the answer turn
             trace.answer_prompt_ids = prompt.tolist()
             trace.answer_ids = answer[: count_decoded(answer, eos_ids, pad_id)].tolist()
-        answers = self._not_found_answers(answers, memories, eos_ids, pad_id, generate_kwargs.get("tokenizer"))
+        if self._answers_from_evidence():
+            answers = self._extracted_answers(answers, eos_ids, pad_id, tokenizer)
+        answers = self._not_found_answers(answers, memories, eos_ids, pad_id, tokenizer)
+        seconds = time.perf_counter() - started
+        for trace in self.traces:
+            trace.answer_seconds = seconds  # rows of a batch share the answer turn
+        if streamer is not None:
+            streamer.put(prompt_ids.cpu())  # as generate does: a streamer with skip_prompt drops this
+            streamer.put(answers.cpu())
+            streamer.end()
         return answers, output
+
+    def _answers_from_evidence(self) -> bool:
+        answer_from = self.answer_from if self.answer_from is not None else self.model.config.answer_from
+        return answer_from == "evidence"
+
+    def _not_found_enabled(self) -> bool:
+        return self.answer_not_found if self.answer_not_found is not None else self.model.config.answer_not_found
+
+    def _extracted_answers(self, answers, eos_ids: list[int], pad_id: int, tokenizer) -> torch.Tensor:
+        """Replaces each row's generated answer by the span `extract_lychee.extract_answer` copies from the best
+        read passage (+ a stop id), where there is one; the trace's `answer_source` says which rows."""
+        if tokenizer is None or any(trace.document_text is None for trace in self.traces):
+            logger.warning_once(
+                'answer_from="evidence" needs generate(tokenizer=...) and a bank that keeps its document text; '
+                "answering from the working memory instead."
+            )
+        if tokenizer is None:
+            return answers
+        replacements = {}
+        for row, trace in enumerate(self.traces):
+            span = extract_answer(self.model, tokenizer, trace, eos_ids[0])  # None without the text
+            if span is not None:
+                replacements[row] = tokenizer.encode(span, add_special_tokens=False) + eos_ids[:1]
+                trace.generated_answer_ids = trace.answer_ids  # what it would have said
+                trace.answer_ids = replacements[row]
+                trace.answer_source = "evidence"
+        return replace_rows(answers, replacements, pad_id)
 
     def _not_found_answers(self, answers, memories, eos_ids: list[int], pad_id: int, tokenizer=None) -> torch.Tensor:
         """Replaces the answer of each row that read nothing, whose memory holds nothing new, or (with a
@@ -450,8 +497,7 @@ class ReasonerLoop:
         about words the document never uses, by the config's `unanswerable_answer_ids` (+ a stop id), and flags its
         trace `not_found`."""
         config = self.model.config
-        enabled = self.answer_not_found if self.answer_not_found is not None else config.answer_not_found
-        if not enabled:
+        if not self._not_found_enabled():
             return answers
         if not config.unanswerable_answer_ids:
             raise ValueError(
@@ -467,19 +513,27 @@ class ReasonerLoop:
             or memory.tolist() == initial
             or (tokenizer is not None and (trace.names_missing(tokenizer) or trace.subject_missing(tokenizer)))
         ]
-        if not rows:
-            return answers
         text = list(config.unanswerable_answer_ids) + eos_ids[:1]
-        width = max(answers.shape[1], len(text))
-        padded = torch.full((answers.shape[0], width), pad_id, dtype=answers.dtype, device=answers.device)
-        padded[:, : answers.shape[1]] = answers
         for row in rows:
-            padded[row] = pad_id
-            padded[row, : len(text)] = torch.tensor(text, dtype=answers.dtype)
-            self.traces[row].not_found = True
-            self.traces[row].generated_answer_ids = self.traces[row].answer_ids  # what it would have said
-            self.traces[row].answer_ids = text  # through the stop id, as generated answers are
-        return padded
+            trace = self.traces[row]
+            trace.not_found = True
+            if trace.answer_source == "memory":
+                trace.generated_answer_ids = trace.answer_ids  # what it would have said
+            trace.answer_ids = text  # through the stop id, as generated answers are
+        return replace_rows(answers, {row: text for row in rows}, pad_id)
+
+
+def replace_rows(answers: torch.Tensor, replacements: dict[int, list[int]], pad_id: int) -> torch.Tensor:
+    """(B, T) answer ids with the rows of `replacements` replaced by those ids and padded (T grows to fit)."""
+    if not replacements:
+        return answers
+    width = max(answers.shape[1], *(len(ids) for ids in replacements.values()))
+    padded = torch.full((answers.shape[0], width), pad_id, dtype=answers.dtype, device=answers.device)
+    padded[:, : answers.shape[1]] = answers
+    for row, ids in replacements.items():
+        padded[row] = pad_id
+        padded[row, : len(ids)] = torch.tensor(ids, dtype=answers.dtype, device=answers.device)
+    return padded
 
 
 def wants_progress(show_progress: bool | None, total: int) -> bool:

@@ -105,6 +105,10 @@ class LycheeTrace(list):
         not_found (`bool`): the answer is the model's `unanswerable_answer` (`answer_not_found`), not a generated
             one: no block was read, the working memory held nothing new, or the question names or asks about
             something the document does not contain (`names_missing`, `subject_missing`).
+        answer_source (`str`): where the answer comes from: `"memory"` (generated from the working memory) or
+            `"evidence"` (copied from the best read passage: `answer_from="evidence"`, see `extract_lychee`).
+        generated_answer_ids (`list[int]`): when the answer given is not the generated one ("not found", or copied
+            from the evidence), the answer the model generated; empty otherwise.
         question_ids (`list[int]`): the question, as asked.
         document_text (`DocumentText`, *optional*): the bank's document text, when the bank keeps it; evidence
             (`evidence(tokenizer)`) quotes it.
@@ -122,7 +126,8 @@ class LycheeTrace(list):
         self.answer_ids = answer_ids or []
         self.answer_seconds = answer_seconds
         self.not_found = False
-        self.generated_answer_ids: list[int] = []  # with not_found: the answer the model generated instead
+        self.answer_source = "memory"
+        self.generated_answer_ids: list[int] = []
         self.question_ids: list[int] = []
         self.document_text = None
 
@@ -147,7 +152,17 @@ class LycheeTrace(list):
 
     def evidence(self, tokenizer, top_k: int = 3) -> list | None:
         """The passages of the read blocks that carry the answer (`evidence_lychee.Evidence`, best first), or None
-        when the bank keeps no document text. Empty when nothing was read or nothing matches."""
+        when the bank keeps no document text. Empty when nothing was read, the answer is "not found", or nothing
+        matches."""
+        if self.not_found:
+            return None if self.document_text is None else []
+        answer = tokenizer.decode(self.answer_ids, skip_special_tokens=True)
+        return self.ranked_passages(tokenizer, answer, top_k)
+
+    def ranked_passages(self, tokenizer, answer: str, top_k: int) -> list | None:
+        """The read blocks' passages ranked against the question, the final memory and `answer` (`rank_evidence`;
+        `answer=""` ranks them for finding an answer). None when the bank keeps no text; empty when nothing was read
+        or nothing matches."""
         if self.document_text is None:
             return None
         scores = {}
@@ -155,15 +170,15 @@ class LycheeTrace(list):
             if record.kept:
                 scores[record.block_index] = max(scores.get(record.block_index, 0.0), record.gate_score)
         blocks = [(index, *self.document_text.chars[index], score) for index, score in sorted(scores.items())]
-        if self.not_found or not blocks:
+        if not blocks:
             return []
         memory = self[-1].memory_ids if len(self) else []
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-        text = self.document_text.text
-        answer = decode(self.answer_ids)
         spread = spread_sample(RARITY_BLOCKS, len(self.document_text.chars))
         rarity = [self.document_text.chars[index] for index in spread]
-        return rank_evidence(text, blocks, decode(self.question_ids), answer, decode(memory), top_k, rarity)
+        return rank_evidence(
+            self.document_text.text, blocks, decode(self.question_ids), answer, decode(memory), top_k, rarity
+        )
 
     def to_dict(self, tokenizer) -> dict:
         """The row as plain JSON values.
@@ -172,9 +187,10 @@ class LycheeTrace(list):
         write the same keys.
 
         Returns:
-            `dict` with `answer` (decoded, special tokens skipped, stripped), `not_found`, `evidence` (a list of
-            `Evidence.to_dict`: `start`, `end`, `text`, `block`, `gate_score`, `score`; `null` when the bank keeps
-            no document text), `answer_prompt_ids`, `answer_prompt_tokens`, `answer_tokens` (decoded answer
+            `dict` with `answer` (decoded, special tokens skipped, stripped), `not_found`, `answer_source`,
+            `generated_answer` (what the model generated when the answer is another; `""` otherwise), `evidence` (a
+            list of `Evidence.to_dict`: `start`, `end`, `text`, `block`, `gate_score`, `score`; `null` when the bank
+            keeps no document text), `answer_prompt_ids`, `answer_prompt_tokens`, `answer_tokens` (decoded answer
             tokens through the first stop), `answer_seconds` (3 decimals) and `trace` (`LycheeBlockTrace.to_dict`
             of every block read or skipped).
         """
@@ -182,6 +198,8 @@ class LycheeTrace(list):
         return {
             "answer": tokenizer.decode(self.answer_ids, skip_special_tokens=True).strip(),
             "not_found": self.not_found,
+            "answer_source": self.answer_source,
+            "generated_answer": tokenizer.decode(self.generated_answer_ids, skip_special_tokens=True).strip(),
             "evidence": None if evidence is None else [item.to_dict() for item in evidence],
             "answer_prompt_ids": list(self.answer_prompt_ids),
             "answer_prompt_tokens": len(self.answer_prompt_ids),

@@ -9,6 +9,7 @@ import torch
 from lychee_hf import LycheeMemoryBank
 from lychee_hf.bank_tools import compress_to_disk
 from lychee_hf.modeling import DocumentTextError
+from lychee_hf.modeling.evidence_lychee import following_passage, rank_evidence
 from lychee_hf.testing import question_ids, run_cli, save_tiny_checkpoint, tiny_lychee
 from lychee_hf.text_banks import compress_text, encode_document
 
@@ -202,3 +203,18 @@ def test_evidence_weighs_words_by_their_rarity_in_the_whole_document():
     assert best.text.startswith("Invoices for data migration")
     read_only = rank_evidence(document, blocks, question, "", "", top_k=1)[0]
     assert read_only.text.startswith("The Supplier grants")  # what counting the read block alone ranked first
+
+
+def test_a_sentence_cut_by_the_block_edge_is_quoted_whole():
+    document = "Filler words here. The bakery was founded by Odile Fennick in 1890. More filler follows."
+    cut = document.index("Odile")  # the block ends mid-sentence, as 256-token blocks do
+    evidence = rank_evidence(document, [(0, 0, cut, 1.0)], "Who founded the bakery?", "", "")
+    assert evidence[0].text == "The bakery was founded by Odile Fennick in 1890."
+    assert document[evidence[0].start : evidence[0].end] == evidence[0].text
+
+
+def test_the_passage_after_a_question_is_the_next_sentence_or_line():
+    document = "Intro text here.\nQ: Who handles refunds?\nA: Omar Brandt does.\nLast line here."
+    start, end = following_passage(document, document.index("?") + 1)
+    assert document[start:end] == "A: Omar Brandt does."
+    assert following_passage(document, len(document)) is None

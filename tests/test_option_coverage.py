@@ -66,6 +66,7 @@ VALUES = {
     "--json": "{run}/answers.json",
     "--gate-threshold": "0.3",
     "--gate-max-blocks": "1",
+    "--answer-from": "evidence",
 }
 # Options that do not apply to a path: refused there (the others of an argparse exclusive group are refused by
 # argparse itself: "not allowed with argument").

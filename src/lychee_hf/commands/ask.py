@@ -97,6 +97,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
         help='answer "Not found in the document." when nothing answering was read, instead of inventing (default: '
         "the model's setting; on for the embedded default)",
     )
+    parser.add_argument(
+        "--answer-from",
+        choices=("memory", "evidence"),
+        help="generate the answer from the working memory, or copy the name, number or code the reasoner scores "
+        "best from the best read passage (default: the model's setting; evidence for the embedded default)",
+    )
     return parser
 
 
@@ -197,6 +203,7 @@ def _gate_policy(args: argparse.Namespace) -> dict:
         "first_stage": args.first_stage,
         "first_stage_candidates": args.candidates,
         "answer_not_found": args.not_found,
+        "answer_from": args.answer_from,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -380,6 +387,14 @@ def _evidence_lines(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _answer_origin(result: dict) -> str:
+    """Why the answer is not the generated one, with what was generated (empty when it is)."""
+    if not result.get("generated_answer"):
+        return ""
+    why = "not found" if result["not_found"] else "copied from the evidence"
+    return f'  ({why}; the reasoner generated "{result["generated_answer"]}")'
+
+
 def _trace_table(result: dict) -> str:
     """The per-block table of one answer: every block's gate score and decision, the working memory after it
     (whole: what the reasoner holds), and seconds; a last `answer` row, so the seconds add up to the call's."""
@@ -398,7 +413,7 @@ def _trace_table(result: dict) -> str:
         )
     lines.append(
         f"{'answer':>6}  {'':>13}  {'':>6}  {'':>4}  {'':>6}  {result['answer_tokens']:>7}  "
-        f"{result['answer_seconds']:>7.2f}  {result['answer']}"
+        f"{result['answer_seconds']:>7.2f}  {result['answer']}{_answer_origin(result)}"
     )
     if unscored:
         lines.append(f"({len(unscored)} other blocks were not candidates of the first stage: never scored)")

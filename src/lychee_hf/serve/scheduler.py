@@ -224,9 +224,10 @@ class AnswerScheduler:
         return results
 
     def _streamer(self, questions: list[Question], stop_ids: list[int]) -> RowStreamer | None:
-        """A streamer for the rows that stream, unless the model may replace an answer by "not found" after it
-        was generated (then answers are sent whole once final)."""
-        if not any(q.on_token for q in questions) or self.model.config.answer_not_found:
+        """A streamer for the rows that stream, unless the model may replace an answer after it was generated (by
+        "not found", or by a span copied from the evidence): then answers are sent whole once final."""
+        config = self.model.config
+        if not any(q.on_token for q in questions) or config.answer_not_found or config.answer_from == "evidence":
             return None
         return RowStreamer(self.tokenizer, [q.on_token for q in questions], stop_ids)
 
