@@ -86,7 +86,7 @@ def main() -> None:
     variants = {"working memory (logged)": [], "evidence as memory": [], "evidence as memory, copy constraint": []}
     for row in rows:
         answers = [
-            row["generated"],
+            row.get("memory_answer", row["generated"]),  # logs before answer_from="evidence" lack the key
             answer_from(model, tokenizer, row["question"], row["evidence"], copy=False),
             answer_from(model, tokenizer, row["question"], row["evidence"], copy=True),
         ]

@@ -26,7 +26,7 @@ _TOKEN = re.compile(r"[^\s,;()\"]+")
 _DIGIT = re.compile(r"\d")
 # Code-like: a file name, a path, an identifier (`journal-state-v5.json`, `bank_users_v3.csv`, `a/b`), an option.
 _CODE = re.compile(r"\w[._/]\w|^-{1,2}\w|\w-\w*\d")
-_NAME_WORDS = 4  # longest run of capitalised words taken as one name ("Health and Safety Lead" is four)
+_NAME_WORDS = 4  # longest run of capitalised words taken as one name ("Avocet Property Services Ltd" is four)
 _UNIT_WORDS = 2  # words after a number kept with it ("37 days", "1 December 2025")
 _SCORE_BATCH = 16
 # Best-ranked passages looked at, in order, for one that holds a candidate (a passage of the question's own words

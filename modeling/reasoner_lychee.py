@@ -16,15 +16,13 @@ from transformers.utils import logging
 
 from .adapters_lychee import role_adapter
 from .compat_lychee import cache_kwargs
-from .extract_lychee import extract_answer
+from .final_answer_lychee import extracted_answers, not_found_answers
 from .first_stage_lychee import NOT_A_CANDIDATE, BlockView, Candidates, FirstStage
 from .gate_lychee import GatePolicy
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
 from .prefix_lychee import block_prefix
 from .prompts_lychee import build_prompt, clean_memory, count_decoded, left_pad, stop_and_pad_ids
 from .trace_lychee import LycheeBlockTrace, LycheeTrace
-
-logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -453,8 +451,9 @@ class ReasonerLoop:
             trace.answer_prompt_ids = prompt.tolist()
             trace.answer_ids = answer[: count_decoded(answer, eos_ids, pad_id)].tolist()
         if self._answers_from_evidence():
-            answers = self._extracted_answers(answers, eos_ids, pad_id, tokenizer)
-        answers = self._not_found_answers(answers, memories, eos_ids, pad_id, tokenizer)
+            answers = extracted_answers(self.model, self.traces, answers, eos_ids, pad_id, tokenizer)
+        if self._not_found_enabled():
+            answers = not_found_answers(self.model, self.traces, answers, memories, eos_ids, pad_id, tokenizer)
         seconds = time.perf_counter() - started
         for trace in self.traces:
             trace.answer_seconds = seconds  # rows of a batch share the answer turn
@@ -470,70 +469,6 @@ class ReasonerLoop:
 
     def _not_found_enabled(self) -> bool:
         return self.answer_not_found if self.answer_not_found is not None else self.model.config.answer_not_found
-
-    def _extracted_answers(self, answers, eos_ids: list[int], pad_id: int, tokenizer) -> torch.Tensor:
-        """Replaces each row's generated answer by the span `extract_lychee.extract_answer` copies from the best
-        read passage (+ a stop id), where there is one; the trace's `answer_source` says which rows."""
-        if tokenizer is None or any(trace.document_text is None for trace in self.traces):
-            logger.warning_once(
-                'answer_from="evidence" needs generate(tokenizer=...) and a bank that keeps its document text; '
-                "answering from the working memory instead."
-            )
-        if tokenizer is None:
-            return answers
-        replacements = {}
-        for row, trace in enumerate(self.traces):
-            span = extract_answer(self.model, tokenizer, trace, eos_ids[0])  # None without the text
-            if span is not None:
-                replacements[row] = tokenizer.encode(span, add_special_tokens=False) + eos_ids[:1]
-                trace.generated_answer_ids = trace.answer_ids  # what it would have said
-                trace.answer_ids = replacements[row]
-                trace.answer_source = "evidence"
-        return replace_rows(answers, replacements, pad_id)
-
-    def _not_found_answers(self, answers, memories, eos_ids: list[int], pad_id: int, tokenizer=None) -> torch.Tensor:
-        """Replaces the answer of each row that read nothing, whose memory holds nothing new, or (with a
-        `tokenizer` and a bank that keeps its text) whose question names something no read block contains or asks
-        about words the document never uses, by the config's `unanswerable_answer_ids` (+ a stop id), and flags its
-        trace `not_found`."""
-        config = self.model.config
-        if not self._not_found_enabled():
-            return answers
-        if not config.unanswerable_answer_ids:
-            raise ValueError(
-                "answer_not_found needs unanswerable_answer_ids in the config (from_backbone builds them): set "
-                "config.unanswerable_answer_ids = tokenizer.encode('Not found in the document.')."
-            )
-        initial = list(config.initial_memory_ids or [])
-        rows = [
-            row
-            for row, (trace, memory) in enumerate(zip(self.traces, memories))
-            if not any(record.kept for record in trace)
-            or memory.numel() == 0
-            or memory.tolist() == initial
-            or (tokenizer is not None and (trace.names_missing(tokenizer) or trace.subject_missing(tokenizer)))
-        ]
-        text = list(config.unanswerable_answer_ids) + eos_ids[:1]
-        for row in rows:
-            trace = self.traces[row]
-            trace.not_found = True
-            if trace.answer_source == "memory":
-                trace.generated_answer_ids = trace.answer_ids  # what it would have said
-            trace.answer_ids = text  # through the stop id, as generated answers are
-        return replace_rows(answers, {row: text for row in rows}, pad_id)
-
-
-def replace_rows(answers: torch.Tensor, replacements: dict[int, list[int]], pad_id: int) -> torch.Tensor:
-    """(B, T) answer ids with the rows of `replacements` replaced by those ids and padded (T grows to fit)."""
-    if not replacements:
-        return answers
-    width = max(answers.shape[1], *(len(ids) for ids in replacements.values()))
-    padded = torch.full((answers.shape[0], width), pad_id, dtype=answers.dtype, device=answers.device)
-    padded[:, : answers.shape[1]] = answers
-    for row, ids in replacements.items():
-        padded[row] = pad_id
-        padded[row, : len(ids)] = torch.tensor(ids, dtype=answers.dtype, device=answers.device)
-    return padded
 
 
 def wants_progress(show_progress: bool | None, total: int) -> bool:
