@@ -20,8 +20,8 @@ manual page, e-mail thread, release notes; `genres`), to show the gap. Per row:
 
 Documents are measured in turn across the groups (document 0 of each, then document 1, ...), so that a run cut
 short still covers every genre. Intervals are 95% Wilson intervals. `--out` appends one JSON line per document as it
-is measured (answers, genre, fact kind, blocks read, evidence) for reading the failures; `--table LOG` prints the
-table of such a log, finished or not.
+is measured (answers, genre, fact kind, blocks read, evidence, why "not found") for reading the failures;
+`--table LOG` prints the table of such a log, finished or not.
 """
 
 import argparse
@@ -110,6 +110,7 @@ def run_pair(model, tokenizer, group: str, example, other) -> dict:
         "gold_read": gold_blocks <= read,
         "ev_recall": any(overlaps((item.start, item.end), example.supporting) for item in evidence),
     }
+    reason = trace.not_found_reason
     trace, other_answers = ask(model, tokenizer, bank, other.question)
     rates["nf_unanswerable"] = trace.not_found
     return {
@@ -120,7 +121,8 @@ def run_pair(model, tokenizer, group: str, example, other) -> dict:
         "evidence": [item.text for item in evidence], "memory": memory, "read_spans": read_spans,
         "unanswerable_question": other.question,
         "unanswerable_answer": other_answers["given"],
-        "unanswerable_generated": other_answers["not_found_off"],
+        "unanswerable_generated": other_answers["not_found_off"], "not_found_reason": reason,
+        "unanswerable_reason": trace.not_found_reason,
         **{name: int(value) for name, value in rates.items()}, "seconds": time.perf_counter() - started,
     }  # fmt: skip
 

@@ -68,22 +68,33 @@ def not_found_answers(
             "config.unanswerable_answer_ids = tokenizer.encode('Not found in the document.')."
         )
     initial = list(config.initial_memory_ids or [])
-    rows = [
-        row
+    reasons = {
+        row: not_found_reason(trace, memory, initial, tokenizer)
         for row, (trace, memory) in enumerate(zip(traces, memories))
-        if not any(record.kept for record in trace)
-        or memory.numel() == 0
-        or memory.tolist() == initial
-        or (tokenizer is not None and (trace.names_missing(tokenizer) or trace.subject_missing(tokenizer)))
-    ]
+    }
+    rows = [row for row, reason in reasons.items() if reason]
     text = list(config.unanswerable_answer_ids) + eos_ids[:1]
     for row in rows:
         trace = traces[row]
         trace.not_found = True
+        trace.not_found_reason = reasons[row]
         if trace.answer_source == "memory":
             trace.generated_answer_ids = trace.answer_ids  # what it would have said
         trace.answer_ids = text  # through the stop id, as generated answers are
     return replace_rows(answers, {row: text for row in rows}, pad_id)
+
+
+def not_found_reason(trace, memory: torch.Tensor, initial: list[int], tokenizer=None) -> str:
+    """Why the row answers nothing (the first test that holds), or `""` when it may answer."""
+    if not any(record.kept for record in trace):
+        return "no block was read"
+    if memory.numel() == 0 or memory.tolist() == initial:
+        return "the working memory holds nothing after reading"
+    if tokenizer is not None and trace.names_missing(tokenizer):
+        return "the question names something no read block contains"
+    if tokenizer is not None and trace.subject_missing(tokenizer):
+        return "the question asks about words the document never uses"
+    return ""
 
 
 def replace_rows(answers: torch.Tensor, replacements: dict[int, list[int]], pad_id: int) -> torch.Tensor:

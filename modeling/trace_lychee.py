@@ -105,6 +105,7 @@ class LycheeTrace(list):
         not_found (`bool`): the answer is the model's `unanswerable_answer` (`answer_not_found`), not a generated
             one: no block was read, the working memory held nothing new, or the question names or asks about
             something the document does not contain (`names_missing`, `subject_missing`).
+        not_found_reason (`str`): with `not_found`, which of those tests held, in words; `""` otherwise.
         answer_source (`str`): where the answer comes from: `"memory"` (generated from the working memory) or
             `"evidence"` (copied from the best read passage: `answer_from="evidence"`, see `extract_lychee`).
         generated_answer_ids (`list[int]`): when the answer given is not the generated one ("not found", or copied
@@ -126,6 +127,7 @@ class LycheeTrace(list):
         self.answer_ids = answer_ids or []
         self.answer_seconds = answer_seconds
         self.not_found = False
+        self.not_found_reason = ""
         self.answer_source = "memory"
         self.generated_answer_ids: list[int] = []
         self.question_ids: list[int] = []
@@ -187,17 +189,18 @@ class LycheeTrace(list):
         write the same keys.
 
         Returns:
-            `dict` with `answer` (decoded, special tokens skipped, stripped), `not_found`, `answer_source`,
-            `generated_answer` (what the model generated when the answer is another; `""` otherwise), `evidence` (a
-            list of `Evidence.to_dict`: `start`, `end`, `text`, `block`, `gate_score`, `score`; `null` when the bank
-            keeps no document text), `answer_prompt_ids`, `answer_prompt_tokens`, `answer_tokens` (decoded answer
-            tokens through the first stop), `answer_seconds` (3 decimals) and `trace` (`LycheeBlockTrace.to_dict`
-            of every block read or skipped).
+            `dict` with `answer` (decoded, special tokens skipped, stripped), `not_found`, `not_found_reason`,
+            `answer_source`, `generated_answer` (what the model generated when the answer is another; `""`
+            otherwise), `evidence` (a list of `Evidence.to_dict`: `start`, `end`, `text`, `block`, `gate_score`,
+            `score`; `null` when the bank keeps no document text), `answer_prompt_ids`, `answer_prompt_tokens`,
+            `answer_tokens` (decoded answer tokens through the first stop), `answer_seconds` (3 decimals) and
+            `trace` (`LycheeBlockTrace.to_dict` of every block read or skipped).
         """
         evidence = self.evidence(tokenizer)
         return {
             "answer": tokenizer.decode(self.answer_ids, skip_special_tokens=True).strip(),
             "not_found": self.not_found,
+            "not_found_reason": self.not_found_reason,
             "answer_source": self.answer_source,
             "generated_answer": tokenizer.decode(self.generated_answer_ids, skip_special_tokens=True).strip(),
             "evidence": None if evidence is None else [item.to_dict() for item in evidence],

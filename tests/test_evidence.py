@@ -175,7 +175,7 @@ def test_the_cli_turns_not_found_off_for_one_run(tmp_path):
     asked = ["ask", "--model", checkpoint, "--context", tmp_path / "doc.txt", "--question", "Where was Zorblat born?"]
     code, out, err = run_cli(*asked)
     assert code == 0, err
-    assert "Not found in the document." in out and "Evidence: none (nothing read answers the question)" in out
+    assert "Not found in the document." in out and "Evidence: none (not found: " in out
     code, out, err = run_cli(*asked, "--no-not-found")
     assert code == 0, err
     assert "Not found in the document." not in out
@@ -218,3 +218,12 @@ def test_the_passage_after_a_question_is_the_next_sentence_or_line():
     start, end = following_passage(document, document.index("?") + 1)
     assert document[start:end] == "A: Omar Brandt does."
     assert following_passage(document, len(document)) is None
+
+
+def test_a_not_found_answer_says_which_test_refused_it(tokenizer):
+    model = tiny_lychee(max_answer_tokens=6, memory_budget=8, gate_type="query_likelihood", answer_not_found=True)
+    bank = compress_text(model, tokenizer, TEXT)
+    refused = ask(model, tokenizer, bank, gate_threshold=1.0).to_dict(tokenizer)
+    assert refused["not_found"] and refused["not_found_reason"] == "no block was read"
+    answered = ask(model, tokenizer, bank, answer_not_found=False).to_dict(tokenizer)
+    assert answered["not_found"] is False and answered["not_found_reason"] == ""

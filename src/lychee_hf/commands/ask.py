@@ -373,7 +373,7 @@ def _evidence_lines(result: dict) -> str:
     if result["evidence"] is None:
         return "Evidence: unavailable (this bank keeps no document text: recompress it from the text file)"
     if not result["evidence"]:
-        why = "nothing read answers the question" if result["not_found"] else "no passage matched"
+        why = f"not found: {result['not_found_reason']}" if result["not_found"] else "no passage matched"
         return f"Evidence: none ({why})"
     lines = ["Evidence:"]
     for item in result["evidence"]:
