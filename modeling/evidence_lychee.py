@@ -97,14 +97,11 @@ def sentence_bounds(document: str, start: int, end: int) -> tuple[int, int]:
 
 def following_passage(document: str, end: int) -> tuple[int, int] | None:
     """The `[start, end)` characters of the passage after the one ending at `end` (None at the document's end)."""
-    first, last = sentence_bounds(document, end, min(len(document), end + 1))
+    after = _BOUNDARY.search(document, end)  # the next passage starts after the boundary that ends this one
+    if after is None:
+        return None
+    first, last = sentence_bounds(document, after.end(), min(len(document), after.end() + 1))
     spans = [span for span in passages(first, document[first:last]) if span[0] >= end]
-    if not spans:
-        after = _BOUNDARY.search(document, end)
-        if after is None:
-            return None
-        first, last = sentence_bounds(document, after.end(), min(len(document), after.end() + 1))
-        spans = [span for span in passages(first, document[first:last]) if span[0] >= end]
     return spans[0] if spans else None
 
 

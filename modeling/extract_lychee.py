@@ -141,10 +141,14 @@ def extract_answer(model: torch.nn.Module, tokenizer, trace, stop_id: int) -> st
         `str` or `None`.
     """
     ranked = trace.ranked_passages(tokenizer, answer="", top_k=PASSAGES_TRIED)
+    if not ranked:
+        return None
     question = tokenizer.decode(trace.question_ids, skip_special_tokens=True)
-    generated = tokenizer.decode(trace.answer_ids, skip_special_tokens=True).strip().rstrip(".")
-    document = trace.document_text.text if trace.document_text is not None else ""
-    for passage in ranked or []:
+    # What the reasoner generated (kept apart once "not found" replaced it: an evaluation may still ask this).
+    generated_ids = trace.generated_answer_ids or trace.answer_ids
+    generated = tokenizer.decode(generated_ids, skip_special_tokens=True).strip().rstrip(".")
+    document = trace.document_text.text
+    for passage in ranked:
         text = passage.text
         if text.rstrip().endswith("?"):  # the document's own question (an FAQ, an interview): its answer follows
             following = following_passage(document, passage.end)

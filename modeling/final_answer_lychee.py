@@ -1,6 +1,7 @@
-"""What may replace a generated final answer, after the answer turn: a span copied from the evidence
-(`answer_from="evidence"`) and "not found" (`answer_not_found`). Each records in the row's trace what it did and
-keeps the generated answer in `generated_answer_ids`; "not found" is applied last, so it wins.
+"""What may replace a generated final answer, after the answer turn: "not found" (`answer_not_found`) and a span
+copied from the evidence (`answer_from="evidence"`). Which rows are refused is decided first (no test reads the
+answer), so that no span is copied for them; each replacement records in the row's trace what it did and keeps the
+generated answer in `generated_answer_ids`.
 """
 
 import warnings
@@ -10,7 +11,9 @@ import torch
 from .extract_lychee import extract_answer
 
 
-def extracted_answers(model, traces, answers: torch.Tensor, eos_ids: list[int], pad_id: int, tokenizer) -> torch.Tensor:
+def extracted_answers(
+    model, traces, answers: torch.Tensor, eos_ids: list[int], pad_id: int, tokenizer, skip=()
+) -> torch.Tensor:
     """Replaces each row's generated answer by the span `extract_lychee.extract_answer` copies from the best read
     passage (+ a stop id), where there is one; the trace's `answer_source` says which rows.
 
@@ -20,6 +23,7 @@ def extracted_answers(model, traces, answers: torch.Tensor, eos_ids: list[int], 
         answers (`torch.Tensor`): (B, T) generated answer ids.
         eos_ids / pad_id: the answer's stop ids and pad id.
         tokenizer: the model's tokenizer (None: nothing is copied).
+        skip: rows not to copy for (those "not found" will replace).
 
     Returns:
         `torch.Tensor`: (B, T') answer ids.
@@ -34,6 +38,8 @@ def extracted_answers(model, traces, answers: torch.Tensor, eos_ids: list[int], 
         return answers
     replacements = {}
     for row, trace in enumerate(traces):
+        if row in skip:
+            continue
         span = extract_answer(model, tokenizer, trace, eos_ids[0])  # None without the text
         if span is not None:
             replacements[row] = tokenizer.encode(span, add_special_tokens=False) + eos_ids[:1]
@@ -43,23 +49,20 @@ def extracted_answers(model, traces, answers: torch.Tensor, eos_ids: list[int], 
     return replace_rows(answers, replacements, pad_id)
 
 
-def not_found_answers(
-    model, traces, answers: torch.Tensor, memories, eos_ids: list[int], pad_id: int, tokenizer=None
-) -> torch.Tensor:
-    """Replaces the answer of each row that read nothing, whose memory holds nothing new, or (with a `tokenizer`
-    and a bank that keeps its text) whose question names something no read block contains or asks about words the
-    document never uses, by the config's `unanswerable_answer_ids` (+ a stop id), and flags its trace `not_found`.
+def not_found_reasons(model, traces, memories, tokenizer=None) -> dict[int, str]:
+    """The rows to answer "not found", each with why (`not_found_reason`): rows that read nothing, whose memory
+    holds nothing new, or (with a `tokenizer` and a bank that keeps its text) whose question names something no
+    read block contains or asks about words the document never uses. None of these tests reads the answer, so they
+    run before any answer is copied (a refused row is not worth copying for).
 
     Args:
         model (`LycheeMemoryForCausalLM`): the model (its config's ids).
         traces (`list[LycheeTrace]`): one per row.
-        answers (`torch.Tensor`): (B, T) answer ids so far.
         memories (`list[torch.LongTensor]`): each row's final working memory.
-        eos_ids / pad_id: the answer's stop ids and pad id.
         tokenizer: the model's tokenizer (None: only the first two tests).
 
     Returns:
-        `torch.Tensor`: (B, T') answer ids.
+        `dict[int, str]`: row -> reason, for the refused rows only.
     """
     config = model.config
     if not config.unanswerable_answer_ids:
@@ -72,16 +75,28 @@ def not_found_answers(
         row: not_found_reason(trace, memory, initial, tokenizer)
         for row, (trace, memory) in enumerate(zip(traces, memories))
     }
-    rows = [row for row, reason in reasons.items() if reason]
-    text = list(config.unanswerable_answer_ids) + eos_ids[:1]
-    for row in rows:
+    return {row: reason for row, reason in reasons.items() if reason}
+
+
+def not_found_answers(
+    model, traces, answers: torch.Tensor, reasons: dict[int, str], eos_ids: list[int], pad_id: int
+) -> torch.Tensor:
+    """Replaces the answer of each row of `reasons` (`not_found_reasons`) by the config's `unanswerable_answer_ids`
+    (+ a stop id) and flags its trace `not_found`, keeping the generated answer in `generated_answer_ids`.
+
+    Returns:
+        `torch.Tensor`: (B, T') answer ids.
+    """
+    if not reasons:
+        return answers
+    text = list(model.config.unanswerable_answer_ids) + eos_ids[:1]
+    for row, reason in reasons.items():
         trace = traces[row]
         trace.not_found = True
-        trace.not_found_reason = reasons[row]
-        if trace.answer_source == "memory":
-            trace.generated_answer_ids = trace.answer_ids  # what it would have said
+        trace.not_found_reason = reason
+        trace.generated_answer_ids = trace.answer_ids  # what it would have said
         trace.answer_ids = text  # through the stop id, as generated answers are
-    return replace_rows(answers, {row: text for row in rows}, pad_id)
+    return replace_rows(answers, dict.fromkeys(reasons, text), pad_id)
 
 
 def not_found_reason(trace, memory: torch.Tensor, initial: list[int], tokenizer=None) -> str:

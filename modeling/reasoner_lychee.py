@@ -16,7 +16,7 @@ from transformers.utils import logging
 
 from .adapters_lychee import role_adapter
 from .compat_lychee import cache_kwargs
-from .final_answer_lychee import extracted_answers, not_found_answers
+from .final_answer_lychee import extracted_answers, not_found_answers, not_found_reasons
 from .first_stage_lychee import NOT_A_CANDIDATE, BlockView, Candidates, FirstStage
 from .gate_lychee import GatePolicy
 from .memory_bank_lychee import LycheeMemoryBank, LycheeMemoryBlock
@@ -450,10 +450,10 @@ class ReasonerLoop:
         for trace, prompt, answer in zip(self.traces, prompts, answers):
             trace.answer_prompt_ids = prompt.tolist()
             trace.answer_ids = answer[: count_decoded(answer, eos_ids, pad_id)].tolist()
+        refused = not_found_reasons(self.model, self.traces, memories, tokenizer) if self._not_found_enabled() else {}
         if self._answers_from_evidence():
-            answers = extracted_answers(self.model, self.traces, answers, eos_ids, pad_id, tokenizer)
-        if self._not_found_enabled():
-            answers = not_found_answers(self.model, self.traces, answers, memories, eos_ids, pad_id, tokenizer)
+            answers = extracted_answers(self.model, self.traces, answers, eos_ids, pad_id, tokenizer, skip=refused)
+        answers = not_found_answers(self.model, self.traces, answers, refused, eos_ids, pad_id)
         seconds = time.perf_counter() - started
         for trace in self.traces:
             trace.answer_seconds = seconds  # rows of a batch share the answer turn

@@ -161,3 +161,10 @@ def test_the_reasoners_own_answer_is_a_candidate_only_as_whole_words_of_the_pass
     assert copied_span("The door was painted Bright Green in spring.", "bright green") == "Bright Green"
     assert copied_span("The greenery grew.", "green") is None
     assert copied_span("Anything at all.", "") is None
+
+
+def test_a_refused_question_is_not_copied_for(model, tokenizer, bank):
+    _, trace = ask(model, tokenizer, bank, question="When do invoices for Zorblat fall due?", answer_from="evidence",
+                   answer_not_found=True)  # fmt: skip
+    assert trace.not_found and trace.not_found_reason == "the question names something no read block contains"
+    assert trace.answer_source == "memory" and trace.generated_answer_ids
