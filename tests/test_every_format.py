@@ -144,6 +144,17 @@ def test_cli_single_question_and_info_over_every_format(checkpoint, folders, fmt
     assert ("int4" if fmt == "int4-legacy" else fmt) in out
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_answers_copied_from_the_evidence_read_every_format(model, tokenizer, text_folders, fmt):
+    bank = LycheeMemoryBank.from_pretrained(text_folders[fmt])
+    ids = question_ids(tokenizer, QUESTIONS[0])
+    out = model.generate(input_ids=ids, bank=bank, tokenizer=tokenizer, show_progress=False, do_sample=False,
+                         return_dict_in_generate=True, answer_from="evidence", gate_threshold=0.0)  # fmt: skip
+    trace = out.trace[0]
+    assert trace.answer_source == "evidence"
+    assert tokenizer.decode(trace.answer_ids, skip_special_tokens=True).strip() in TEXT
+
+
 @pytest.mark.parametrize("fmt", BANK_DTYPES)
 def test_a_corpus_is_stored_and_answered_in_every_format(model, tokenizer, questions_file, fmt, tmp_path):
     corpus = tmp_path / "docs.jsonl"
