@@ -17,18 +17,19 @@ import re
 import torch
 
 from .adapters_lychee import role_adapter
+from .compat_lychee import cache_kwargs, output_cache
 from .evidence_lychee import _STOP, _WORD, following_passage, words
 from .prompts_lychee import build_prompt
 
 # A passage's list or section label is no answer: "2.3 ", "4. ", "Q: ", "A) ", "(b) ", "- ".
 _LABEL = re.compile(r"^(?:\d+(?:\.\d+)*\.?|[A-Z]\d*[:.)]|\(?[a-z0-9]\)|[-*\u2022])\s+")
-_TOKEN = re.compile(r"[^\s,;()\"]+")
+# A word, number or code; a comma between digits belongs to its number ("1,350,000").
+_TOKEN = re.compile(r"(?:[^\s,;()\"]|(?<=\d),(?=\d))+")
 _DIGIT = re.compile(r"\d")
 # Code-like: a file name, a path, an identifier (`journal-state-v5.json`, `bank_users_v3.csv`, `a/b`), an option.
 _CODE = re.compile(r"\w[._/]\w|^-{1,2}\w|\w-\w*\d")
 _NAME_WORDS = 4  # longest run of capitalised words taken as one name ("Avocet Property Services Ltd" is four)
 _UNIT_WORDS = 2  # words after a number kept with it ("37 days", "1 December 2025")
-_SCORE_BATCH = 16
 # Best-ranked passages looked at, in order, for one that holds a candidate (a passage of the question's own words
 # only, such as a heading, holds none).
 PASSAGES_TRIED = 3
@@ -53,6 +54,11 @@ def answer_candidates(passage: str, question: str) -> list[str]:
     found: dict[str, None] = {}
 
     def add(first: int, last: int) -> None:
+        # A span never crosses a clause's punctuation ("2024, and Hana", "Byrne; Ashworth") or a table's column
+        # gap ("£200,500      £293,250"): its words are one space apart.
+        for k in range(first, last):
+            if passage[tokens[k][1] : tokens[k + 1][0]] != " " or passage[tokens[k][1] - 1] in ".:!?":
+                return
         span = passage[tokens[first][0] : tokens[last][1]].rstrip(".,;:!?")
         if span and not span.endswith(":") and not {w.lower() for w in _WORD.findall(span)} <= asked:
             found.setdefault(span)
@@ -84,11 +90,12 @@ def copied_span(passage: str, answer: str) -> str | None:
     return found.group(0) if found else None
 
 
-def candidate_scores(
+def candidate_log_probs(
     model: torch.nn.Module, question_ids: list[int], passage_ids: list[int], candidates: list[list[int]], stop_id: int
-) -> list[float]:
+) -> torch.Tensor:
     """Mean log-probability per token of each candidate answer (plus `stop_id`) in the reasoner's final turn with
-    `passage_ids` as the memory.
+    `passage_ids` as the memory, differentiable (the span-choice objective trains on it; `candidate_scores` is the
+    same without gradients).
 
     Args:
         model (`LycheeMemoryForCausalLM`): the model (its `reasoner` adapter and `final_template_ids`).
@@ -97,7 +104,7 @@ def candidate_scores(
         stop_id (`int`): the token that ends an answer (scored too: it says whether the span is whole).
 
     Returns:
-        `list[float]`, one per candidate.
+        `torch.Tensor` of shape (len(candidates),), float32.
     """
     device = model.device
     prompt = build_prompt(
@@ -105,25 +112,38 @@ def candidate_scores(
         torch.tensor(question_ids, dtype=torch.long, device=device),
         torch.tensor(passage_ids, dtype=torch.long, device=device),
     )
+    rows = [ids + [stop_id] for ids in candidates]
+    longest = max(map(len, rows))
+    with role_adapter(model, "reasoner"):
+        # The prompt runs once; its cache, repeated per candidate, is the prefix every candidate continues.
+        prompt_out = model(input_ids=prompt[None], use_cache=True)
+        first_logprobs = prompt_out.logits[0, -1].float().log_softmax(-1)  # (V,): each candidate's first token
+        cache = output_cache(prompt_out)
+        cache.batch_repeat_interleave(len(rows))
+        # (B, longest) right-padded candidates after the shared prompt; padding is masked and never scored.
+        ids = torch.full((len(rows), longest), stop_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(rows), prompt.numel() + longest), dtype=torch.long, device=device)
+        mask[:, : prompt.numel()] = 1
+        for r, row in enumerate(rows):
+            ids[r, : len(row)] = torch.tensor(row, device=device)
+            mask[r, prompt.numel() : prompt.numel() + len(row)] = 1
+        positions = torch.arange(prompt.numel(), prompt.numel() + longest, device=device).expand(len(rows), -1)
+        logprobs = model(input_ids=ids, attention_mask=mask, position_ids=positions, **cache_kwargs(cache))
+        logprobs = logprobs.logits.float().log_softmax(-1)  # (B, longest, V): position t predicts token t + 1
     scores = []
-    with role_adapter(model, "reasoner"), torch.no_grad():
-        for first in range(0, len(candidates), _SCORE_BATCH):
-            rows = [ids + [stop_id] for ids in candidates[first : first + _SCORE_BATCH]]
-            width = prompt.numel() + max(map(len, rows))
-            # (B, width) right-padded: every row's prompt starts at position 0, so no position ids are needed.
-            ids = torch.full((len(rows), width), stop_id, dtype=torch.long, device=device)
-            mask = torch.zeros_like(ids)
-            for r, row in enumerate(rows):
-                ids[r, : prompt.numel()] = prompt
-                ids[r, prompt.numel() : prompt.numel() + len(row)] = torch.tensor(row, device=device)
-                mask[r, : prompt.numel() + len(row)] = 1
-            logprobs = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
-            for r, row in enumerate(rows):
-                # The logits at position t predict token t + 1: the answer's tokens from the prompt's last one on.
-                steps = torch.arange(len(row), device=device) + prompt.numel() - 1
-                picked = logprobs[r, steps, torch.tensor(row, device=device)]
-                scores.append(picked.mean().item())
-    return scores
+    for r, row in enumerate(rows):
+        tokens = torch.tensor(row, device=device)
+        rest = logprobs[r, torch.arange(len(row) - 1, device=device), tokens[1:]]
+        scores.append(torch.cat([first_logprobs[tokens[:1]], rest]).mean())
+    return torch.stack(scores)
+
+
+def candidate_scores(
+    model: torch.nn.Module, question_ids: list[int], passage_ids: list[int], candidates: list[list[int]], stop_id: int
+) -> list[float]:
+    """`candidate_log_probs` without gradients, as a list: the scores `extract_answer` ranks candidates by."""
+    with torch.no_grad():
+        return candidate_log_probs(model, question_ids, passage_ids, candidates, stop_id).tolist()
 
 
 def extract_answer(model: torch.nn.Module, tokenizer, trace, stop_id: int) -> str | None:

@@ -55,6 +55,19 @@ def test_candidates_skip_the_label_the_question_words_and_a_lone_first_word():
     assert "I" not in answer_candidates("Omar Brandt handles refunds, I think.", "Who handles refunds?")
 
 
+def test_candidates_never_cross_a_clause_s_punctuation_or_a_table_column_and_keep_thousands_separators():
+    found = answer_candidates(
+        "With Ama Boateng on leave from 8 February 2026, the cover will be Pablo Byrne; Ashworth Ltd will help.",
+        "Who covers the role?",
+    )
+    assert "Pablo Byrne" in found and "8 February 2026" in found
+    assert not [span for span in found if "," in span or ";" in span]
+    assert "£1,350,000" in answer_candidates("The cap is £1,350,000 (was £2,000,000).", "What is the cap?")
+    row = answer_candidates("Whitcombe office      £200,500      £293,250", "How much did Whitcombe office spend?")
+    assert row == ["£200,500", "£293,250"]
+
+
+@pytest.mark.compat  # the shared prompt cache (Cache.batch_repeat_interleave) across the supported releases
 def test_candidate_scores_in_a_batch_equal_one_candidate_scored_alone(model, tokenizer):
     question = tokenizer.encode(QUESTION, add_special_tokens=False)
     passage = "Invoices fall due within 37 days; disputed ones within 87 days."

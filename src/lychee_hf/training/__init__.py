@@ -1,7 +1,8 @@
 """Training, all on `transformers.Trainer`:
 
 * the gate classifier (`gate.py`);
-* reasoner fine-tuning rows (`reasoner.py`, the gold-fact teacher in `teacher.py`);
+* reasoner fine-tuning rows (`reasoner.py`, the gold-fact teacher in `teacher.py`), and the span choice of the
+  final answer copied from the evidence (`span_choice.py`);
 * compressor pretraining (`compressor.py`, rows in `compressor_rows.py`, the KL to lossless reading in
   `distillation.py`);
 * end-to-end GRPO of reasoner + compressor: settings (`rl_config.py`), episodes (`rollout.py`), their rewards
@@ -15,6 +16,7 @@ from .curriculum import check_disjoint_seeds, check_trainable, curriculum_exampl
 from .gate import GateTrainer, GateTrainingConfig, GateTrainingResult, build_gate_rows, train_gate
 from .rl_config import LycheeGRPOConfig
 from .rl_trainer import LycheeGRPOTrainer, RLResult, train_rl
+from .span_choice import SpanChoiceTrainer, build_span_choice_rows, train_span_choice
 from .trainer_utils import LoraArguments, TimeLimitCallback
 
 __all__ = [
@@ -27,8 +29,10 @@ __all__ = [
     "LycheeGRPOConfig",
     "LycheeGRPOTrainer",
     "RLResult",
+    "SpanChoiceTrainer",
     "TimeLimitCallback",
     "build_gate_rows",
+    "build_span_choice_rows",
     "check_disjoint_seeds",
     "check_trainable",
     "curriculum_examples",
@@ -36,4 +40,5 @@ __all__ = [
     "reading_rows",
     "train_gate",
     "train_rl",
+    "train_span_choice",
 ]
