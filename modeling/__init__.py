@@ -28,6 +28,7 @@ from .bank_text_lychee import DocumentText, DocumentTextError, chunk_char_spans
 from .compressor_lychee import LycheeCompressor, positions_from_mask
 from .configuration_lychee import LycheeMemoryConfig, backbone_head_dim
 from .evidence_lychee import Evidence
+from .extract_lychee import answer_candidates, candidate_log_probs
 from .fingerprint_lychee import weights_digest
 from .first_stage_lychee import LexicalIndex
 from .gate_lychee import GATE_CLASSES, GatePolicy, LycheeGate, gate_prompt
@@ -97,4 +98,7 @@ __all__ = [
     "template_config_ids",
     "wants_progress",
     "weights_digest",
+    # the extractive answer's candidates and scores (the span-choice trainer reuses them)
+    "answer_candidates",
+    "candidate_log_probs",
 ]

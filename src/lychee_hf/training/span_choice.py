@@ -18,8 +18,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from ..data import QAExample
-from ..modeling import stop_and_pad_ids
-from ..modeling.extract_lychee import answer_candidates, candidate_log_probs
+from ..modeling import answer_candidates, candidate_log_probs, stop_and_pad_ids
 from .trainer_utils import ListDataset, add_role_lora, checkpoint_to_resume, train_only
 
 
