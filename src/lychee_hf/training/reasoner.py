@@ -26,7 +26,7 @@ from transformers import Trainer, TrainingArguments
 from ..data import QAExample
 from ..modeling import LycheeMemoryBlock, build_prompt, chunk_spans, stop_and_pad_ids
 from .teacher import gold_memory_texts
-from .trainer_utils import IGNORE_INDEX, ListDataset, add_role_lora, checkpoint_to_resume, train_only
+from .trainer_utils import IGNORE_INDEX, ListDataset, checkpoint_to_resume, start_reasoner_training
 
 
 @dataclass
@@ -184,10 +184,7 @@ def train_reasoner_sft(
             "set per_device_train_batch_size=1 and use gradient_accumulation_steps for the batch size."
         )
     steps = build_reasoner_steps(model, tokenizer, examples, unchanged_fraction, seed=args.seed)
-    add_role_lora(model, "reasoner", peft_config)
-    model.activate_role_adapter("reasoner")
-    train_only(model, ["reasoner"])
-    model.train()
+    start_reasoner_training(model, peft_config)
     trainer = Trainer(
         model=model,
         args=args,

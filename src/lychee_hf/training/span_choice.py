@@ -19,7 +19,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..data import QAExample
 from ..modeling import answer_candidates, candidate_log_probs, stop_and_pad_ids
-from .trainer_utils import ListDataset, add_role_lora, checkpoint_to_resume, train_only
+from .trainer_utils import ListDataset, checkpoint_to_resume, start_reasoner_training
 
 
 @dataclass
@@ -146,10 +146,7 @@ def train_span_choice(
             "None of the examples gives a span choice: each needs a gold answer standing in its first `supporting` "
             "span beside at least one other name, number or code."
         )
-    add_role_lora(model, "reasoner", peft_config)
-    model.activate_role_adapter("reasoner")
-    train_only(model, ["reasoner"])
-    model.train()
+    start_reasoner_training(model, peft_config)
     trainer = SpanChoiceTrainer(
         model=model,
         args=args,

@@ -112,6 +112,15 @@ def train_only(model: nn.Module, roles: list[str]) -> None:
         parameter.requires_grad_(any(role_weight(name, role) for role in roles))
 
 
+def start_reasoner_training(model: nn.Module, peft_config=None) -> None:
+    """Readies `model` for a reasoner trainer: a `reasoner` adapter (a new one from `peft_config` if it has none),
+    active, the only trainable weights, and training mode on."""
+    add_role_lora(model, "reasoner", peft_config)
+    model.activate_role_adapter("reasoner")
+    train_only(model, ["reasoner"])
+    model.train()
+
+
 def with_every_trainable_weight(loss: torch.Tensor, model: nn.Module, unwrapped: nn.Module) -> torch.Tensor:
     """`loss` plus 0 x one element of every trainable weight when `model` is wrapped in DDP; `loss` otherwise.
 
