@@ -76,3 +76,10 @@ def test_training_refuses_examples_that_give_no_choice(tokenizer, tmp_path):
     args = LycheeTrainingArguments(output_dir=str(tmp_path), max_steps=1)
     with pytest.raises(ValueError, match="None of the examples gives a span choice"):
         train_span_choice(model, tokenizer, [example(answers=())], args)
+
+
+def test_training_refuses_a_launch_of_several_processes(tokenizer, tmp_path, monkeypatch):
+    args = LycheeTrainingArguments(output_dir=str(tmp_path), max_steps=1)
+    monkeypatch.setattr(LycheeTrainingArguments, "world_size", property(lambda self: 2))
+    with pytest.raises(ValueError, match="runs in one process; this launch has 2"):
+        train_span_choice(tiny_lychee(), tokenizer, [example()], args)

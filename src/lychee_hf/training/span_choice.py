@@ -138,8 +138,14 @@ def train_span_choice(
         `transformers.Trainer`: the finished trainer.
 
     Raises:
-        `ValueError`: when no example gives a choice (no gold sentence holds its answer and another candidate).
+        `ValueError`: when no example gives a choice (no gold sentence holds its answer and another candidate), or
+            under a launch of several processes.
     """
+    if args.world_size > 1:  # the loss reads the model's config and device, which a DDP wrapper hides
+        raise ValueError(
+            f"train_span_choice runs in one process; this launch has {args.world_size}. Run it without "
+            "torchrun / accelerate launch (a few hundred rows take minutes on a CPU)."
+        )
     rows = build_span_choice_rows(tokenizer, examples)
     if not rows:
         raise ValueError(
