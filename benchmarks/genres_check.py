@@ -129,8 +129,8 @@ def run_pair(model, tokenizer, group: str, example, other) -> dict:
 
 def row(name: str, length: int, records: list[dict]) -> str:
     n = len(records)
-    rates = [wilson(sum(record.get(rate, 0) for record in records), n) if all(rate in r for r in records) else "-"
-             for rate in _RATES]  # fmt: skip
+    # A rate older logs lack (em_memory before answer_from="evidence") shows as "-".
+    rates = [wilson(sum(r[rate] for r in records), n) if all(rate in r for r in records) else "-" for rate in _RATES]
     cells = [name, f"{length // 1000}K", str(n), *rates, f"{sum(record['seconds'] for record in records):.0f}"]
     return "| " + " | ".join(cells) + " |"
 

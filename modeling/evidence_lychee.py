@@ -86,11 +86,11 @@ def sentence_bounds(document: str, start: int, end: int) -> tuple[int, int]:
     """`[start, end)` widened to the start of the sentence (or line) around `start` and the end of the one around
     `end - 1`, looking at most `SENTENCE_REACH` characters beyond either end."""
     before = document[max(0, start - SENTENCE_REACH) : start]
-    if start > 0 and before:
+    if before:
         ends = [match.end() for match in _BOUNDARY.finditer(before)]
         start = start - len(before) + ends[-1] if ends else start
-    after = _BOUNDARY.search(document, end, min(len(document), end + SENTENCE_REACH))
     if end < len(document) and not (end > 0 and _BOUNDARY.match(document, end - 1)):
+        after = _BOUNDARY.search(document, end, min(len(document), end + SENTENCE_REACH))
         end = after.start() if after else min(len(document), end + SENTENCE_REACH)
     return start, end
 

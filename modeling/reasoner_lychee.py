@@ -432,8 +432,8 @@ class ReasonerLoop:
         """
         eos_ids, pad_id = stop_and_pad_ids(self.answer_config)
         tokenizer = generate_kwargs.get("tokenizer")
-        replaces = self._answers_from_evidence() or self._not_found_enabled()
-        streamer = generate_kwargs.pop("streamer", None) if replaces else None
+        from_evidence, not_found = self._answers_from_evidence(), self._not_found_enabled()
+        streamer = generate_kwargs.pop("streamer", None) if from_evidence or not_found else None
         prompts = [build_prompt(self.model.config.final_template_ids, q, m) for q, m in zip(questions, memories)]
         prompt_ids, prompt_mask = left_pad(prompts, pad_id)
         started = time.perf_counter()
@@ -450,8 +450,8 @@ class ReasonerLoop:
         for trace, prompt, answer in zip(self.traces, prompts, answers):
             trace.answer_prompt_ids = prompt.tolist()
             trace.answer_ids = answer[: count_decoded(answer, eos_ids, pad_id)].tolist()
-        refused = not_found_reasons(self.model, self.traces, memories, tokenizer) if self._not_found_enabled() else {}
-        if self._answers_from_evidence():
+        refused = not_found_reasons(self.model, self.traces, memories, tokenizer) if not_found else {}
+        if from_evidence:
             answers = extracted_answers(self.model, self.traces, answers, eos_ids, pad_id, tokenizer, skip=refused)
         answers = not_found_answers(self.model, self.traces, answers, refused, eos_ids, pad_id)
         seconds = time.perf_counter() - started

@@ -99,7 +99,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--answer-from",
-        choices=("memory", "evidence"),
+        choices=("memory", "evidence"),  # the config's ANSWER_SOURCES; a literal keeps --help free of torch
         help="generate the answer from the working memory, or copy the name, number or code the reasoner scores "
         "best from the best read passage (default: the model's setting; evidence for the embedded default)",
     )
