@@ -9,7 +9,7 @@ phase with its role's adapter active and every other adapter off: compression wi
 Everything here goes through peft's own public API (`inject_adapter_in_model`, `set_peft_model_state_dict`,
 `get_peft_model_state_dict`, and the tuner layers' `set_adapter` / `enable_adapters`), never through transformers'
 PEFT integration methods (`model.load_adapter`, `set_adapter`, ...): those check a minimum peft version that a
-transformers release can raise past the newest peft (5.24 asks for peft 0.22, which does not exist yet), which
+transformers release can raise past the newest peft (5.24 asked for peft 0.22 before it was released), which
 would lock every role adapter out. Adapters added by `peft.get_peft_model(model, config, adapter_name=...)` or by
 transformers' integration (where it runs) are tuner layers too, and work the same. peft stays optional: without
 it there are no adapters.
